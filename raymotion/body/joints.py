@@ -1,0 +1,140 @@
+"""Joint names and named indices; no bare joint integers elsewhere in raymotion.
+
+Three joint sets are used:
+- ``SMPL_JOINT_NAMES``: the 24 kinematic joints of SMPL (and of the embedded body, baked into the same
+  layout). Their order is fixed by the SMPL file format's ``kintree_table``.
+- ``H36M_JOINT_NAMES``: the 17 joints of a Human3.6M-style regressor (SPIN's ``J_regressor_h36m.npy``).
+- ``EVAL_JOINT_NAMES``: the 14 LSP-style joints on which MPJPE / PA-MPJPE are reported (SPIN, VIBE, and the
+  paper), taken from the 17 H36M joints with ``H36M_TO_EVAL14`` (SPIN's ``H36M_TO_J14``).
+"""
+
+from __future__ import annotations
+
+SMPL_JOINT_NAMES: tuple[str, ...] = (
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hand",
+    "right_hand",
+)
+NUM_SMPL_JOINTS = len(SMPL_JOINT_NAMES)
+SMPL_JOINT = {name: i for i, name in enumerate(SMPL_JOINT_NAMES)}
+
+# SMPL's kinematic tree: parent of each joint (-1 for the root), as in every SMPL file's kintree_table.
+SMPL_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+
+# Axis-angle pose is (24, 3): the root's global orientation followed by 23 body joints (SMPL's body_pose).
+NUM_BODY_JOINTS = NUM_SMPL_JOINTS - 1
+
+# Row order of SPIN's J_regressor_h36m.npy as SPIN's H36M_TO_J14 reads it (constants.py names index 6
+# "Right Ankle" and 1 "Left Hip": the legs are listed left first, the arms left first too).
+H36M_JOINT_NAMES: tuple[str, ...] = (
+    "pelvis",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "right_hip",
+    "right_knee",
+    "right_ankle",
+    "spine",
+    "thorax",
+    "neck_nose",
+    "head_top",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "right_shoulder",
+    "right_elbow",
+    "right_wrist",
+)
+NUM_H36M_JOINTS = len(H36M_JOINT_NAMES)
+H36M_JOINT = {name: i for i, name in enumerate(H36M_JOINT_NAMES)}
+
+EVAL_JOINT_NAMES: tuple[str, ...] = (
+    "right_ankle",
+    "right_knee",
+    "right_hip",
+    "left_hip",
+    "left_knee",
+    "left_ankle",
+    "right_wrist",
+    "right_elbow",
+    "right_shoulder",
+    "left_shoulder",
+    "left_elbow",
+    "left_wrist",
+    "neck",
+    "head_top",
+)
+NUM_EVAL_JOINTS = len(EVAL_JOINT_NAMES)
+EVAL_JOINT = {name: i for i, name in enumerate(EVAL_JOINT_NAMES)}
+
+# SPIN's H36M_TO_J14 (constants.py): the 14 evaluation joints from the 17 H36M regressor joints.
+# "neck" is the H36M thorax joint (8), as in SPIN.
+H36M_TO_EVAL14: tuple[int, ...] = tuple(
+    H36M_JOINT[name]
+    for name in (
+        "right_ankle",
+        "right_knee",
+        "right_hip",
+        "left_hip",
+        "left_knee",
+        "left_ankle",
+        "right_wrist",
+        "right_elbow",
+        "right_shoulder",
+        "left_shoulder",
+        "left_elbow",
+        "left_wrist",
+        "thorax",
+        "head_top",
+    )
+)
+
+# Pelvis for root-relative metrics on the 14 joints: the mid-point of the two hips (SPIN, METHOD.md 6).
+EVAL_HIP_PAIR: tuple[int, int] = (EVAL_JOINT["left_hip"], EVAL_JOINT["right_hip"])
+
+# smplx's VertexJointSelector appends joints at these surface vertices (face, feet, finger tips).
+# Their vertex ids depend on the mesh, so each body file carries its own (see body_model.py).
+EXTRA_JOINT_NAMES: tuple[str, ...] = (
+    "nose",
+    "reye",
+    "leye",
+    "rear",
+    "lear",
+    "LBigToe",
+    "LSmallToe",
+    "LHeel",
+    "RBigToe",
+    "RSmallToe",
+    "RHeel",
+    "lthumb",
+    "lindex",
+    "lmiddle",
+    "lring",
+    "lpinky",
+    "rthumb",
+    "rindex",
+    "rmiddle",
+    "rring",
+    "rpinky",
+)

@@ -1,0 +1,490 @@
+"""The one typed config tree: every default lives here, and no other module parses config.
+
+Flow: ``Config()`` holds the defaults; a YAML file and ``--set a.b=v`` items are *overrides*
+(``load_config``), applied by ``apply_overrides`` and validated as a whole. Ray moves plain dicts,
+so workers receive ``to_dict(cfg)`` and turn it back with ``Config.from_dict(d)`` on their first line.
+
+Each field carries its help text in ``field(metadata={"help": ...})`` (and, where it has one, its
+inclusive numeric ``range``), so ``describe()`` and error messages read it back. Choices are
+``Literal`` types. Validation runs in every ``__post_init__``; a nested section does not know its
+dotted prefix, so it raises ``ConfigError`` with its leaf key and ``from_dict`` prefixes it.
+
+Adding a section: write its ``@dataclass(kw_only=True, slots=True)`` class (docstring, fields,
+``__post_init__`` calling ``_validate_fields``), then add one ``name: XConfig = _section(XConfig)``
+line to ``Config``.
+"""
+
+import dataclasses
+import difflib
+import functools
+import os
+import re
+import tempfile
+import types
+import typing
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A bad config value. ``key`` is the dotted path as the user types it (``body.gender``)."""
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        super().__init__(key, value, expected)  # keeps the error picklable (Ray moves exceptions)
+        self.key, self.value, self.expected = key, value, expected
+
+    def __str__(self) -> str:
+        return (f"{self.key}={self.value!r} is invalid: {self.expected}. "
+                f"Fix it in the config file or with --set {self.key}=<value>.")
+
+    def under(self, prefix: str) -> "ConfigError":
+        """The same error with ``prefix`` prepended to its key."""
+        return ConfigError(_join(prefix, self.key), self.value, self.expected)
+
+
+def _field(default: Any, doc: str, *, range: tuple[float | None, float | None] | None = None) -> Any:
+    """A leaf field with its help text and optional inclusive (min, max) range; None = unbounded."""
+    return field(default=default, metadata={"help": doc, "range": range})
+
+
+def _section(cls: type) -> Any:
+    """A section field; its help text is the section class docstring."""
+    return field(default_factory=cls, metadata={"help": cls.__doc__, "range": None})
+
+
+# ----------------------------------------------------------------------------- sections
+
+@dataclass(kw_only=True, slots=True)
+class BodyConfig:
+    """Which parametric body model produces the mesh, and where its files are."""
+
+    model: Literal["anny", "anny_lowres", "smpl"] = _field(
+        "anny", "Body model: 'anny' = embedded full-resolution default body (no download); "
+        "'anny_lowres' = embedded 1.2k-vertex body for tests; 'smpl' = your own SMPL files in body.smpl_dir.")
+    smpl_dir: str = _field(
+        "body_models/smpl", "Folder holding SMPL_NEUTRAL/MALE/FEMALE .pkl or .npz "
+        "(the SPIN/MMHuman3D layout). Only used with body.model=smpl.")
+    gender: Literal["neutral", "male", "female"] = _field(
+        "neutral", "SMPL body gender. Only used with body.model=smpl.")
+    h36m_regressor: str = _field(
+        "body_models/J_regressor_h36m.npy", "SPIN's 17-joint Human3.6M joint regressor (.npy); "
+        "needed for evaluation joints with body.model=smpl.")
+    num_betas: int = _field(10, "Number of shape coefficients (betas).", range=(1, 300))
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclass(kw_only=True, slots=True)
+class RunConfig:
+    """Where a run writes its outputs, and how it is seeded and placed."""
+
+    output_dir: str = _field("runs", "Parent folder of run directories.")
+    name: str = _field("default", "Run name, used as a folder name: letters, digits, '-', '_', '.'.")
+    seed: int = _field(0, "Random seed for torch, numpy and Python.", range=(0, None))
+    device: Literal["auto", "cpu", "cuda"] = _field(
+        "auto", "Device: 'auto' = cuda when available, else cpu.")
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        # Must start with a letter, digit or '_': rules out '.', '..' and names that look like flags.
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", self.name):
+            raise ConfigError("name", self.name, "expected a filesystem-safe name: letters, digits, "
+                              "'-', '_', '.', not starting with '.' or '-'")
+
+
+@dataclass(kw_only=True, slots=True)
+class RenderConfig:
+    """The picture of the body that `raymotion doctor` renders."""
+
+    image_size: int = _field(512, "Width and height of the square image, in pixels.", range=(64, 4096))
+    motion: Literal["walk", "tpose"] = _field("walk", "Pose to render: 'walk' (gait cycle) or 'tpose'.")
+    phase: float = _field(0.25, "Position in the gait cycle (0 = start, 1 = one full cycle).",
+                          range=(0.0, 1.0))
+    output: str = _field("raymotion_body.png", "Path of the PNG to write.")
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclass(kw_only=True, slots=True)
+class SynthConfig:
+    """The synthetic motion-video benchmark (`raymotion synth`). Defaults are the 'default' preset;
+    SYNTH_PRESETS holds the others ('tiny' for tests, 'large' for clusters)."""
+
+    out_dir: str = _field("data/synth/default", "Folder the benchmark is written to (manifest.parquet, clips).")
+    seed: int = _field(0, "Seed of the benchmark: subjects, motions, cameras, textures, splits.", range=(0, None))
+    image_size: int = _field(160, "Width and height of the rendered video frames, pixels.", range=(32, 2048))
+    supersample: int = _field(
+        2, "Render at this many times the resolution and average down: anti-aliases the texture so that "
+        "optical flow can track it.", range=(1, 4))
+    fps: int = _field(30, "Frame rate of the motion and of the videos, frames per second.", range=(1, 240))
+    focal_length_224: float = _field(
+        5000.0, "Focal length in pixels for a 224 px frame (scaled with image_size). 5000 is SPIN's "
+        "near-orthographic convention, which the weak-perspective model matches; ~500 is a normal lens "
+        "(strong perspective).", range=(50.0, 100000.0))
+    body_fill: float = _field(0.72, "Height of the standing body as a fraction of the frame height.",
+                              range=(0.2, 1.0))
+    elevation_deg: tuple[float, float] = _field((-5.0, 20.0), "Range of the camera elevation, degrees.")
+    camera_follow: float = _field(
+        1.0, "How much the camera pans with the person's root path (1 = keeps them centred, 0 = static).",
+        range=(0.0, 1.0))
+    background_drift_px: float = _field(
+        0.3, "Largest extra background motion per frame, pixels (moving scenery).", range=(0.0, 10.0))
+    texture_contrast: float = _field(0.8, "Contrast of the body texture's noise.", range=(0.0, 1.0))
+    num_train_subjects: int = _field(40, "Subjects for the labelled and video splits.", range=(1, None))
+    num_heldout_subjects: int = _field(12, "Held-out subjects for the val and test splits.", range=(1, None))
+    labelled_clips: int = _field(1200, "Clips in the labelled pool (pretraining at annotation fractions).",
+                                 range=(0, None))
+    labelled_frames: int = _field(4, "Frames per labelled clip.", range=(1, None))
+    labelled_stride: int = _field(
+        6, "Frame stride of labelled clips: their frames are this many motion frames apart (more distinct "
+        "poses per rendered frame).", range=(1, None))
+    video_clips: int = _field(96, "Unannotated clips for refinement (training never reads their labels).",
+                              range=(0, None))
+    video_frames: int = _field(32, "Frames per video clip (consecutive, at fps).", range=(2, None))
+    val_clips: int = _field(24, "Validation clips (held-out subjects).", range=(0, None))
+    test_clips: int = _field(48, "Test clips (held-out subjects).", range=(0, None))
+    eval_frames: int = _field(16, "Frames per val/test clip (consecutive, at fps).", range=(2, None))
+    codec: Literal["vp9", "h264"] = _field(
+        "vp9", "Video codec: 'vp9' in WebM (DALI's CPU decoder reads VP8/VP9/MJPEG only) or 'h264' in MP4.")
+    crf: int = _field(12, "Constant rate factor of the encoder (lower = better quality, bigger files).",
+                      range=(0, 63))
+    save_flow: bool = _field(
+        True, "Store the renderer's exact ground-truth optical flow (float16) for video/val/test clips.")
+    num_workers: int = _field(2, "Processes that render clips in parallel.", range=(1, 256))
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        lo, hi = self.elevation_deg
+        if not -80.0 <= lo <= hi <= 80.0:
+            raise ConfigError("elevation_deg", self.elevation_deg, "expected [min, max] with -80 <= min <= max <= 80")
+
+
+@dataclass(kw_only=True, slots=True)
+class DataConfig:
+    """How frames become model inputs."""
+
+    crop_size: int = _field(224, "Side of the square crop fed to the model, pixels (224 in the paper).",
+                            range=(32, 1024))
+    bbox_scale: float = _field(1.3, "Crop side = bbox_scale x the longer side of the person box (1.3 in "
+                               "SPIN and the paper).", range=(1.0, 3.0))
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclass(kw_only=True, slots=True)
+class FlowConfig:
+    """The frozen optical-flow estimator."""
+
+    estimator: Literal["dis", "farneback"] = _field(
+        "dis", "Optical flow: 'dis' = OpenCV DIS tuned for fine texture (CPU default), 'farneback'.")
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+# Size presets of the benchmark: overrides of SynthConfig's defaults (which are the 'default' preset).
+SYNTH_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "synth.out_dir": "data/synth/tiny", "synth.image_size": 96, "synth.num_train_subjects": 3,
+        "synth.num_heldout_subjects": 2, "synth.labelled_clips": 6, "synth.video_clips": 3,
+        "synth.video_frames": 6, "synth.val_clips": 2, "synth.test_clips": 2, "synth.eval_frames": 4,
+    },
+    "default": {},
+    "large": {
+        "synth.out_dir": "data/synth/large", "synth.image_size": 224, "synth.num_train_subjects": 400,
+        "synth.num_heldout_subjects": 60, "synth.labelled_clips": 20000, "synth.video_clips": 4000,
+        "synth.video_frames": 64, "synth.val_clips": 400, "synth.test_clips": 800, "synth.num_workers": 32,
+    },
+}
+
+
+@dataclass(kw_only=True, slots=True)
+class Config:
+    """The root of the config tree. Cross-field checks live here."""
+
+    body: BodyConfig = _section(BodyConfig)
+    run: RunConfig = _section(RunConfig)
+    render: RenderConfig = _section(RenderConfig)
+    synth: SynthConfig = _section(SynthConfig)
+    data: DataConfig = _section(DataConfig)
+    flow: FlowConfig = _section(FlowConfig)
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+        if self.body.model != "smpl" and self.body.gender != "neutral":
+            warnings.warn(f"body.gender={self.body.gender!r} is ignored because body.model="
+                          f"{self.body.model!r}; it only applies with body.model=smpl", stacklevel=3)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Config":
+        """Inverse of ``to_dict``: strict (unknown keys raise), missing keys keep their defaults."""
+        return from_dict(cls, d)
+
+
+# ----------------------------------------------------------------------------- types
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _is_optional(tp: Any) -> bool:
+    return typing.get_origin(tp) in (types.UnionType, typing.Union) and type(None) in typing.get_args(tp)
+
+
+def _non_none(tp: Any) -> Any:
+    (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]  # only `X | None` is supported
+    return inner
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if _is_optional(tp):
+        return f"{_type_name(_non_none(tp))} | None"
+    return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp)
+
+
+def _item_types(tp: Any, n: int) -> list[Any]:
+    """Element types of a tuple/list annotation for a value of length n (fixed tuples: as written)."""
+    args = typing.get_args(tp)
+    return [args[0]] * n if len(args) == 1 or args[-1] is Ellipsis else list(args)
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Turn a YAML value or a --set string into type ``tp``; range and choice checks come later."""
+    origin = typing.get_origin(tp)
+    if is_dataclass(tp):
+        if isinstance(value, Mapping):
+            return from_dict(tp, value, prefix=key)  # type: ignore[arg-type]
+        raise ValueError(f"'{key}' is a section, not a value; set one of its keys: "
+                         f"{', '.join(_join(key, f.name) for f in fields(tp))}")
+    if _is_optional(tp):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~")):
+            return None
+        return _coerce(key, value, _non_none(tp))
+    if origin is Literal:  # choices are strings, so a --set value is already the right type
+        return value  # membership is checked by __post_init__, which lists the choices
+    if origin in (tuple, list):
+        if isinstance(value, str):  # "[1,2]", "(1, 2)" or "1,2"
+            inner = value.strip().strip("[]()").strip()
+            value = [s.strip() for s in inner.split(",")] if inner else []
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, value, f"expected {_type_name(tp)}, e.g. [1,2]")
+        item_types = _item_types(tp, len(value))
+        if len(item_types) != len(value):
+            raise ConfigError(key, value, f"expected {_type_name(tp)}")
+        return origin(_coerce(key, v, t) for v, t in zip(value, item_types))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in ("true", "1", "yes", "on"):
+            return True
+        if word in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(key, value, "expected a bool: true/false/1/0")
+    if tp in (int, float) and not isinstance(value, bool):
+        if isinstance(value, int) or (tp is float and isinstance(value, float)):
+            return tp(value)
+        if isinstance(value, str):
+            try:
+                return tp(value.strip())
+            except ValueError:
+                pass
+    if tp is str and isinstance(value, str):
+        return value
+    hint = "; quote it in YAML" if tp is str else ""
+    raise ConfigError(key, value, f"expected {_type_name(tp)}{hint}")
+
+
+def _check_value(key: str, value: Any, tp: Any) -> None:
+    """Raise ConfigError unless ``value`` already has type ``tp`` (ints are accepted as floats)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            guess = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(key, value, f"expected one of: {', '.join(map(str, args))}{guess}")
+    elif _is_optional(tp):
+        if value is not None:
+            _check_value(key, value, _non_none(tp))
+    elif origin in (tuple, list):
+        if not isinstance(value, origin) or len(_item_types(tp, len(value))) != len(value):
+            raise ConfigError(key, value, f"expected {_type_name(tp)}")
+        for v, t in zip(value, _item_types(tp, len(value))):
+            _check_value(key, v, t)
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, value, "expected float")
+    elif (tp is int and isinstance(value, bool)) or not isinstance(value, tp):
+        raise ConfigError(key, value, f"expected {_type_name(tp)}")
+
+
+def _validate_fields(obj: Any) -> None:
+    """Type, choice and range checks for every field of one section (keys relative to it)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        _check_value(f.name, value, _hints(type(obj))[f.name])
+        lo, hi = f.metadata["range"] or (None, None)
+        if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+            raise ConfigError(f.name, value, f"expected a value in range {_range_text(lo, hi)}")
+
+
+def _range_text(lo: float | None, hi: float | None) -> str:
+    return f"[{lo}, {hi}]" if lo is not None and hi is not None else f">= {lo}" if lo is not None else f"<= {hi}"
+
+# ----------------------------------------------------------------------------- dicts and overrides
+
+def _field_type(cls: type, prefix: str, name: str) -> Any:
+    """The annotation of field ``name`` of section ``cls``; an unknown name lists the valid ones."""
+    hints = _hints(cls)
+    if name not in hints:
+        where = f"under '{prefix}'" if prefix else "at the top level"
+        close = difflib.get_close_matches(str(name), list(hints), n=1)
+        guess = f" Did you mean '{_join(prefix, close[0])}'?" if close else ""
+        raise ValueError(f"unknown key '{_join(prefix, str(name))}'; valid keys {where}: "
+                         f"{', '.join(sorted(hints))}.{guess}")
+    return hints[name]
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dicts of builtins (tuples become lists), as Ray and YAML want them."""
+    def plain(v: Any) -> Any:
+        return to_dict(v) if is_dataclass(v) else [plain(x) for x in v] if isinstance(v, (list, tuple)) else v
+    return {f.name: plain(getattr(cfg, f.name)) for f in fields(cfg)}
+
+
+def from_dict(cls: type[T], d: Mapping[str, Any], *, prefix: str = "") -> T:
+    """Build ``cls`` from a (partial) nested dict; values are coerced, unknown keys raise."""
+    if not isinstance(d, Mapping):
+        raise ValueError(f"expected a mapping of keys for '{prefix or 'the config'}', got {d!r}")
+    kwargs = {k: _coerce(_join(prefix, k), v, _field_type(cls, prefix, k)) for k, v in d.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise e.under(prefix) from None
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"body": {"gender": "male"}, "run.seed": 1} -> {"body.gender": "male", "run.seed": 1}."""
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and v:
+            flat.update(_flatten(v, _join(prefix, str(k))))
+        else:
+            flat[_join(prefix, str(k))] = v
+    return flat
+
+
+def apply_overrides(cfg: T, overrides: Mapping[str, Any]) -> T:
+    """A new validated config with dotted-key ``overrides`` applied; ``cfg`` is not modified."""
+    d = to_dict(cfg)
+    for key, value in _flatten(overrides).items():
+        *parents, leaf = key.split(".")
+        node, cls, prefix = d, type(cfg), ""
+        for part in parents:
+            cls = _field_type(cls, prefix, part)
+            if not is_dataclass(cls):
+                raise ValueError(f"cannot set '{key}': '{_join(prefix, part)}' is a value, not a section")
+            node, prefix = node[part], _join(prefix, part)
+        if not (is_dataclass(_field_type(cls, prefix, leaf)) and value == {}):  # "body: {}" sets nothing
+            node[leaf] = value  # a section set to a non-mapping is rejected by _coerce
+    return from_dict(type(cfg), d)
+
+
+def parse_set_args(items: Iterable[str]) -> dict[str, str]:
+    """["body.gender=male", "run.seed=3"] -> {"body.gender": "male", "run.seed": "3"}."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE (e.g. --set body.gender=male), got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+
+def load_config(path: str | Path | None = None,
+                overrides: Sequence[str] | Mapping[str, Any] | None = None,
+                *, preset: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then a preset's dotted overrides (e.g. ``SYNTH_PRESETS['tiny']``), then the YAML file
+    (nested or dotted keys), then overrides (--set items or a dict)."""
+    merged: dict[str, Any] = dict(preset or {})
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"invalid YAML in config file {path}: {e}") from None
+        if data is None:  # an empty file means "all defaults"
+            data = {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping of keys (e.g. 'body:\\n  gender: male'),"
+                             f" got a {type(data).__name__}")
+        merged.update(_flatten(data))
+    if not isinstance(overrides, Mapping):
+        overrides = parse_set_args(overrides or [])
+    merged.update(_flatten(overrides))
+    try:
+        return apply_overrides(Config(), merged)  # one pass: cross-field checks see the final values
+    except ValueError as e:
+        if path is not None:
+            e.add_note(f"while loading config file {path}")
+        raise
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write ``cfg`` as YAML, atomically (temp file + os.replace); ``load_config`` reads it back."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write("# Resolved raymotion config; load with raymotion.config.load_config(path).\n")
+            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- help
+
+def _leaves(cls: type, prefix: str = "") -> Iterable[tuple[str, dataclasses.Field, Any]]:
+    for f in fields(cls):
+        tp = _hints(cls)[f.name]
+        if is_dataclass(tp):
+            yield from _leaves(tp, _join(prefix, f.name))  # type: ignore[arg-type]
+        else:
+            yield _join(prefix, f.name), f, tp
+
+
+def config_keys(cls: type = Config) -> list[str]:
+    """Every dotted leaf key, e.g. ['body.model', ..., 'render.output']."""
+    return [key for key, _, _ in _leaves(cls)]
+
+
+def describe(cls: type = Config) -> str:
+    """One entry per leaf key: `key: type = default [range]` then its help text."""
+    lines = []
+    for key, f, tp in _leaves(cls):
+        span = f"  (range {_range_text(*f.metadata['range'])})" if f.metadata["range"] else ""
+        lines += [f"{key}: {_type_name(tp)} = {f.default!r}{span}", f"    {f.metadata['help']}"]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The embedded benchmark: procedural motions of the embedded body, rendered to textured videos."""

@@ -1,0 +1,141 @@
+import math
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+from smplx.vertex_ids import vertex_ids as SMPLX_VERTEX_IDS
+from torch.testing import assert_close
+
+from conftest import random_smpl_arrays
+from raymotion.body.body_model import BodyModel, load_body_model
+from raymotion.body.joints import EXTRA_JOINT_NAMES, H36M_TO_EVAL14, SMPL_JOINT
+from raymotion.config import BodyConfig
+from raymotion.geometry import axis_angle_to_rotmat
+
+
+def identity_rotmats(batch: int) -> torch.Tensor:
+    return torch.eye(3).repeat(batch, 24, 1, 1)
+
+
+def test_two_bone_lbs_matches_hand_computed_vertices(two_bone_arrays):
+    body = BodyModel.from_arrays(two_bone_arrays)
+    rotmats = identity_rotmats(1)
+    rotmats[0, 0] = axis_angle_to_rotmat(torch.tensor([0.0, math.pi / 2, 0.0]))  # root: +90 deg about y
+    rotmats[0, SMPL_JOINT["left_hip"]] = axis_angle_to_rotmat(torch.tensor([0.0, 0.0, math.pi / 2]))
+    out = body(rotmats_BJ33=rotmats, betas_BK=torch.zeros(1, 10))
+    # Left hip turns v2 about (1,0,0) by 90 deg about z: (2,0,0) -> (1,1,0). The root then turns
+    # everything about y by 90 deg: (x, y, z) -> (z, y, -x).
+    expected = torch.tensor(
+        [
+            [0.0, 0.0, 0.0],  # v0: the root joint
+            [0.0, 0.0, -1.0],  # v1: (1,0,0) -> root only
+            [0.0, 1.0, -1.0],  # v2: (1,1,0) -> (0,1,-1)
+            [0.0, 1.0, 0.0],  # v3: on the rotation axis
+            [0.0, 0.5, -1.5],  # v4: 0.5 * (0,0,-2) + 0.5 * (0,1,-1)
+        ]
+    )
+    assert_close(out.verts_BV3[0], expected, atol=1e-6, rtol=0)
+    assert_close(out.joints_BJ3[0, SMPL_JOINT["left_hip"]], torch.tensor([0.0, 0.0, -1.0]), atol=1e-6, rtol=0)
+
+
+def test_beta_moves_only_its_shape_direction(two_bone_arrays):
+    body = BodyModel.from_arrays(two_bone_arrays)
+    betas = torch.zeros(1, 10)
+    betas[0, 0] = 0.5
+    out = body(rotmats_BJ33=identity_rotmats(1), betas_BK=betas)
+    expected = torch.as_tensor(two_bone_arrays["v_template"]).clone()
+    expected[2, 2] += 0.5
+    assert_close(out.verts_BV3[0], expected)
+
+
+def test_translation_moves_vertices_and_joints(two_bone_arrays):
+    body = BodyModel.from_arrays(two_bone_arrays)
+    transl = torch.tensor([[1.0, 2.0, 3.0]])
+    out = body(rotmats_BJ33=identity_rotmats(1), betas_BK=torch.zeros(1, 10), transl_B3=transl)
+    assert_close(out.verts_BV3[0], torch.as_tensor(two_bone_arrays["v_template"]) + transl)
+    assert_close(out.eval_joints_B143[0, 0], out.verts_BV3[0, H36M_TO_EVAL14[0] % 5])
+
+
+def test_mesh_without_extra_joint_ids_is_refused(two_bone_arrays):
+    arrays = {k: v for k, v in two_bone_arrays.items() if not k.startswith("vertex_ids_")}
+    with pytest.raises(ValueError, match=r"has 5 vertices and no 'vertex_ids_<name>' arrays"):
+        BodyModel.from_arrays(arrays)
+
+
+def test_missing_smpl_key_is_named(two_bone_arrays):
+    arrays = dict(two_bone_arrays)
+    del arrays["weights"]
+    with pytest.raises(ValueError, match="missing weights"):
+        BodyModel.from_arrays(arrays)
+
+
+def test_wrong_pose_shape_is_refused(two_bone_arrays):
+    body = BodyModel.from_arrays(two_bone_arrays)
+    with pytest.raises(ValueError, match=r"rotmats_BJ33 must have shape \(B, 24, 3, 3\)"):
+        body(rotmats_BJ33=torch.eye(3).repeat(1, 23, 1, 1), betas_BK=torch.zeros(1, 10))
+
+
+def write_user_smpl(tmp_path, arrays):
+    """Write arrays the way an official SMPL .pkl arrives: latin1-readable pickle, sparse J_regressor."""
+    smpl_dir = tmp_path / "body_models" / "smpl"
+    smpl_dir.mkdir(parents=True)
+    payload = dict(arrays)
+    payload["J_regressor"] = scipy.sparse.csc_matrix(arrays["J_regressor"])
+    payload["bs_type"] = "lrotmin"
+    with (smpl_dir / "SMPL_NEUTRAL.pkl").open("wb") as handle:
+        pickle.dump(payload, handle, protocol=2)
+    return smpl_dir
+
+
+def test_user_smpl_pkl_with_6890_vertices_loads_and_uses_smplh_extra_ids(tmp_path):
+    arrays = random_smpl_arrays(6890, num_betas=300)
+    smpl_dir = write_user_smpl(tmp_path, arrays)
+    regressor = np.random.default_rng(1).random((17, 6890)).astype(np.float32)
+    np.save(tmp_path / "J_regressor_h36m.npy", regressor)
+    cfg = BodyConfig(model="smpl", smpl_dir=str(smpl_dir), h36m_regressor=str(tmp_path / "J_regressor_h36m.npy"))
+    body = load_body_model(cfg)
+    assert body.num_verts == 6890 and body.num_betas == 10
+    out = body(rotmats_BJ33=identity_rotmats(2), betas_BK=torch.zeros(2, 10))
+    assert out.verts_BV3.shape == (2, 6890, 3)
+    assert out.joints_BJ3.shape == (2, 24, 3) and out.extra_joints_BE3.shape == (2, 21, 3)
+    v_template = torch.as_tensor(arrays["v_template"], dtype=torch.float32)
+    # Zero pose and zero betas give the template (posedirs vanish at the identity pose).
+    assert_close(out.verts_BV3[0], v_template)
+    ids = [SMPLX_VERTEX_IDS["smplh"][name] for name in EXTRA_JOINT_NAMES]
+    assert_close(out.extra_joints_BE3[0], v_template[ids])
+    expected_eval = torch.as_tensor(regressor) @ v_template
+    assert_close(out.eval_joints_B143[0], expected_eval[list(H36M_TO_EVAL14)], rtol=1e-5, atol=1e-5)
+
+
+def test_missing_smpl_file_says_where_to_get_it(tmp_path):
+    cfg = BodyConfig(model="smpl", smpl_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError) as info:
+        load_body_model(cfg)
+    message = str(info.value)
+    assert str(tmp_path / "nowhere" / "SMPL_NEUTRAL.pkl") in message
+    assert "https://smplify.is.tue.mpg.de" in message and "chumpy-fixed" in message and "body.model=anny" in message
+
+
+def test_missing_h36m_regressor_is_named(tmp_path):
+    smpl_dir = write_user_smpl(tmp_path, random_smpl_arrays(6890))
+    cfg = BodyConfig(model="smpl", smpl_dir=str(smpl_dir), h36m_regressor=str(tmp_path / "absent.npy"))
+    with pytest.raises(FileNotFoundError, match=r"absent\.npy.*J_regressor_h36m\.npy"):
+        load_body_model(cfg)
+
+
+def test_corrupt_smpl_pkl_is_named(tmp_path):
+    smpl_dir = tmp_path / "smpl"
+    smpl_dir.mkdir()
+    (smpl_dir / "SMPL_MALE.pkl").write_bytes(b"\x80\x02not a pickle")
+    with pytest.raises(ValueError, match="SMPL_MALE.pkl is not a readable SMPL pickle"):
+        load_body_model(BodyConfig(model="smpl", smpl_dir=str(smpl_dir), gender="male"))
+
+
+def test_npz_smpl_file_loads(tmp_path, two_bone_arrays):
+    smpl_dir = tmp_path / "smpl"
+    smpl_dir.mkdir()
+    np.savez(smpl_dir / "SMPL_FEMALE.npz", **two_bone_arrays)
+    body = load_body_model(BodyConfig(model="smpl", smpl_dir=str(smpl_dir), gender="female"))
+    assert body.num_verts == 5

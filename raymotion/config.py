@@ -121,7 +121,7 @@ class SynthConfig:
 
     out_dir: str = _field("data/synth/default", "Folder the benchmark is written to (manifest.parquet, clips).")
     seed: int = _field(0, "Seed of the benchmark: subjects, motions, cameras, textures, splits.", range=(0, None))
-    image_size: int = _field(160, "Width and height of the rendered video frames, pixels.", range=(32, 2048))
+    image_size: int = _field(224, "Width and height of the rendered video frames, pixels.", range=(32, 2048))
     supersample: int = _field(
         2, "Render at this many times the resolution and average down: anti-aliases the texture so that "
         "optical flow can track it.", range=(1, 4))
@@ -143,11 +143,11 @@ class SynthConfig:
     num_heldout_subjects: int = _field(12, "Held-out subjects for the val and test splits.", range=(1, None))
     labelled_clips: int = _field(1200, "Clips in the labelled pool (pretraining at annotation fractions).",
                                  range=(0, None))
-    labelled_frames: int = _field(4, "Frames per labelled clip.", range=(1, None))
+    labelled_frames: int = _field(3, "Frames per labelled clip.", range=(1, None))
     labelled_stride: int = _field(
-        6, "Frame stride of labelled clips: their frames are this many motion frames apart (more distinct "
+        8, "Frame stride of labelled clips: their frames are this many motion frames apart (more distinct "
         "poses per rendered frame).", range=(1, None))
-    video_clips: int = _field(96, "Unannotated clips for refinement (training never reads their labels).",
+    video_clips: int = _field(64, "Unannotated clips for refinement (training never reads their labels).",
                               range=(0, None))
     video_frames: int = _field(32, "Frames per video clip (consecutive, at fps).", range=(2, None))
     val_clips: int = _field(24, "Validation clips (held-out subjects).", range=(0, None))
@@ -201,7 +201,7 @@ SYNTH_PRESETS: dict[str, dict[str, Any]] = {
     },
     "default": {},
     "large": {
-        "synth.out_dir": "data/synth/large", "synth.image_size": 224, "synth.num_train_subjects": 400,
+        "synth.out_dir": "data/synth/large", "synth.num_train_subjects": 400,
         "synth.num_heldout_subjects": 60, "synth.labelled_clips": 20000, "synth.video_clips": 4000,
         "synth.video_frames": 64, "synth.val_clips": 400, "synth.test_clips": 800, "synth.num_workers": 32,
     },

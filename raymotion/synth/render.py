@@ -77,16 +77,22 @@ class MeshRenderer:
             )
         if vertex_colors_V3 is None:
             vertex_colors_V3 = np.broadcast_to(np.array([0.80, 0.62, 0.52]), verts_V3.shape)
-        mesh = trimesh.Trimesh(
-            vertices=np.asarray(verts_V3, dtype=np.float64) @ _CV_TO_GL_33.T,
-            faces=np.asarray(faces_F3),
-            vertex_colors=np.clip(np.asarray(vertex_colors_V3) * 255.0, 0, 255).astype(np.uint8),
-            process=False,
+        verts_gl_V3 = np.asarray(verts_V3, dtype=np.float32) @ _CV_TO_GL_33.T.astype(np.float32)
+        colours_V4 = np.concatenate(
+            [np.asarray(vertex_colors_V3, dtype=np.float32), np.ones((len(verts_gl_V3), 1), np.float32)], axis=1
         )
+        if lit:
+            normals_V3 = trimesh.Trimesh(vertices=verts_gl_V3, faces=faces_F3, process=False).vertex_normals
+            primitive = pyrender.Primitive(
+                positions=verts_gl_V3, normals=normals_V3, indices=faces_F3, color_0=colours_V4, mode=4
+            )
+        else:
+            # Unlit: no normals needed (building a trimesh per frame would cost more than the render).
+            primitive = pyrender.Primitive(positions=verts_gl_V3, indices=faces_F3, color_0=colours_V4, mode=4)
         # No material: a MetallicRoughnessMaterial with integer colour factors renders vertex colours
-        # black (see FACTS.md); pyrender's default material shows vertex colours.
+        # black (see FACTS.md); pyrender's default material shows vertex colours. mode 4 = GL_TRIANGLES.
         scene = pyrender.Scene(bg_color=[*background_rgb, 1.0], ambient_light=[0.35, 0.35, 0.35])
-        scene.add(pyrender.Mesh.from_trimesh(mesh, smooth=lit))
+        scene.add(pyrender.Mesh([primitive]))
         camera = pyrender.IntrinsicsCamera(
             fx=intrinsics.fx, fy=intrinsics.fy, cx=intrinsics.cx, cy=intrinsics.cy, znear=0.05, zfar=1000.0
         )

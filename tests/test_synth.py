@@ -1,0 +1,143 @@
+"""The synthetic benchmark: labels agree with pixels, flow with the renderer, seeds with themselves."""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from raymotion.config import SYNTH_PRESETS, load_config
+from raymotion.data.decode import read_video, read_video_dali_cpu, read_video_pyav
+from raymotion.flow.estimator import DISFlow
+from raymotion.synth.generate import generate, read_manifest
+from raymotion.synth.scene import look_at, plan_clips
+
+pytestmark = pytest.mark.render
+
+
+def tiny_config(out_dir, **overrides):
+    return load_config(
+        overrides={"body.model": "anny_lowres", "synth.out_dir": str(out_dir), "synth.num_workers": 1, **overrides},
+        preset=SYNTH_PRESETS["tiny"],
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cfg = tiny_config(tmp_path_factory.mktemp("tiny"))
+    generate(cfg, progress=False)
+    return cfg
+
+
+def clips(cfg, split=None):
+    rows = read_manifest(cfg.synth.out_dir).to_pylist()
+    return [r for r in rows if split is None or r["split"] == split]
+
+
+def labels(cfg, clip):
+    return pq.read_table(f"{cfg.synth.out_dir}/{clip['labels_path']}").to_pydict()
+
+
+def test_look_at_puts_the_target_on_the_optical_axis():
+    rotation_33, transl_3 = look_at(np.array([0.0, 1.0, 10.0]), np.array([0.0, 1.0, 0.0]))
+    target_cam_3 = rotation_33 @ np.array([0.0, 1.0, 0.0]) + transl_3
+    np.testing.assert_allclose(target_cam_3, [0.0, 0.0, 10.0], atol=1e-12)
+    # Camera on +z looking at -z with y up: world +x is image right, world +y is image up (-y_cam).
+    np.testing.assert_allclose(rotation_33 @ np.array([1.0, 0, 0]), [1.0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(rotation_33 @ np.array([0, 1.0, 0]), [0, -1.0, 0], atol=1e-12)
+
+
+def test_plan_holds_out_subjects_and_covers_every_split(tiny):
+    plans = plan_clips(tiny.synth)
+    train = {p.subject for p in plans if p.split in ("labelled", "video")}
+    heldout = {p.subject for p in plans if p.split in ("val", "test")}
+    assert train and heldout and not train & heldout
+    assert {p.split for p in plans} == {"labelled", "video", "val", "test"}
+
+
+def test_manifest_lists_every_clip_with_matching_frame_counts(tiny):
+    rows = clips(tiny)
+    synth = tiny.synth
+    assert len(rows) == synth.labelled_clips + synth.video_clips + synth.val_clips + synth.test_clips
+    for row in rows:
+        table = labels(tiny, row)
+        assert len(table["frame"]) == row["frames"]
+        assert len(read_video_pyav(f"{synth.out_dir}/{row['path']}")) == row["frames"]
+
+
+def test_dali_cpu_decodes_as_many_frames_as_label_rows(tiny):
+    row = clips(tiny, "video")[0]
+    frames = read_video_dali_cpu(f"{tiny.synth.out_dir}/{row['path']}")
+    assert frames.shape == (row["frames"], row["height"], row["width"], 3)
+
+
+def test_visible_joints_project_inside_the_silhouette(tiny):
+    inside = total = 0
+    for row in clips(tiny, "video") + clips(tiny, "test"):
+        with np.load(f"{tiny.synth.out_dir}/{row['flow_path']}") as flows:
+            silhouette_THW = np.isfinite(flows["forward"][..., 0].astype(np.float32))
+        table = labels(tiny, row)
+        for t in range(silhouette_THW.shape[0]):
+            joints_J2 = np.asarray(table["joints2d"][t]).reshape(24, 2)
+            visible_J = np.asarray(table["joints2d_visible"][t])
+            for x, y in joints_J2[visible_J]:
+                total += 1
+                inside += silhouette_THW[t, int(y), int(x)]
+    assert total > 50
+    assert inside / total > 0.95
+
+
+def test_exact_flow_agrees_with_dis_on_the_body(tiny):
+    dis = DISFlow()
+    errors = []
+    for row in clips(tiny, "video"):
+        frames = read_video_pyav(f"{tiny.synth.out_dir}/{row['path']}")
+        with np.load(f"{tiny.synth.out_dir}/{row['flow_path']}") as flows:
+            truth_THW2 = flows["forward"].astype(np.float32)
+        for t in range(truth_THW2.shape[0]):
+            body = np.isfinite(truth_THW2[t, ..., 0])
+            estimate = dis(frames[t], frames[t + 1])
+            errors.append(np.linalg.norm(estimate[body] - truth_THW2[t][body], axis=1).mean())
+    assert np.mean(errors) < 1.0
+
+
+def test_same_seed_gives_identical_frames_and_labels(tiny, tmp_path):
+    again = tiny_config(tmp_path)
+    # Only the first two clips of each split are compared, to keep the test short.
+    from raymotion.synth.generate import ClipRenderer
+
+    renderer = ClipRenderer(again)
+    for plan in [p for p in plan_clips(again.synth) if p.split in ("labelled", "video")][:2]:
+        renderer.write(plan, tmp_path)
+        ours = read_video_pyav(tmp_path / plan.split / plan.clip_id / "video.webm")
+        theirs = read_video_pyav(f"{tiny.synth.out_dir}/{plan.split}/{plan.clip_id}/video.webm")
+        np.testing.assert_array_equal(ours, theirs)
+        a = pq.read_table(tmp_path / plan.split / plan.clip_id / "labels.parquet")
+        b = pq.read_table(f"{tiny.synth.out_dir}/{plan.split}/{plan.clip_id}/labels.parquet")
+        assert a.equals(b)
+    renderer.close()
+
+
+def test_rerun_skips_finished_clips_and_rewrites_the_manifest(tiny):
+    path = f"{tiny.synth.out_dir}/{clips(tiny)[0]['path']}"
+    import os
+
+    before = os.stat(path).st_mtime_ns
+    generate(tiny, progress=False)
+    assert os.stat(path).st_mtime_ns == before
+
+
+def test_truncated_video_is_reported_by_name(tiny, tmp_path):
+    row = clips(tiny, "video")[0]
+    data = open(f"{tiny.synth.out_dir}/{row['path']}", "rb").read()
+    truncated = tmp_path / "truncated.webm"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.webm"):
+        read_video(truncated, expected_frames=row["frames"])
+
+
+def test_corrupt_video_is_reported_by_name(tmp_path):
+    broken = tmp_path / "broken.webm"
+    broken.write_bytes(b"\x1a\x45\xdf\xa3 not a real video" * 20)
+    with pytest.raises(ValueError, match="broken.webm"):
+        read_video_pyav(broken)
+    with pytest.raises(ValueError, match="broken.webm"):
+        read_video_dali_cpu(broken)

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import torch
 
 from raymotion.body.body_model import BodyModel, load_body_model
-from raymotion.body.joints import NUM_SMPL_JOINTS
+from raymotion.body.joints import NUM_SMPL_JOINTS, SMPL_PARENTS
 from raymotion.config import Config
 from raymotion.geometry import axis_angle_to_rotmat, rotmat_to_axis_angle
 from raymotion.geometry.rasterize import Raster, rasterize, surface_flow
@@ -35,9 +35,6 @@ from raymotion.synth.textures import background_image, body_vertex_colors
 from raymotion.synth.writer import VIDEO_SUFFIX, ClipDir, atomic_write_table, write_table, write_video
 
 MANIFEST = "manifest.parquet"
-# A joint counts as occluded when the visible surface at its pixel lies this far in front of it (joint
-# centres sit 3-12 cm under the skin, so a smaller margin would hide joints behind their own flesh).
-JOINT_OCCLUSION_MARGIN_M = 0.15
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +59,24 @@ class ClipRenderer:
         self.faces_F3 = self.body.faces_F3
         # Each vertex's dominant skinning part, for garment regions of the texture.
         self.part_V = self.body.layer.lbs_weights.argmax(dim=1).numpy()
+        # A joint is visible when the surface seen at its pixel belongs to the joint's own skinning part,
+        # its parent's or a child's (its own flesh); any other part in front of it occludes it.
+        self.face_part_F = torch.as_tensor(self.part_V)[self.faces_F3[:, 0]]
+        near_JJ = torch.eye(NUM_SMPL_JOINTS, dtype=torch.bool)
+        for child, parent in enumerate(SMPL_PARENTS):
+            if parent >= 0:
+                near_JJ[child, parent] = near_JJ[parent, child] = True
+        self.own_parts_JJ = near_JJ
         size = self.synth.image_size * self.synth.supersample
         self.renderer = MeshRenderer(width=size, height=size)
+        self._textures: dict[int, np.ndarray] = {}  # subjects recur across clips: texture each once
 
     def _texture(self, subject: int, betas_K: np.ndarray) -> np.ndarray:
+        if subject not in self._textures:
+            self._textures[subject] = self._make_texture(subject, betas_K)
+        return self._textures[subject]
+
+    def _make_texture(self, subject: int, betas_K: np.ndarray) -> np.ndarray:
         rest = self.body(
             rotmats_BJ33=torch.eye(3).expand(1, NUM_SMPL_JOINTS, 3, 3),
             betas_BK=torch.as_tensor(betas_K)[None],
@@ -119,7 +130,7 @@ class ClipRenderer:
 
         frames_THW3 = self._render_frames(verts_cam_TV3.numpy(), camera, plan, betas_K, Intrinsics)
         labels = self._labels(
-            plan, pose_T243, betas_K, camera, joints_cam_TJ3, eval_cam_TE3, verts_pix_TV3, raster.depth_BHW, project
+            plan, pose_T243, betas_K, camera, joints_cam_TJ3, eval_cam_TE3, verts_pix_TV3, raster.face_id_BHW, project
         )
         flow_fwd = flow_bwd = None
         if synth.save_flow and plan.split != "labelled":
@@ -160,7 +171,7 @@ class ClipRenderer:
             frames.append(np.clip(small * 255.0 + 0.5, 0, 255).astype(np.uint8))
         return np.stack(frames)
 
-    def _labels(self, plan, pose_T243, betas_K, camera, joints_cam_TJ3, eval_cam_TE3, verts_pix_TV3, depth_THW, project):
+    def _labels(self, plan, pose_T243, betas_K, camera, joints_cam_TJ3, eval_cam_TE3, verts_pix_TV3, face_id_THW, project):
         num_frames = pose_T243.shape[0]
         size = self.synth.image_size
         # The pose in the camera frame: the root orientation composed with the camera rotation. The
@@ -176,8 +187,11 @@ class ClipRenderer:
         pix_TJ = joints2d_TJ2.floor().long()
         inside_TJ = ((pix_TJ >= 0) & (pix_TJ < size)).all(dim=-1)
         xs, ys = pix_TJ[..., 0].clamp(0, size - 1), pix_TJ[..., 1].clamp(0, size - 1)
-        surface_TJ = depth_THW[torch.arange(num_frames)[:, None], ys, xs]
-        visible_TJ = inside_TJ & (joints_cam_TJ3[..., 2] - surface_TJ < JOINT_OCCLUSION_MARGIN_M)
+        face_TJ = face_id_THW[torch.arange(num_frames)[:, None], ys, xs]
+        part_TJ = self.face_part_F[face_TJ.clamp(min=0)]
+        own_TJ = self.own_parts_JJ[torch.arange(NUM_SMPL_JOINTS), part_TJ]
+        # No surface at the pixel (a joint between the fingers, say) also counts as visible.
+        visible_TJ = inside_TJ & ((face_TJ < 0) | own_TJ)
         lo_T2 = verts_pix_TV3[..., :2].amin(dim=1)
         hi_T2 = verts_pix_TV3[..., :2].amax(dim=1)
         return {

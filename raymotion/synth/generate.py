@@ -13,6 +13,7 @@ reprojected with the other frame's vertices.
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -252,6 +253,9 @@ _WORKER: ClipRenderer | None = None
 
 def _init_worker(cfg_dict: dict) -> None:
     global _WORKER
+    # One thread per worker process (torch and Mesa's llvmpipe rasteriser): the processes are the
+    # parallelism, and oversubscribed cores run slower than one thread each.
+    os.environ.setdefault("LP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     _WORKER = ClipRenderer(Config.from_dict(cfg_dict))
 

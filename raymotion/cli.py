@@ -4,11 +4,17 @@
     raymotion config [--config run.yaml] [--set ...]     # print the resolved config as YAML
     raymotion config --describe                          # every key, its type, default and meaning
     raymotion synth [--preset tiny|default|large] [--preview] [--report] [--set synth.num_workers=2 ...]
+    raymotion pretrain --set train.fraction=0.05 --set run.name=pre5      # supervised, on a fraction
+    raymotion refine --set train.pretrained=runs/pre5/checkpoint.pt --set run.name=ref5
+    raymotion evaluate --checkpoint runs/ref5/checkpoint.pt [--split test]  # or --checkpoint mean
+    raymotion mean-params --out mean_params.npz                            # regressor start point
+    raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import yaml
@@ -49,6 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--report", action="store_true",
                        help="also score the flow estimator against the exact flow, per split")
     _add_config_args(synth)
+
+    for name, text in (("pretrain", "supervised pretraining on train.fraction of the labelled pool"),
+                       ("refine", "flow-consistency refinement of train.pretrained on unannotated video")):
+        _add_config_args(sub.add_parser(name, help=text))
+    evaluate = sub.add_parser("evaluate", help="score a checkpoint on the val or test split")
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="a run's checkpoint.pt, or 'mean' for the constant mean-pose baseline")
+    evaluate.add_argument("--split", choices=("val", "test"), default="test")
+    _add_config_args(evaluate)
+    mean = sub.add_parser("mean-params", help="mean pose/shape/camera of the labelled pool (regressor start)")
+    mean.add_argument("--out", required=True, help="the .npz to write")
+    _add_config_args(mean)
+    gate = sub.add_parser("diagnose-flow", help="does the flow loss carry signal? (truth vs static meshes)")
+    gate.add_argument("--max-clips", type=int, default=8, help="video clips to use (their labels are read)")
+    _add_config_args(gate)
     return parser
 
 
@@ -80,6 +101,31 @@ def main(argv: list[str] | None = None) -> int:
             from raymotion.synth.inspection import flow_report, format_flow_report
 
             print(format_flow_report(flow_report(cfg), estimator=cfg.flow.estimator, crop_size=cfg.data.crop_size))
+        return 0
+    if args.command in ("pretrain", "refine"):
+        from raymotion.eval.evaluate import METRIC_KEYS
+        from raymotion.train import loop
+
+        metrics = (loop.pretrain if args.command == "pretrain" else loop.refine)(cfg)
+        print(json.dumps({k: metrics[k] for k in METRIC_KEYS}, indent=2))
+        return 0
+    if args.command == "evaluate":
+        from raymotion.train.loop import evaluate_checkpoint
+
+        print(json.dumps(evaluate_checkpoint(cfg, args.checkpoint, split=args.split), indent=2))
+        return 0
+    if args.command == "mean-params":
+        from raymotion.body.body_model import load_body_model
+        from raymotion.train.mean_params import compute_mean_params
+
+        params = compute_mean_params(cfg.data.root, bbox_scale=cfg.data.bbox_scale, body_model=load_body_model(cfg.body))
+        params.to_npz(args.out)
+        print(f"wrote {args.out}: cam {params.cam_3.tolist()}, mean |beta| {params.betas_K.abs().mean():.3f}")
+        return 0
+    if args.command == "diagnose-flow":
+        from raymotion.train.diagnose import run_flow_gate
+
+        print(run_flow_gate(cfg, max_clips=args.max_clips))
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

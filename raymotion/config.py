@@ -170,9 +170,12 @@ class SynthConfig:
 
 @dataclass(kw_only=True, slots=True)
 class DataConfig:
-    """How frames become model inputs."""
+    """Where the frames come from and how they become model inputs."""
 
-    crop_size: int = _field(224, "Side of the square crop fed to the model, pixels (224 in the paper).",
+    root: str = _field("data/synth/default", "Dataset folder in raymotion's format (docs/data_format.md): "
+                       "manifest.parquet and clips; `raymotion synth` writes one.")
+    crop_size: int = _field(128, "Side of the square crop fed to the model, pixels (the paper: 224 with "
+                            "ResNet-50 on GPUs; 128 keeps CPU runs short).",
                             range=(32, 1024))
     bbox_scale: float = _field(1.3, "Crop side = bbox_scale x the longer side of the person box (1.3 in "
                                "SPIN and the paper).", range=(1.0, 3.0))
@@ -187,6 +190,104 @@ class FlowConfig:
 
     estimator: Literal["dis", "farneback"] = _field(
         "dis", "Optical flow: 'dis' = OpenCV DIS tuned for fine texture (CPU default), 'farneback'.")
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    """The single-frame regressor: backbone -> pooled feature -> iterative regressor (HMR/SPIN)."""
+
+    backbone: Literal["resnet50", "hrnet_w32", "resnet18", "small_cnn"] = _field(
+        "small_cnn", "Backbone: 'resnet50' and 'hrnet_w32' are the paper's (GPU); 'small_cnn' (the CPU "
+        "default) and 'resnet18' train in minutes on a CPU.")
+    weights: str = _field("", "Backbone weights file (a state dict, loaded with weights_only=True); "
+                          "empty = random initialisation. Nothing is ever downloaded.")
+    mean_params: str = _field("", "Mean-parameter file (pose_6d, betas, cam) the regressor starts from; "
+                              "empty = the one shipped for the embedded body (raymotion/assets).")
+    iterations: int = _field(3, "Iterations of the regressor's error feedback.", range=(1, 10))
+    film: bool = _field(False, "Temporal-context FiLM variant (METHOD.md 5): condition on the previous "
+                        "2 frames' detached predictions.")
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclass(kw_only=True, slots=True)
+class LossConfig:
+    """Loss weights (METHOD.md 2-5). Refinement: L = supervised_weight * L_sup + flow_weight * L_flow +
+    anchor terms (scheduled) + texture_weight * L_tex + video_kp2d_weight * L_kp2d."""
+
+    pose: float = _field(1.0, "L_sup: weight of the rotation-matrix MSE.", range=(0.0, None))
+    betas: float = _field(0.001, "L_sup: weight of the betas MSE.", range=(0.0, None))
+    betas_prior: float = _field(1.0, "L_sup: weight of mean(beta^2).", range=(0.0, None))
+    kp2d: float = _field(5.0, "L_sup: weight of the 2D keypoint loss (normalised crop coords).", range=(0.0, None))
+    kp3d: float = _field(5.0, "L_sup: weight of the pelvis-centred 3D joint loss.", range=(0.0, None))
+    cam: float = _field(1.0, "L_sup: weight of mean(exp(-10 s)^2), keeping the camera scale positive.",
+                        range=(0.0, None))
+    supervised_scale: float = _field(60.0, "L_sup's overall factor (SPIN/EFT: 60).", range=(0.0, None))
+    supervised_weight: float = _field(1.0, "W_sup: weight of the labelled batch during refinement.",
+                                      range=(0.0, None))
+    flow_weight: float = _field(
+        3e-4, "W_flow. The paper's 0.01 overwhelmed the anchor in a CPU prototype (FACTS.md); its usable "
+        "range there was 1e-4 to 1e-3.", range=(0.0, None))
+    flow_visibility: Literal["zbuffer", "eroded"] = _field(
+        "eroded", "Visible vertices: 'zbuffer' (the paper: a face holding the vertex wins a pixel) or 'eroded' "
+        "(also drop vertices at silhouette edges and depth jumps; measured better).")
+    flow_normaliser_floor_px: float = _field(
+        0.25, "Floor added to the per-pair normaliser (mean visible |flow| + floor)^2; 0 = the paper's form.",
+        range=(0.0, None))
+    flow_max_224: float = _field(50.0, "Drop a pair whose largest visible flow reaches this many px at a "
+                                 "224 px crop (scaled to data.crop_size).", range=(0.0, None))
+    anchor_joints: float = _field(1.0, "Anchor: MSE between the refined and the frozen pretrained network's "
+                                  "pelvis-centred 3D joints on the video frames.", range=(0.0, None))
+    anchor_betas: float = _field(1.0, "Anchor: MSE between refined and frozen betas.", range=(0.0, None))
+    anchor_schedule: Literal["constant", "linear", "cosine", "step"] = _field(
+        "constant", "Schedule of the anchor weights over refinement steps.")
+    anchor_end_factor: float = _field(0.0, "Anchor weight at the last step as a fraction of its start "
+                                      "(linear, cosine).", range=(0.0, None))
+    anchor_milestones: tuple[int, ...] = _field((), "Steps at which the 'step' schedule multiplies the anchor "
+                                                "weights by anchor_gamma.")
+    anchor_gamma: float = _field(0.1, "Factor of the 'step' schedule.", range=(0.0, None))
+    texture_weight: float = _field(0.0, "TexturePose: per-vertex colour consistency between the two frames.",
+                                   range=(0.0, None))
+    video_kp2d_weight: float = _field(0.0, "2D keypoints on the video frames (a stand-in detector: labels "
+                                      "with noise and dropout).", range=(0.0, None))
+    video_kp2d_noise_px: float = _field(3.0, "Std of the stand-in detector's noise, px at the crop size.",
+                                        range=(0.0, None))
+    video_kp2d_dropout: float = _field(0.1, "Fraction of the stand-in detector's joints dropped.",
+                                       range=(0.0, 1.0))
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    """Pretraining (supervised, on an annotation fraction) and refinement (unannotated video pairs)."""
+
+    fraction: float = _field(0.1, "Annotation fraction: share of the labelled pool's clips used.",
+                             range=(0.0001, 1.0))
+    lr: float = _field(1e-4, "Adam learning rate.", range=(0.0, 1.0))
+    weight_decay: float = _field(0.0, "Adam weight decay.", range=(0.0, 1.0))
+    batch_size: int = _field(32, "Labelled frames per step.", range=(1, None))
+    pair_batch_size: int = _field(16, "Video frame pairs per refinement step.", range=(1, None))
+    pretrain_steps: int = _field(2000, "Pretraining steps.", range=(1, None))
+    refine_steps: int = _field(400, "Refinement steps.", range=(1, None))
+    eval_every: int = _field(200, "Evaluate on the val split every this many steps (and at the end).",
+                             range=(1, None))
+    checkpoint_every: int = _field(200, "Write a checkpoint every this many steps.", range=(1, None))
+    log_every: int = _field(20, "Log losses (log.jsonl and the console) every this many steps.", range=(1, None))
+    augment: bool = _field(True, "Scale/rotation/flip/colour augmentation of labelled frames.")
+    pretrained: str = _field("", "Checkpoint to refine from (a pretraining run's checkpoint.pt).")
+    flow_source: Literal["estimator", "ground_truth"] = _field(
+        "estimator", "Optical flow for refinement: flow.estimator on the crops, or the renderer's exact flow "
+        "(an oracle upper bound; synthetic data only).")
+    video_gap: int = _field(1, "Frame gap of video pairs.", range=(1, None))
+    freeze_batchnorm: bool = _field(True, "Freeze BatchNorm statistics during refinement (METHOD.md 4).")
+    max_eval_clips: int = _field(0, "Evaluate on at most this many clips of the split (0 = all).",
+                                 range=(0, None))
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -218,6 +319,9 @@ class Config:
     synth: SynthConfig = _section(SynthConfig)
     data: DataConfig = _section(DataConfig)
     flow: FlowConfig = _section(FlowConfig)
+    model: ModelConfig = _section(ModelConfig)
+    loss: LossConfig = _section(LossConfig)
+    train: TrainConfig = _section(TrainConfig)
 
     def __post_init__(self) -> None:
         _validate_fields(self)

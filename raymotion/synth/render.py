@@ -9,6 +9,7 @@ sits at the origin: u = fx * X / Z + cx, v = fy * Y / Z + cy in both conventions
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,11 @@ import numpy as np
 # PyOpenGL picks its platform at import time; pyrender must therefore be imported after this line.
 if "PYOPENGL_PLATFORM" not in os.environ:
     os.environ["PYOPENGL_PLATFORM"] = "egl" if Path("/dev/nvidia0").exists() else "osmesa"
+
+# Triton (imported by torchvision's and timm's model code) and Mesa's llvmpipe both load LLVM: importing
+# triton after an OSMesa context exists crashes the process (segfault), importing it first does not.
+with contextlib.suppress(ImportError):
+    import triton  # noqa: E402, F401
 
 import pyrender  # noqa: E402
 import trimesh  # noqa: E402

@@ -1,0 +1,385 @@
+"""Square person crops, their affine maps, crop-level optical flow, and label augmentation.
+
+Pure numpy/torch (and OpenCV for the one warp); no Ray, no DALI. The single-process datasets
+(``raymotion.data.frames``) and the Ray Data pipeline use the same functions.
+
+Tensor naming legend (shape suffixes):
+    N = points or boxes, J = joints, H, W = image height and width, S = crop side (pixels);
+    trailing digits are literal sizes (``box_xyxy_N4`` is (N, 4), ``matrix_23`` is (2, 3)).
+
+Coordinates (docs/data_format.md, raymotion.geometry.camera):
+    Pixels: x is the column, y the row; the origin is the top-left CORNER of the top-left pixel, so
+        pixel (i, j) has its centre at (i + 0.5, j + 0.5). Image and crop pixels both use this.
+    A crop is the square of side ``side`` image pixels centred at ``center``, rotated by
+        ``rotation_deg`` and optionally mirrored, resampled to ``size`` x ``size`` pixels. Its affine
+        map (``crop_matrix``) is p_crop = S/2 + (S / side) * F R (p_image - center), with
+        R = [[cos, -sin], [sin, cos]] and F = diag(-1, 1) when flipped (mirror about the crop's
+        vertical centre line, applied after the rotation, as SPIN crops then flips).
+        Without rotation and flip this is exactly ``raymotion.geometry.image_to_crop``.
+    Rotation sign: +theta turns the x axis towards the y axis. Because y points down, +theta is a
+        CLOCKWISE turn of the displayed picture, and it equals rotating the camera-frame body by
+        +theta about the camera z axis (``rotation_about_z``), which is what ``rotate_pose`` and
+        ``rotate_points3d`` do: the projected 3D labels then match the rotated 2D labels up to a
+        translation (the crop turns about the box centre, the camera about its principal point;
+        a crop camera absorbs translations).
+    Normalised crop coordinates: n = 2 p / S - 1, -1 at the left/top edge, +1 at the right/bottom.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from raymotion.body.joints import EVAL_JOINT_NAMES, SMPL_JOINT_NAMES
+from raymotion.geometry.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
+
+# ImageNet statistics of torchvision's pretrained backbones (RGB, on [0, 1] pixel values). Defined
+# here because `data` never imports `models` (STYLE, dependency direction); the regressor's input
+# must be normalised with these same values.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+# Augmentation ranges: SPIN's (Kolotouros et al. 2019, github.com/nkolot/SPIN, config.py and
+# datasets/base_dataset.py::augm_params: scale_factor 0.25, rot_factor 30 with probability 0.6,
+# flip probability 0.5, noise_factor 0.4), except that the rotation is drawn uniformly in
+# [-30, 30] deg rather than from SPIN's clipped Gaussian (std 30, clipped at +/-60).
+SCALE_JITTER = 0.25
+"""The crop side is multiplied by a factor drawn uniformly in [1 - 0.25, 1 + 0.25]."""
+ROTATION_MAX_DEG = 30.0
+"""Rotation drawn uniformly in [-30, 30] degrees ..."""
+ROTATION_PROB = 0.6
+"""... with this probability (else 0)."""
+FLIP_PROB = 0.5
+"""Probability of a horizontal flip."""
+COLOUR_GAIN_RANGE = (0.6, 1.4)
+"""Per-channel multiplicative gain on RGB, drawn uniformly; the result is clipped to [0, 255]."""
+
+
+# ---- boxes and affine maps ------------------------------------------------------------------
+
+
+def crop_box(box_xyxy_N4: np.ndarray, *, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The square crop around person boxes: centred on the box, side = scale * max(w, h).
+
+    Args:
+        box_xyxy_N4: (..., 4) boxes (x0, y0, x1, y1), image pixels.
+        scale: margin factor (1.3 in the paper's pipeline, docs/data_format.md's tight boxes).
+
+    Returns:
+        center_N2: (..., 2) crop centre (x, y), image pixels, float64.
+        side_N: (...) crop side, image pixels, float64.
+    """
+    box = np.asarray(box_xyxy_N4, dtype=np.float64)
+    center_N2 = (box[..., :2] + box[..., 2:]) / 2.0
+    side_N = scale * np.maximum(box[..., 2] - box[..., 0], box[..., 3] - box[..., 1])
+    return center_N2, side_N
+
+
+def crop_matrix(
+    center_2: np.ndarray | tuple[float, float],
+    side: float,
+    size: int,
+    rotation_deg: float = 0.0,
+    flip: bool = False,
+) -> np.ndarray:
+    """The affine map from image pixels to crop pixels (see the module docstring).
+
+    Args:
+        center_2: (2,) crop centre (x, y), image pixels.
+        side: crop side, image pixels (> 0).
+        size: S, crop side, crop pixels.
+        rotation_deg: rotation, degrees (+ turns x towards y: clockwise as displayed).
+        flip: mirror the crop horizontally (after the rotation).
+
+    Returns:
+        matrix_23: (2, 3) float64 [L | t] with p_crop = L p_image + t, both pixel-corner convention.
+    """
+    theta = math.radians(rotation_deg)
+    cos, sin = math.cos(theta), math.sin(theta)
+    linear_22 = (size / side) * np.array([[cos, -sin], [sin, cos]])
+    if flip:
+        linear_22[0] *= -1.0
+    transl_2 = size / 2.0 - linear_22 @ np.asarray(center_2, dtype=np.float64)
+    return np.concatenate([linear_22, transl_2[:, None]], axis=1)
+
+
+def invert_affine(matrix_23: np.ndarray) -> np.ndarray:
+    """(2, 3) inverse of an invertible affine map [L | t]: [L^-1 | -L^-1 t]."""
+    inv_22 = np.linalg.inv(matrix_23[:, :2])
+    return np.concatenate([inv_22, (-inv_22 @ matrix_23[:, 2])[:, None]], axis=1)
+
+
+def transform_points(points_N2: np.ndarray, matrix_23: np.ndarray) -> np.ndarray:
+    """Apply an affine map to points: L p + t.
+
+    Args:
+        points_N2: (..., N, 2) points (x, y), pixels of the map's source (e.g. image pixels).
+        matrix_23: (2, 3) affine map, e.g. from ``crop_matrix``.
+
+    Returns:
+        (..., N, 2) points in the map's target pixels (e.g. crop pixels), float64.
+    """
+    points = np.asarray(points_N2, dtype=np.float64)
+    return points @ matrix_23[:, :2].T + matrix_23[:, 2]
+
+
+def to_normalised(points_crop_N2: np.ndarray, *, size: int) -> np.ndarray:
+    """Crop pixels -> normalised crop coordinates: n = 2 p / S - 1 (-1 and +1 at the crop edges)."""
+    return 2.0 * np.asarray(points_crop_N2) / size - 1.0
+
+
+def from_normalised(points_norm_N2: np.ndarray, *, size: int) -> np.ndarray:
+    """Normalised crop coordinates -> crop pixels: p = (n + 1) S / 2."""
+    return (np.asarray(points_norm_N2) + 1.0) * size / 2.0
+
+
+# ---- images and flow --------------------------------------------------------------------------
+
+
+def crop_image(
+    image_HW3: np.ndarray,
+    *,
+    center_2: np.ndarray | tuple[float, float],
+    side: float,
+    size: int,
+    rotation_deg: float = 0.0,
+    flip: bool = False,
+) -> np.ndarray:
+    """Cut a crop out of an image with one bilinear ``cv2.warpAffine``.
+
+    Pixels outside the image are 0 (black), as in SPIN's crop: reflecting the border would paint
+    mirrored body parts that no label describes. Downscaling is bilinear (no prefilter), so crops
+    much smaller than their box alias; at the usual ~1-2x reduction this is negligible. OpenCV
+    quantises sampling positions to 1/32 px (INTER_TAB_SIZE), i.e. up to 1/64 px of error per axis.
+
+    Args:
+        image_HW3: (H, W, C) or (H, W) image, uint8 or float32 (dtype is kept).
+        center_2, side, size, rotation_deg, flip: the crop, see ``crop_matrix``.
+
+    Returns:
+        (S, S, C) or (S, S) crop. Crop pixel (i, j) holds the image sampled at
+        ``transform_points([(i + 0.5, j + 0.5)], invert_affine(crop_matrix(...)))``.
+    """
+    matrix_23 = crop_matrix(center_2, side, size, rotation_deg, flip)
+    # OpenCV places pixel centres at integer coordinates; ours are at i + 0.5. In OpenCV's
+    # coordinates q = p - 0.5 the map is q_crop = L q_image + (t + L (0.5, 0.5) - 0.5).
+    cv_matrix_23 = matrix_23.copy()
+    cv_matrix_23[:, 2] += matrix_23[:, :2] @ np.array([0.5, 0.5]) - 0.5
+    return cv2.warpAffine(
+        image_HW3, cv_matrix_23, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )
+
+
+def sample_bilinear(image_HWC: np.ndarray, points_N2: np.ndarray) -> np.ndarray:
+    """Bilinear samples of an image with NaN holes, at pixel-corner coordinates.
+
+    NaN marks pixels without a value (off the body, for flow). A sample averages its finite
+    neighbours with renormalised bilinear weights, and is NaN where those weights sum to less than
+    1/2: the valid region is the bilinearly resampled mask thresholded at 1/2 (neither eroded nor
+    dilated), and no value mixes with a NaN. Points outside the image [0, W] x [0, H] are NaN; within
+    the outer half pixel the edge pixels are repeated.
+
+    Args:
+        image_HWC: (H, W, C) float image, NaN where undefined.
+        points_N2: (..., 2) sample points (x, y), pixels, pixel-corner convention.
+
+    Returns:
+        (..., C) float64 samples.
+    """
+    height, width = image_HWC.shape[:2]
+    x = points_N2[..., 0] - 0.5
+    y = points_N2[..., 1] - 0.5
+    x0 = np.floor(x)
+    y0 = np.floor(y)
+    wx = x - x0
+    wy = y - y0
+    x0i = np.clip(x0, 0, width - 1).astype(np.int64)
+    x1i = np.clip(x0 + 1, 0, width - 1).astype(np.int64)
+    y0i = np.clip(y0, 0, height - 1).astype(np.int64)
+    y1i = np.clip(y0 + 1, 0, height - 1).astype(np.int64)
+    finite_HW = np.isfinite(image_HWC).all(axis=-1)
+    image_HWC = np.where(finite_HW[..., None], image_HWC, 0.0)
+    total = np.zeros(points_N2.shape[:-1] + image_HWC.shape[2:])
+    weight_sum = np.zeros(points_N2.shape[:-1])
+    for yi, xi, weight in ((y0i, x0i, (1 - wx) * (1 - wy)), (y0i, x1i, wx * (1 - wy)),
+                           (y1i, x0i, (1 - wx) * wy), (y1i, x1i, wx * wy)):
+        weight = weight * finite_HW[yi, xi]
+        total += image_HWC[yi, xi] * weight[..., None]
+        weight_sum += weight
+    outside = (points_N2[..., 0] < 0) | (points_N2[..., 0] > width) | (points_N2[..., 1] < 0) | (points_N2[..., 1] > height)
+    invalid = outside | (weight_sum < 0.5)
+    samples = total / np.where(invalid, 1.0, weight_sum)[..., None]
+    samples[invalid] = np.nan
+    return samples
+
+
+def crop_flow(
+    flow_HW2: np.ndarray,
+    *,
+    center1_2: np.ndarray | tuple[float, float],
+    side1: float,
+    center2_2: np.ndarray | tuple[float, float],
+    side2: float,
+    size: int,
+) -> np.ndarray:
+    """Image-space flow from frame 1 to frame 2 -> flow between crop 1 and crop 2, on crop 1's grid.
+
+    For the centre q of each crop-1 pixel: x = A1^-1 q (image point), f(x) sampled bilinearly, and
+    the crop-level flow is A2(x + f(x)) - q. This is exact for the affine crops given the sampled
+    image flow (no rotation or flip: the crops of frame pairs are plain box crops).
+
+    Args:
+        flow_HW2: (H, W, 2) flow (dx, dy) from frame 1 to frame 2, image pixels; NaN off the body.
+        center1_2, side1: crop of frame 1 (image pixels), see ``crop_matrix``.
+        center2_2, side2: crop of frame 2 (image pixels).
+        size: S, crop side, crop pixels (both crops).
+
+    Returns:
+        (S, S, 2) float32 flow (dx, dy), crop pixels: the content at crop-1 pixel (x, y) is at
+        (x + dx, y + dy) in crop 2. NaN where the image flow is NaN (see ``sample_bilinear``) or the
+        crop pixel lies outside the image; ``np.isfinite(flow[..., 0])`` is the validity mask.
+    """
+    crop1_to_image_23 = invert_affine(crop_matrix(center1_2, side1, size))
+    image_to_crop2_23 = crop_matrix(center2_2, side2, size)
+    centres_1d = np.arange(size, dtype=np.float64) + 0.5
+    grid_SS2 = np.stack(np.meshgrid(centres_1d, centres_1d, indexing="xy"), axis=-1)
+    image_SS2 = transform_points(grid_SS2, crop1_to_image_23)
+    flow_SS2 = sample_bilinear(np.asarray(flow_HW2, dtype=np.float32), image_SS2)
+    return (transform_points(image_SS2 + flow_SS2, image_to_crop2_23) - grid_SS2).astype(np.float32)
+
+
+def normalise_image(crop_HW3: np.ndarray, *, gain_3: np.ndarray | None = None) -> torch.Tensor:
+    """uint8 RGB crop -> (3, S, S) float32 ImageNet-normalised tensor, with an optional colour gain.
+
+    Args:
+        crop_HW3: (S, S, 3) uint8 RGB.
+        gain_3: (3,) per-channel gain applied to the pixel values before normalising (clipped to
+            [0, 255] like SPIN's colour noise); None for no gain.
+    """
+    image_HW3 = crop_HW3.astype(np.float32)
+    if gain_3 is not None:
+        image_HW3 = np.clip(image_HW3 * np.asarray(gain_3, dtype=np.float32), 0.0, 255.0)
+    image_HW3 = (image_HW3 / 255.0 - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(image_HW3.transpose(2, 0, 1)))
+
+
+# ---- augmentation -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Augmentation:
+    """One draw of the crop augmentation; the identity by default."""
+
+    scale: float = 1.0
+    """Factor on the crop side (1 + U(-SCALE_JITTER, SCALE_JITTER) when drawn)."""
+    rotation_deg: float = 0.0
+    """Rotation of the crop, degrees (sign: see the module docstring)."""
+    flip: bool = False
+    """Horizontal flip (image mirrored, left and right joints swapped)."""
+    gain_3: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Per-channel RGB gain."""
+
+
+def sample_augmentation(generator: torch.Generator | None = None) -> Augmentation:
+    """Draw an augmentation with the ranges above, from torch's RNG.
+
+    torch's RNG (not numpy's) because a DataLoader seeds it differently in every worker process.
+    """
+    u_6 = torch.rand(6, generator=generator, dtype=torch.float64).tolist()
+    rotate = u_6[1] < ROTATION_PROB
+    low, high = COLOUR_GAIN_RANGE
+    return Augmentation(
+        scale=1.0 + SCALE_JITTER * (2.0 * u_6[0] - 1.0),
+        rotation_deg=ROTATION_MAX_DEG * (2.0 * u_6[2] - 1.0) if rotate else 0.0,
+        flip=u_6[3] < FLIP_PROB,
+        gain_3=tuple(low + (high - low) * g for g in torch.rand(3, generator=generator, dtype=torch.float64).tolist()),
+    )
+
+
+def flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
+    """Index map that swaps every ``left_*`` joint with its ``right_*`` twin (others stay)."""
+
+    def mirror(name: str) -> str:
+        if name.startswith("left_"):
+            return "right_" + name[len("left_"):]
+        if name.startswith("right_"):
+            return "left_" + name[len("right_"):]
+        return name
+
+    index = {name: i for i, name in enumerate(names)}
+    return tuple(index[mirror(name)] for name in names)
+
+
+SMPL_FLIP_PERM = flip_permutation(SMPL_JOINT_NAMES)
+"""Left/right swap of the 24 SMPL joints."""
+EVAL_FLIP_PERM = flip_permutation(EVAL_JOINT_NAMES)
+"""Left/right swap of the 14 evaluation joints."""
+
+# Mirroring x (M = diag(-1, 1, 1)) conjugates each rotation: M R(v) M = R(det(M) M v) = R((x, -y, -z)).
+_MIRROR_AXIS_ANGLE_3 = np.array([1.0, -1.0, -1.0], dtype=np.float32)
+
+
+def flip_pose(pose_J3: np.ndarray) -> np.ndarray:
+    """Mirror an SMPL axis-angle pose about the camera's y-z plane (SPIN's flip_pose).
+
+    Swaps left and right joint rotations and negates the y and z axis-angle components. For a
+    left-right symmetric body (SMPL and the embedded body are, to ~0.03 mm at rest) the posed joints
+    become ``flip_points3d`` of the original ones, up to a translation.
+
+    Args:
+        pose_J3: (24, 3) axis-angle, radians, root (camera-frame orientation) first.
+
+    Returns:
+        (24, 3) the mirrored pose. Applying it twice gives the input back.
+    """
+    return pose_J3[list(SMPL_FLIP_PERM)] * _MIRROR_AXIS_ANGLE_3
+
+
+def flip_points3d(points_J3: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
+    """Mirror camera-frame joints (x -> -x) and swap left and right.
+
+    Args:
+        points_J3: (J, 3) joints, metres, camera frame.
+        perm: ``SMPL_FLIP_PERM`` or ``EVAL_FLIP_PERM``, matching J.
+    """
+    return points_J3[list(perm)] * np.array([-1.0, 1.0, 1.0], dtype=points_J3.dtype)
+
+
+def rotation_about_z(rotation_deg: float) -> np.ndarray:
+    """(3, 3) rotation by ``rotation_deg`` about the camera z axis; turns x towards y, like the crop."""
+    theta = math.radians(rotation_deg)
+    cos, sin = math.cos(theta), math.sin(theta)
+    return np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rotate_points3d(points_J3: np.ndarray, rotation_deg: float) -> np.ndarray:
+    """Rotate camera-frame points about the camera z axis (the 3D label of a rotated crop).
+
+    Args:
+        points_J3: (J, 3) points, metres, camera frame.
+        rotation_deg: the crop's rotation, degrees.
+    """
+    return (points_J3 @ rotation_about_z(rotation_deg).T).astype(points_J3.dtype)
+
+
+def rotate_pose(pose_J3: np.ndarray, rotation_deg: float) -> np.ndarray:
+    """Rotate the root orientation of an axis-angle pose about the camera z axis (SPIN's rot_aa).
+
+    Args:
+        pose_J3: (24, 3) axis-angle, radians, root orientation in the camera frame first.
+        rotation_deg: the crop's rotation, degrees.
+
+    Returns:
+        (24, 3) pose whose body is ``rotate_points3d`` of the original body (about the root joint).
+    """
+    if rotation_deg == 0.0:
+        return pose_J3.copy()
+    root_33 = axis_angle_to_rotmat(torch.as_tensor(pose_J3[0], dtype=torch.float64))
+    rotated_33 = torch.as_tensor(rotation_about_z(rotation_deg)) @ root_33
+    out = pose_J3.copy()
+    out[0] = rotmat_to_axis_angle(rotated_33).numpy()
+    return out

@@ -1,0 +1,401 @@
+"""Single-process, in-memory datasets over a benchmark folder (docs/data_format.md): no Ray.
+
+``LabelledFrames`` feeds the supervised and anchoring batches; ``VideoPairs`` feeds the unannotated
+frame pairs of flow-consistency refinement. Both decode every clip once at construction, keep uint8
+crops in memory (flows as float16) and return torch tensors, so a plain DataLoader can batch them.
+The Ray Data pipeline does the same work with the same ``raymotion.data.crops`` functions.
+
+Tensor naming legend: N = frames, P = pairs, T = frames of one clip, J = joints, S = crop side
+(pixels), H, W = image height and width; trailing digits are literal sizes.
+Returned images are (3, S, S) float32, RGB, ImageNet-normalised (``crops.IMAGENET_MEAN/STD``);
+2D joints are normalised crop coordinates n = 2 p / S - 1; 3D joints are metres, camera frame.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import Dataset
+
+from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
+from raymotion.data.crops import (
+    EVAL_FLIP_PERM,
+    SCALE_JITTER,
+    SMPL_FLIP_PERM,
+    Augmentation,
+    crop_box,
+    crop_flow,
+    crop_image,
+    crop_matrix,
+    flip_pose,
+    flip_points3d,
+    normalise_image,
+    rotate_points3d,
+    rotate_pose,
+    sample_augmentation,
+    to_normalised,
+    transform_points,
+)
+from raymotion.data.decode import read_video
+from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
+from raymotion.synth.generate import read_manifest
+
+LABELLED_SPLITS = ("labelled", "val", "test")
+"""Splits whose labels ``LabelledFrames`` may read (never 'video': its labels are not for training)."""
+GROUND_TRUTH_FLOW = "ground_truth"
+"""``VideoPairs(flow=...)`` value for the renderer's exact flow (flow.npz)."""
+
+# Per-frame label columns (docs/data_format.md) and their per-frame shapes.
+_LABEL_SHAPES: dict[str, tuple[int, ...]] = {
+    "box_xyxy": (4,),
+    "pose_cam": (NUM_SMPL_JOINTS, 3),
+    "betas": (-1,),
+    "transl_cam": (3,),
+    "intrinsics": (4,),
+    "joints2d": (NUM_SMPL_JOINTS, 2),
+    "joints2d_visible": (NUM_SMPL_JOINTS,),
+    "joints3d_cam": (NUM_SMPL_JOINTS, 3),
+    "eval_joints3d_cam": (NUM_EVAL_JOINTS, 3),
+}
+
+
+def select_clips(num_clips: int, *, fraction: float, seed: int, max_clips: int | None = None) -> np.ndarray:
+    """The annotation-fraction subset: a seeded permutation of the clips, then a prefix.
+
+    The same seed gives the same subset, and a larger fraction a superset of a smaller one. At
+    least one clip is kept; ``max_clips`` caps the prefix further (for quick runs and tests).
+
+    Returns:
+        (K,) sorted indices into the split's clips.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction={fraction} must be in (0, 1] (the share of labelled clips to use)")
+    if max_clips is not None and max_clips < 1:
+        raise ValueError(f"max_clips={max_clips} must be >= 1, or None for no cap")
+    order = np.random.default_rng(seed).permutation(num_clips)
+    count = max(1, round(fraction * num_clips))
+    if max_clips is not None:
+        count = min(count, max_clips)
+    return np.sort(order[:count])
+
+
+def _split_rows(data_dir: Path, split: str, choices: tuple[str, ...] | None) -> list[tuple[int, dict]]:
+    """(manifest row index, row) of every clip of ``split``, in manifest order.
+
+    ``choices``: the splits allowed here; None allows every split the manifest holds.
+    """
+    manifest = read_manifest(data_dir).to_pylist()
+    if choices is None:
+        choices = tuple(sorted({row["split"] for row in manifest}))
+    if split not in choices:
+        raise ValueError(f"split={split!r} is not valid here; choose one of: {', '.join(choices)}")
+    rows = [(i, row) for i, row in enumerate(manifest) if row["split"] == split]
+    if not rows:
+        raise ValueError(f"the manifest of {data_dir} lists no clips in split {split!r}")
+    return rows
+
+
+def _read_labels(data_dir: Path, row: dict, columns: list[str]) -> dict[str, np.ndarray]:
+    """The named label columns of one clip, as (T, ...) arrays; checks the row count and the boxes."""
+    if not row["labels_path"]:
+        raise ValueError(f"clip {row['clip_id']} has no labels_path in the manifest; its boxes are needed to crop")
+    path = data_dir / row["labels_path"]
+    if not path.is_file():
+        raise FileNotFoundError(f"labels of clip {row['clip_id']} not found: {path}")
+    table = pq.read_table(path, columns=columns)
+    if table.num_rows != row["frames"]:
+        raise ValueError(f"{path} has {table.num_rows} rows but the manifest says {row['frames']} frames")
+    labels = {}
+    for name in columns:
+        flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        labels[name] = flat.reshape(table.num_rows, *_LABEL_SHAPES[name])
+    box_T4 = labels["box_xyxy"]
+    bad = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
+    bad |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= row["width"]) | (box_T4[:, 1] >= row["height"])
+    if bad.any():
+        frame = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{path} frame {frame}: box_xyxy {box_T4[frame].tolist()} is empty, not finite or outside the "
+            f"{row['width']}x{row['height']} frame"
+        )
+    return labels
+
+
+def _check_crop_args(*, crop_size: int, bbox_scale: float) -> None:
+    if crop_size < 8:
+        raise ValueError(f"crop_size={crop_size} must be >= 8 pixels")
+    if not bbox_scale > 0:
+        raise ValueError(f"bbox_scale={bbox_scale} must be > 0 (1.3 = a 30 % margin around the box)")
+
+
+class LabelledFrames(Dataset):
+    """Every frame of a seeded fraction of the labelled clips, cropped around its own box.
+
+    ``__getitem__`` returns a dict of tensors:
+        image (3, S, S) float32, ImageNet-normalised RGB;
+        joints2d (24, 2) normalised crop coordinates; joints2d_vis (24,) 1.0 where the label says
+            visible AND the joint falls inside the crop [-1, 1]^2, else 0.0;
+        joints3d (24, 3) and eval_joints3d (14, 3) metres, camera frame (labels joints3d_cam and
+            eval_joints3d_cam); pose_cam (24, 3) axis-angle, root orientation in the camera frame;
+        betas (10,); has_smpl 1.0; clip_index (row of the clip in manifest.parquet); frame.
+
+    With ``augment=True`` every item draws a ``crops.Augmentation`` (ranges in raymotion.data.crops:
+    scale x[0.75, 1.25], rotation U(-30, 30) deg with probability 0.6, flip with probability 0.5,
+    per-channel gain U(0.6, 1.4)) from torch's RNG, and the labels follow: 2D joints through the same
+    affine map as the pixels; 3D joints and the root orientation rotate about the camera z axis;
+    a flip mirrors x, swaps left/right joints and mirrors the pose (SPIN's flip_pose). To allow
+    this the dataset keeps a larger uint8 source crop per frame (side ceil(S * 1.25 * sqrt 2), at
+    the final crop's pixel density, so every scale and rotation stays inside it), about 3x the memory
+    of plain crops, and each item is resampled from it (two bilinear resamplings in all).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        split: str,
+        crop_size: int,
+        bbox_scale: float,
+        fraction: float = 1.0,
+        seed: int = 0,
+        augment: bool = False,
+        max_clips: int | None = None,
+    ) -> None:
+        _check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        data_dir = Path(data_dir)
+        rows = _split_rows(data_dir, split, LABELLED_SPLITS)
+        chosen = select_clips(len(rows), fraction=fraction, seed=seed, max_clips=max_clips)
+        self.crop_size = crop_size
+        self.augment = augment
+        # Stored crop side: the final crop, or the source crop that holds every augmented crop
+        # (scale up to 1 + SCALE_JITTER, any rotation: the circumscribed circle of that square).
+        self._store_size = math.ceil(crop_size * (1.0 + SCALE_JITTER) * math.sqrt(2.0)) if augment else crop_size
+        self.clip_ids = [rows[i][1]["clip_id"] for i in chosen]
+
+        columns = list(_LABEL_SHAPES)
+        crops, labels, clip_index, frame_index = [], [], [], []
+        for i in chosen:
+            manifest_index, row = rows[i]
+            frames_THW3 = read_video(data_dir / row["path"], expected_frames=row["frames"])
+            clip_labels = _read_labels(data_dir, row, columns)
+            center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)
+            store_side_T = side_T * (self._store_size / crop_size)
+            for t in range(row["frames"]):
+                crops.append(crop_image(frames_THW3[t], center_2=center_T2[t], side=store_side_T[t], size=self._store_size))
+            clip_labels["center"], clip_labels["side"] = center_T2, side_T
+            labels.append(clip_labels)
+            clip_index += [manifest_index] * row["frames"]
+            frame_index += range(row["frames"])
+        self._crops_NHW3 = np.stack(crops)
+        self._labels = {name: np.concatenate([clip[name] for clip in labels]) for name in labels[0]}
+        self._clip_index_N = np.asarray(clip_index)
+        self._frame_N = np.asarray(frame_index)
+
+    def __len__(self) -> int:
+        return len(self._crops_NHW3)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        return self.get(index, augmentation=sample_augmentation() if self.augment else None)
+
+    def get(self, index: int, *, augmentation: Augmentation | None = None) -> dict[str, torch.Tensor | int]:
+        """Item ``index`` with a given augmentation (None: none); ``__getitem__`` draws one."""
+        if augmentation is not None and not self.augment and augmentation != Augmentation():
+            raise ValueError("this LabelledFrames was built with augment=False and keeps only the final crops; "
+                             "build it with augment=True to apply an augmentation")
+        aug = augmentation or Augmentation()
+        if abs(aug.scale - 1.0) > SCALE_JITTER + 1e-9:
+            raise ValueError(f"augmentation scale={aug.scale} is outside the stored range 1 +/- {SCALE_JITTER}")
+        size = self.crop_size
+        lab = {name: values[index] for name, values in self._labels.items()}
+        if self.augment:
+            # The source crop shares the box centre and pixel density, so the final crop is the
+            # square of side scale * S around its centre.
+            half = self._store_size / 2.0
+            crop_HW3 = crop_image(self._crops_NHW3[index], center_2=(half, half), side=aug.scale * size, size=size,
+                                  rotation_deg=aug.rotation_deg, flip=aug.flip)
+        else:
+            crop_HW3 = self._crops_NHW3[index]
+        matrix_23 = crop_matrix(lab["center"], aug.scale * lab["side"], size, aug.rotation_deg, aug.flip)
+        joints2d_J2 = to_normalised(transform_points(lab["joints2d"], matrix_23), size=size)
+        visible_J = lab["joints2d_visible"].copy()
+        joints3d_J3 = rotate_points3d(lab["joints3d_cam"], aug.rotation_deg)
+        eval_joints3d_E3 = rotate_points3d(lab["eval_joints3d_cam"], aug.rotation_deg)
+        pose_J3 = rotate_pose(lab["pose_cam"], aug.rotation_deg)
+        if aug.flip:
+            # The crop is mirrored, so the joint at a left joint's pixel is now a right joint.
+            joints2d_J2 = joints2d_J2[list(SMPL_FLIP_PERM)]
+            visible_J = visible_J[list(SMPL_FLIP_PERM)]
+            joints3d_J3 = flip_points3d(joints3d_J3, SMPL_FLIP_PERM)
+            eval_joints3d_E3 = flip_points3d(eval_joints3d_E3, EVAL_FLIP_PERM)
+            pose_J3 = flip_pose(pose_J3)
+        visible_J &= (np.abs(joints2d_J2) <= 1.0).all(axis=1)
+        gain_3 = None if aug.gain_3 == (1.0, 1.0, 1.0) else np.asarray(aug.gain_3)
+        return {
+            "image": normalise_image(crop_HW3, gain_3=gain_3),
+            "joints2d": torch.as_tensor(joints2d_J2, dtype=torch.float32),
+            "joints2d_vis": torch.as_tensor(visible_J, dtype=torch.float32),
+            "joints3d": torch.as_tensor(joints3d_J3, dtype=torch.float32),
+            "eval_joints3d": torch.as_tensor(eval_joints3d_E3, dtype=torch.float32),
+            "pose_cam": torch.as_tensor(pose_J3, dtype=torch.float32),
+            "betas": torch.as_tensor(lab["betas"], dtype=torch.float32),
+            "has_smpl": torch.tensor(1.0),
+            "clip_index": int(self._clip_index_N[index]),
+            "frame": int(self._frame_N[index]),
+        }
+
+
+class VideoPairs(Dataset):
+    """All frame pairs (t, t + gap) of the clips of a split, each frame cropped with its own box,
+    with optical flow between the two crops in both directions.
+
+    ``flow``: an estimator name (``raymotion.flow.estimator.FLOW_ESTIMATORS``, e.g. 'dis'), run on
+    the two crops once at construction (forward crop1 -> crop2, backward crop2 -> crop1), or
+    'ground_truth': the renderer's exact flow (flow.npz; gap 1 only) mapped to the crops with
+    ``crops.crop_flow``, NaN (off the body) set to 0 and reported in the validity masks.
+
+    ``__getitem__`` returns a dict of tensors:
+        image1, image2 (3, S, S) float32, ImageNet-normalised RGB of frames t and t + gap;
+        flow_fwd (2, S, S) float32, crop pixels (dx, dy) on crop 1's grid: the content at crop-1
+            pixel x is at x + flow in crop 2; flow_bwd (2, S, S) likewise from crop 2 to crop 1;
+        flow_valid_fwd, flow_valid_bwd (S, S) bool: on the body for ground truth, all True for
+            estimators;
+        crop1, crop2 (3,) float32: (center x, center y, side) of each crop, image pixels;
+        clip_index (row of the clip in manifest.parquet); t (frame index of image1).
+
+    ``with_labels=True`` adds each frame's labels with suffix 1 or 2: pose_cam (24, 3), betas (10,),
+    transl_cam (3,), intrinsics (4,) = fx, fy, cx, cy image pixels, joints3d (24, 3), eval_joints3d
+    (14, 3), joints2d (24, 2) normalised coordinates of that frame's crop, joints2d_vis (24,).
+    It exists for diagnostics (scoring the flow loss at the true meshes) and oracle baselines only:
+    training code must NOT pass it, because the 'video' split stands for unannotated video
+    (docs/data_format.md). Without it only the boxes are read from labels.parquet.
+
+    Bad input: a clip whose video is missing, undecodable or shorter than its manifest row raises
+    (naming the file); so does a degenerate box. Memory: uint8 crops once per frame and two float16
+    flows per pair (S = 128: 48 KiB per frame, 128 KiB per pair, plus 32 KiB of masks for ground truth).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        split: str = "video",
+        crop_size: int,
+        bbox_scale: float,
+        flow: str = "dis",
+        gap: int = 1,
+        max_clips: int | None = None,
+        with_labels: bool = False,
+    ) -> None:
+        _check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        flow_choices = (GROUND_TRUTH_FLOW, *FLOW_ESTIMATORS)
+        if flow not in flow_choices:
+            raise ValueError(f"flow={flow!r} is not a flow source; choose one of: {', '.join(flow_choices)}")
+        if gap < 1:
+            raise ValueError(f"gap={gap} must be >= 1 frame")
+        if flow == GROUND_TRUTH_FLOW and gap != 1:
+            raise ValueError(f"flow='ground_truth' needs gap=1 (flow.npz holds consecutive frames only), got gap={gap}")
+        if max_clips is not None and max_clips < 1:
+            raise ValueError(f"max_clips={max_clips} must be >= 1, or None for all clips")
+        data_dir = Path(data_dir)
+        rows = _split_rows(data_dir, split, None)[:max_clips]
+        if flow == GROUND_TRUTH_FLOW:
+            missing = [row["clip_id"] for _, row in rows if not row["flow_path"]]
+            if missing:
+                raise ValueError(f"flow='ground_truth' but clip(s) {', '.join(missing[:5])} of split {split!r} "
+                                 "have no flow_path in the manifest; use an estimator, e.g. flow='dis'")
+        self.crop_size = crop_size
+        self.flow = flow
+        self.gap = gap
+        self.with_labels = with_labels
+        estimator = None if flow == GROUND_TRUTH_FLOW else make_flow_estimator(flow)
+        columns = list(_LABEL_SHAPES) if with_labels else ["box_xyxy"]
+
+        crops, crop_params, labels, first, clip_index, t_index = [], [], [], [], [], []
+        flows_fwd, flows_bwd, valid_fwd, valid_bwd = [], [], [], []
+        for manifest_index, row in rows:
+            frames_THW3 = read_video(data_dir / row["path"], expected_frames=row["frames"])
+            clip_labels = _read_labels(data_dir, row, columns)
+            center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)
+            offset = len(crops)
+            clip_crops = [crop_image(frame, center_2=c, side=s, size=crop_size)
+                          for frame, c, s in zip(frames_THW3, center_T2, side_T)]
+            crops += clip_crops
+            crop_params.append(np.concatenate([center_T2, side_T[:, None]], axis=1))
+            labels.append(clip_labels)
+            num_pairs = max(0, row["frames"] - gap)
+            first += range(offset, offset + num_pairs)
+            clip_index += [manifest_index] * num_pairs
+            t_index += range(num_pairs)
+            if estimator is not None:
+                for t in range(num_pairs):
+                    flows_fwd.append(estimator(clip_crops[t], clip_crops[t + gap]).astype(np.float16))
+                    flows_bwd.append(estimator(clip_crops[t + gap], clip_crops[t]).astype(np.float16))
+                continue
+            with np.load(data_dir / row["flow_path"]) as npz:
+                forward_THW2, backward_THW2 = npz["forward"], npz["backward"]
+            if len(forward_THW2) != row["frames"] - 1 or len(backward_THW2) != row["frames"] - 1:
+                raise ValueError(f"{data_dir / row['flow_path']} holds {len(forward_THW2)} forward flows; "
+                                 f"expected frames - 1 = {row['frames'] - 1}")
+            for t in range(num_pairs):
+                one = {"center1_2": center_T2[t], "side1": side_T[t], "center2_2": center_T2[t + 1], "side2": side_T[t + 1]}
+                two = {"center1_2": center_T2[t + 1], "side1": side_T[t + 1], "center2_2": center_T2[t], "side2": side_T[t]}
+                for image_flow, kw, out, valid in ((forward_THW2[t], one, flows_fwd, valid_fwd),
+                                                   (backward_THW2[t], two, flows_bwd, valid_bwd)):
+                    crop_flow_SS2 = crop_flow(image_flow, size=crop_size, **kw)
+                    finite_SS = np.isfinite(crop_flow_SS2).all(axis=-1)
+                    out.append(np.where(finite_SS[..., None], crop_flow_SS2, 0.0).astype(np.float16))
+                    valid.append(finite_SS)
+
+        self._crops_NHW3 = np.stack(crops)
+        self._crop_params_N3 = np.concatenate(crop_params).astype(np.float32)
+        self._labels = {name: np.concatenate([clip[name] for clip in labels]) for name in labels[0]}
+        self._first_P = np.asarray(first, dtype=np.int64)
+        self._clip_index_P = np.asarray(clip_index, dtype=np.int64)
+        self._t_P = np.asarray(t_index, dtype=np.int64)
+        empty = np.zeros((0, crop_size, crop_size, 2), dtype=np.float16)
+        self._flow_fwd_PSS2 = np.stack(flows_fwd) if flows_fwd else empty
+        self._flow_bwd_PSS2 = np.stack(flows_bwd) if flows_bwd else empty
+        self._valid_fwd_PSS = np.stack(valid_fwd) if valid_fwd else None
+        self._valid_bwd_PSS = np.stack(valid_bwd) if valid_bwd else None
+
+    def __len__(self) -> int:
+        return len(self._first_P)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        n1 = int(self._first_P[index])
+        n2 = n1 + self.gap
+        size = self.crop_size
+        all_valid = torch.ones(size, size, dtype=torch.bool)
+        item: dict[str, torch.Tensor | int] = {
+            "image1": normalise_image(self._crops_NHW3[n1]),
+            "image2": normalise_image(self._crops_NHW3[n2]),
+            "flow_fwd": torch.from_numpy(self._flow_fwd_PSS2[index].astype(np.float32).transpose(2, 0, 1)),
+            "flow_bwd": torch.from_numpy(self._flow_bwd_PSS2[index].astype(np.float32).transpose(2, 0, 1)),
+            "flow_valid_fwd": all_valid if self._valid_fwd_PSS is None else torch.from_numpy(self._valid_fwd_PSS[index]),
+            "flow_valid_bwd": all_valid if self._valid_bwd_PSS is None else torch.from_numpy(self._valid_bwd_PSS[index]),
+            "crop1": torch.from_numpy(self._crop_params_N3[n1]),
+            "crop2": torch.from_numpy(self._crop_params_N3[n2]),
+            "clip_index": int(self._clip_index_P[index]),
+            "t": int(self._t_P[index]),
+        }
+        if self.with_labels:
+            for suffix, n in (("1", n1), ("2", n2)):
+                item.update(self._frame_labels(n, suffix))
+        return item
+
+    def _frame_labels(self, n: int, suffix: str) -> dict[str, torch.Tensor]:
+        lab = {name: values[n] for name, values in self._labels.items()}
+        center_x, center_y, side = self._crop_params_N3[n].astype(np.float64)
+        joints2d_J2 = to_normalised(transform_points(lab["joints2d"], crop_matrix((center_x, center_y), side, self.crop_size)),
+                                    size=self.crop_size)
+        visible_J = lab["joints2d_visible"] & (np.abs(joints2d_J2) <= 1.0).all(axis=1)
+        values = {
+            "pose_cam": lab["pose_cam"], "betas": lab["betas"], "transl_cam": lab["transl_cam"],
+            "intrinsics": lab["intrinsics"], "joints3d": lab["joints3d_cam"], "eval_joints3d": lab["eval_joints3d_cam"],
+            "joints2d": joints2d_J2, "joints2d_vis": visible_J,
+        }
+        return {name + suffix: torch.as_tensor(value, dtype=torch.float32) for name, value in values.items()}

@@ -1,0 +1,1 @@
+"""Evaluation: pose and shape metrics (pure tensor functions) and the evaluation driver."""

@@ -1,0 +1,169 @@
+"""Does the flow loss carry signal? Evaluate it at the ground-truth meshes and at alternatives.
+
+Legend: B pairs, V vertices, J = 24 joints, S crop size.
+For labelled video pairs (synthetic data), the loss is computed for:
+- ``truth``: the true meshes of frames t and t+1, projected with the true camera into each frame's crop;
+- ``static``: frame t's mesh for both frames (what a network that ignores motion predicts);
+- ``jitter``: the true poses with independent noise in each frame (a jittery network);
+- ``offset``: the true poses with the same error in both frames (a consistently wrong network).
+The loss is useful only when ``truth`` scores clearly below ``static`` (FACTS.md's gate: on >= 48 pairs,
+mean truth/static <= 0.3, median <= 0.1, truth below static in >= 90 % of pairs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import default_collate
+
+from raymotion.body.body_model import BodyModel
+from raymotion.geometry import axis_angle_to_rotmat
+from raymotion.losses.consistency import flow_loss_at
+
+GATE_MEAN, GATE_MEDIAN, GATE_WIN_RATE, GATE_MIN_PAIRS = 0.3, 0.1, 0.9, 48
+JITTER_STD_RAD = 0.05  # ~3 deg per axis-angle component, independently per frame
+OFFSET_STD_RAD = 0.15  # ~9 deg, the same error in both frames
+# Loss variants: the paper's exact form, and the measured improvements (FACTS.md).
+VARIANTS = {
+    "paper": {"visibility_mode": "zbuffer", "normaliser_floor_px": 0.0},
+    "improved": {"visibility_mode": "eroded", "normaliser_floor_px": 0.25},
+}
+
+
+def crop_vertices(
+    body_model: BodyModel,
+    *,
+    pose_B243: Tensor,
+    betas_BK: Tensor,
+    transl_cam_B3: Tensor,
+    intrinsics_B4: Tensor,
+    crop_B3: Tensor,
+    crop_size: int,
+) -> Tensor:
+    """True vertices in crop pixels with camera depth: (B, V, 3) = (x, y, z metres).
+
+    ``pose_B243`` is the camera-frame pose (labels ``pose_cam``), ``transl_cam_B3`` the labels'
+    translation, ``intrinsics_B4`` (fx, fy, cx, cy) and ``crop_B3`` (centre x, centre y, side) in image
+    pixels.
+    """
+    out = body_model(rotmats_BJ33=axis_angle_to_rotmat(pose_B243), betas_BK=betas_BK)
+    verts_cam_BV3 = out.verts_BV3 + transl_cam_B3[:, None]
+    fx, fy, cx, cy = intrinsics_B4.unbind(dim=1)
+    u_BV = fx[:, None] * verts_cam_BV3[..., 0] / verts_cam_BV3[..., 2] + cx[:, None]
+    v_BV = fy[:, None] * verts_cam_BV3[..., 1] / verts_cam_BV3[..., 2] + cy[:, None]
+    centre_x, centre_y, side = crop_B3.unbind(dim=1)
+    scale_B = crop_size / side
+    x_BV = (u_BV - (centre_x - side / 2)[:, None]) * scale_B[:, None]
+    y_BV = (v_BV - (centre_y - side / 2)[:, None]) * scale_B[:, None]
+    return torch.stack([x_BV, y_BV, verts_cam_BV3[..., 2]], dim=-1)
+
+
+@dataclass(frozen=True, slots=True)
+class GateRow:
+    """One (flow source, loss variant) line of the gate table."""
+
+    flow: str
+    variant: str
+    pairs: int
+    truth_over_static_mean: float
+    truth_over_static_median: float
+    truth_beats_static: float
+    jitter_over_truth_mean: float
+    offset_over_truth_mean: float
+    passes: bool
+
+
+def _per_pair(out) -> np.ndarray:
+    """Per-pair loss over both directions; NaN for pairs the loss did not keep."""
+    values = ((out.per_pair_fwd_B + out.per_pair_bwd_B) / 2).detach().numpy()
+    return np.where(out.kept_B.numpy(), values, np.nan)
+
+
+@torch.no_grad()
+def gate_table(body_model: BodyModel, pairs_by_flow: dict[str, object], *, batch_size: int = 16, seed: int = 0) -> list[GateRow]:
+    """The gate for each flow source (a VideoPairs dataset built with_labels=True) and loss variant."""
+    rows = []
+    generator = torch.Generator().manual_seed(seed)
+    for flow_name, pairs in pairs_by_flow.items():
+        losses: dict[tuple[str, str], list[np.ndarray]] = {}
+        for start in range(0, len(pairs), batch_size):
+            batch = default_collate([pairs[i] for i in range(start, min(start + batch_size, len(pairs)))])
+            crop_size = batch["image1"].shape[-1]
+            meshes = _candidate_meshes(body_model, batch, crop_size=crop_size, generator=generator)
+            for variant, options in VARIANTS.items():
+                for candidate, (pix1, pix2) in meshes.items():
+                    out = flow_loss_at(pix1, pix2, body_model.faces_F3, batch["flow_fwd"], batch["flow_bwd"],
+                                       crop_size=crop_size, perspective=True, **options)
+                    losses.setdefault((variant, candidate), []).append(_per_pair(out))
+        for variant in VARIANTS:
+            truth, static, jitter, offset = (np.concatenate(losses[(variant, c)]) for c in ("truth", "static", "jitter", "offset"))
+            valid = np.isfinite(truth) & np.isfinite(static)
+            ratio = truth[valid] / np.maximum(static[valid], 1e-12)
+            mean_ratio = float(truth[valid].mean() / max(static[valid].mean(), 1e-12))
+            median_ratio = float(np.median(ratio))
+            win = float((truth[valid] < static[valid]).mean())
+            rows.append(
+                GateRow(
+                    flow=flow_name,
+                    variant=variant,
+                    pairs=int(valid.sum()),
+                    truth_over_static_mean=mean_ratio,
+                    truth_over_static_median=median_ratio,
+                    truth_beats_static=win,
+                    jitter_over_truth_mean=float(np.nanmean(jitter) / max(truth[valid].mean(), 1e-12)),
+                    offset_over_truth_mean=float(np.nanmean(offset) / max(truth[valid].mean(), 1e-12)),
+                    passes=valid.sum() >= GATE_MIN_PAIRS and mean_ratio <= GATE_MEAN and median_ratio <= GATE_MEDIAN
+                    and win >= GATE_WIN_RATE,
+                )
+            )
+    return rows
+
+
+def _candidate_meshes(body_model: BodyModel, batch: dict[str, Tensor], *, crop_size: int,
+                      generator: torch.Generator) -> dict[str, tuple[Tensor, Tensor]]:
+    def project(pose: Tensor, frame: str) -> Tensor:
+        return crop_vertices(
+            body_model,
+            pose_B243=pose,
+            betas_BK=batch[f"betas{frame}"],
+            transl_cam_B3=batch[f"transl_cam{frame}"],
+            intrinsics_B4=batch[f"intrinsics{frame}"],
+            crop_B3=batch[f"crop{frame}"],
+            crop_size=crop_size,
+        )
+
+    pose1, pose2 = batch["pose_cam1"], batch["pose_cam2"]
+    truth1, truth2 = project(pose1, "1"), project(pose2, "2")
+    noise1 = JITTER_STD_RAD * torch.randn(pose1.shape, generator=generator)
+    noise2 = JITTER_STD_RAD * torch.randn(pose2.shape, generator=generator)
+    offset = OFFSET_STD_RAD * torch.randn(pose1.shape, generator=generator)
+    offset[:, 0] = 0.0  # keep the global orientation: an offset there only turns the whole body
+    return {
+        "truth": (truth1, truth2),
+        "static": (truth1, truth1),
+        "jitter": (project(pose1 + noise1, "1"), project(pose2 + noise2, "2")),
+        "offset": (project(pose1 + offset, "1"), project(pose2 + offset, "2")),
+    }
+
+
+def format_gate(rows: list[GateRow]) -> str:
+    lines = [
+        "flow loss at the true meshes vs alternatives (lower truth/static is better; gate: mean <= 0.3, "
+        "median <= 0.1, wins >= 90 %, >= 48 pairs)",
+        f"{'flow':<14}{'variant':<10}{'pairs':>6}{'mean t/s':>10}{'median t/s':>12}{'wins':>7}"
+        f"{'jitter/t':>10}{'offset/t':>10}{'gate':>6}",
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.flow:<14}{r.variant:<10}{r.pairs:>6}{r.truth_over_static_mean:>10.3f}"
+            f"{r.truth_over_static_median:>12.3f}{r.truth_beats_static:>7.0%}{r.jitter_over_truth_mean:>10.1f}"
+            f"{r.offset_over_truth_mean:>10.1f}{'pass' if r.passes else 'FAIL':>6}"
+        )
+    return "\n".join(lines)
+
+
+def gate_rows_as_dicts(rows: list[GateRow]) -> list[dict]:
+    return [asdict(r) for r in rows]

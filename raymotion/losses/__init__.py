@@ -1,0 +1,1 @@
+"""Losses as pure tensor functions: supervised (SPIN/EFT), anchoring regularisers, TexturePose, flow."""

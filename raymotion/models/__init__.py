@@ -1,0 +1,31 @@
+"""The single-frame regressor (HMR/SPIN style) and its parts."""
+
+from raymotion.models.regressor import (
+    BACKBONES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FeatureFiLM,
+    MeanParams,
+    Regressor,
+    RegressorOutput,
+    build_regressor,
+    film_context,
+    freeze_batchnorm,
+    load_backbone_weights,
+    num_packed_params,
+)
+
+__all__ = [
+    "BACKBONES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "FeatureFiLM",
+    "MeanParams",
+    "Regressor",
+    "RegressorOutput",
+    "build_regressor",
+    "film_context",
+    "freeze_batchnorm",
+    "load_backbone_weights",
+    "num_packed_params",
+]

@@ -1,0 +1,177 @@
+"""One optimisation step's loss, for pretraining and for refinement. No Ray, no optimiser, no I/O.
+
+Legend: B batch (labelled frames or video pairs), V vertices, F faces, J = 24 SMPL joints, K betas,
+S crop size (pixels), H = W = S.
+Frames: the regressor's body is posed at the origin in the camera's orientation (x right, y down,
+z forward; metres); the weak-perspective camera (s, tx, ty) maps it into normalised crop coordinates
+n = s * X_xy + t, and pixels p = (n + 1) / 2 * S (pixel-corner origin).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from raymotion.body.body_model import BodyModel, BodyOutput
+from raymotion.body.joints import SMPL_JOINT
+from raymotion.config import LossConfig
+from raymotion.geometry import axis_angle_to_rotmat, weak_perspective_project, weak_perspective_to_normalised
+from raymotion.losses.consistency import flow_consistency_loss, flow_visibility
+from raymotion.losses.regularizers import anchor_loss, schedule_value
+from raymotion.losses.supervised import (
+    betas_loss,
+    betas_prior_loss,
+    camera_loss,
+    keypoint_2d_loss,
+    keypoint_3d_loss,
+    pose_loss,
+)
+from raymotion.losses.texture import sample_vertex_colors, texture_consistency_loss
+from raymotion.models.regressor import RegressorOutput
+
+PELVIS = SMPL_JOINT["pelvis"]
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The regressor's output and the body it describes."""
+
+    params: RegressorOutput
+    body: BodyOutput
+
+
+def predict(model: nn.Module, body_model: BodyModel, images_B3HW: Tensor) -> Prediction:
+    """Regress parameters from crops and pose the body with them."""
+    params = model(images_B3HW)
+    body = body_model(rotmats_BJ33=params.rotmats_BJ33, betas_BK=params.betas_BK)
+    return Prediction(params=params, body=body)
+
+
+def supervised_terms(pred: Prediction, batch: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor]:
+    """METHOD.md 2: the weighted terms of L_sup (before the overall factor) on a labelled batch."""
+    has_smpl_B = batch["has_smpl"]
+    gt_rotmats_BJ33 = axis_angle_to_rotmat(batch["pose_cam"])
+    pred_norm_BJ2 = weak_perspective_to_normalised(pred.body.joints_BJ3, pred.params.cam_B3)
+    return {
+        "pose": cfg.pose * pose_loss(pred.params.rotmats_BJ33, gt_rotmats_BJ33, has_smpl_B),
+        "betas": cfg.betas * betas_loss(pred.params.betas_BK, batch["betas"], has_smpl_B),
+        "betas_prior": cfg.betas_prior * betas_prior_loss(pred.params.betas_BK),
+        "kp2d": cfg.kp2d * keypoint_2d_loss(pred_norm_BJ2, batch["joints2d"], batch["joints2d_vis"]),
+        "kp3d": cfg.kp3d * keypoint_3d_loss(pred.body.joints_BJ3, batch["joints3d"], has_smpl_B, pelvis_index=PELVIS),
+        "cam": cfg.cam * camera_loss(pred.params.cam_B3),
+    }
+
+
+def supervised_loss(pred: Prediction, batch: dict[str, Tensor], cfg: LossConfig) -> tuple[Tensor, dict[str, float]]:
+    """L_sup = supervised_scale * sum of weighted terms; returns the loss and its terms for logging."""
+    terms = supervised_terms(pred, batch, cfg)
+    total = cfg.supervised_scale * sum(terms.values())
+    return total, {f"sup/{k}": float(v.detach()) for k, v in terms.items()}
+
+
+def pretrain_loss(
+    model: nn.Module, body_model: BodyModel, batch: dict[str, Tensor], cfg: LossConfig
+) -> tuple[Tensor, dict[str, float]]:
+    """The pretraining step's loss: L_sup on a labelled batch."""
+    pred = predict(model, body_model, batch["image"])
+    total, logs = supervised_loss(pred, batch, cfg)
+    logs["loss"] = float(total.detach())
+    return total, logs
+
+
+def refine_loss(
+    model: nn.Module,
+    frozen: nn.Module,
+    body_model: BodyModel,
+    pairs: dict[str, Tensor],
+    labelled: dict[str, Tensor],
+    cfg: LossConfig,
+    *,
+    step: int,
+    total_steps: int,
+) -> tuple[Tensor, dict[str, float]]:
+    """METHOD.md 3-5: W_sup L_sup (labelled batch) + W_flow L_flow + anchors + TexturePose on video pairs.
+
+    ``pairs`` holds crops of frames t and t+1 (``image1``, ``image2``), the optical flow between the two
+    crops in both directions (``flow_fwd``, ``flow_bwd``: (B, 2, S, S) crop pixels) and, for the oracle,
+    ``flow_valid_fwd``/``flow_valid_bwd``. No labels of the video frames are read.
+    """
+    images_2B3HW = torch.cat([pairs["image1"], pairs["image2"]])
+    num_pairs = pairs["image1"].shape[0]
+    crop_size = images_2B3HW.shape[-1]
+    pred = predict(model, body_model, images_2B3HW)
+    verts_pix_2BV2 = weak_perspective_project(pred.body.verts_BV3, pred.params.cam_B3, crop_size=crop_size)
+    verts_pix_2BV3 = torch.cat([verts_pix_2BV2, pred.body.verts_BV3[..., 2:]], dim=-1)
+    pix1_BV3, pix2_BV3 = verts_pix_2BV3[:num_pairs], verts_pix_2BV3[num_pairs:]
+    vis_BV = flow_visibility(
+        pix1_BV3, pix2_BV3, body_model.faces_F3, height=crop_size, width=crop_size, mode=cfg.flow_visibility
+    )
+    if "flow_valid_fwd" in pairs:  # exact flow exists only on the body: keep vertices where it does
+        vis_BV = vis_BV & _sample_mask(pairs["flow_valid_fwd"], pix1_BV3) & _sample_mask(pairs["flow_valid_bwd"], pix2_BV3)
+    flow = flow_consistency_loss(
+        pix1_BV3[..., :2],
+        pix2_BV3[..., :2],
+        pairs["flow_fwd"],
+        pairs["flow_bwd"],
+        vis_BV,
+        crop_size=crop_size,
+        max_flow_224=cfg.flow_max_224,
+        normaliser_floor_px=cfg.flow_normaliser_floor_px,
+    )
+    sup_pred = predict(model, body_model, labelled["image"])
+    sup, logs = supervised_loss(sup_pred, labelled, cfg)
+
+    anchor_scale = schedule_value(
+        cfg.anchor_schedule,
+        step,
+        total_steps=total_steps,
+        start=1.0,
+        end=cfg.anchor_end_factor,
+        milestones=cfg.anchor_milestones,
+        gamma=cfg.anchor_gamma,
+    )
+    with torch.no_grad():
+        frozen_pred = predict(frozen, body_model, images_2B3HW)
+    anchor_joints, anchor_betas = anchor_loss(
+        pred.body.joints_BJ3,
+        frozen_pred.body.joints_BJ3,
+        pred.params.betas_BK,
+        frozen_pred.params.betas_BK,
+        pelvis_index=PELVIS,
+    )
+    total = (
+        cfg.supervised_weight * sup
+        + cfg.flow_weight * flow.loss
+        + anchor_scale * (cfg.anchor_joints * anchor_joints + cfg.anchor_betas * anchor_betas)
+    )
+    if cfg.texture_weight > 0:
+        colours1_BV3 = sample_vertex_colors(pairs["image1"], pix1_BV3[..., :2])
+        colours2_BV3 = sample_vertex_colors(pairs["image2"], pix2_BV3[..., :2])
+        texture = texture_consistency_loss(colours1_BV3, colours2_BV3, vis_BV).mean()
+        total = total + cfg.texture_weight * texture
+        logs["texture"] = float(texture.detach())
+    logs.update(
+        {
+            "loss": float(total.detach()),
+            "sup": float(sup.detach()),
+            "flow": float(flow.loss.detach()),
+            "flow_pairs_kept": float(flow.kept_B.float().mean()),
+            "visible_vertices": float(vis_BV.float().sum(dim=1).mean()),
+            "anchor_joints": float(anchor_joints.detach()),
+            "anchor_betas": float(anchor_betas.detach()),
+            "anchor_scale": anchor_scale,
+        }
+    )
+    return total, logs
+
+
+def _sample_mask(mask_BHW: Tensor, verts_pix_BV3: Tensor) -> Tensor:
+    """Nearest-pixel lookup of a boolean mask at vertex positions; False outside the image."""
+    height, width = mask_BHW.shape[1:]
+    col_BV = verts_pix_BV3[..., 0].floor().long()
+    row_BV = verts_pix_BV3[..., 1].floor().long()
+    inside_BV = (col_BV >= 0) & (col_BV < width) & (row_BV >= 0) & (row_BV < height)
+    index_BV = (row_BV.clamp(0, height - 1) * width + col_BV.clamp(0, width - 1)).detach()
+    return inside_BV & mask_BHW.reshape(mask_BHW.shape[0], -1).gather(1, index_BV)

@@ -323,3 +323,16 @@ def test_truncated_video_is_reported_by_name(tiny, tmp_path):
         VideoPairs(data_dir, crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, flow="dis")
     with pytest.raises(ValueError, match="video.webm"):
         LabelledFrames(data_dir, split="labelled", crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE)
+
+
+def test_estimated_flow_is_cached_beside_the_clip_and_reused(tiny):
+    first = VideoPairs(tiny, crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, flow="dis", max_clips=1)
+    row = rows(tiny, "video")[0]
+    cache = (tiny / row["path"]).with_name(f"flow_dis_{CROP_SIZE}px_x{BBOX_SCALE:g}_gap1.npz")
+    assert cache.is_file()
+    with np.load(cache) as data:
+        poisoned = {"forward": data["forward"] + np.float16(1.0), "backward": data["backward"]}
+    np.savez(cache, **poisoned)  # a reused cache shows the poison; a recomputed one would not
+    second = VideoPairs(tiny, crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, flow="dis", max_clips=1)
+    torch.testing.assert_close(second[0]["flow_fwd"], first[0]["flow_fwd"] + 1.0, atol=1e-2, rtol=0)
+    cache.unlink()

@@ -14,6 +14,7 @@ Returned images are (3, S, S) float32, RGB, ImageNet-normalised (``crops.IMAGENE
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,27 @@ class LabelledFrames(Dataset):
         }
 
 
+def _estimated_crop_flows(cache: Path, estimator, crops: list[np.ndarray], *, gap: int,
+                          num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward estimator flow between the crops of each pair, (P, S, S, 2) float16.
+
+    Estimating flow dominates building a VideoPairs (two DIS calls per pair), and it depends only on the
+    video, the crops and the estimator, so it is cached beside the clip (written atomically) and reused
+    by later runs. Delete the flow_*.npz files to recompute.
+    """
+    size = crops[0].shape[0] if crops else 0
+    if cache.is_file():
+        with np.load(cache) as data:
+            if data["forward"].shape == (num_pairs, size, size, 2):
+                return data["forward"], data["backward"]
+    forward = np.stack([estimator(crops[t], crops[t + gap]) for t in range(num_pairs)]).astype(np.float16)
+    backward = np.stack([estimator(crops[t + gap], crops[t]) for t in range(num_pairs)]).astype(np.float16)
+    tmp = cache.with_name(f".{cache.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, forward=forward, backward=backward)
+    os.replace(tmp, cache)
+    return forward, backward
+
+
 class VideoPairs(Dataset):
     """All frame pairs (t, t + gap) of the clips of a split, each frame cropped with its own box,
     with optical flow between the two crops in both directions.
@@ -331,9 +353,11 @@ class VideoPairs(Dataset):
             clip_index += [manifest_index] * num_pairs
             t_index += range(num_pairs)
             if estimator is not None:
-                for t in range(num_pairs):
-                    flows_fwd.append(estimator(clip_crops[t], clip_crops[t + gap]).astype(np.float16))
-                    flows_bwd.append(estimator(clip_crops[t + gap], clip_crops[t]).astype(np.float16))
+                cache = data_dir / row["path"]
+                cache = cache.with_name(f"flow_{flow}_{crop_size}px_x{bbox_scale:g}_gap{gap}.npz")
+                forward_PSS2, backward_PSS2 = _estimated_crop_flows(cache, estimator, clip_crops, gap=gap, num_pairs=num_pairs)
+                flows_fwd += list(forward_PSS2)
+                flows_bwd += list(backward_PSS2)
                 continue
             with np.load(data_dir / row["flow_path"]) as npz:
                 forward_THW2, backward_THW2 = npz["forward"], npz["backward"]

@@ -114,3 +114,135 @@ def read_video(path: str | Path, *, expected_frames: int, backend: str = "pyav")
             "the file is truncated or does not belong to this manifest; regenerate it"
         )
     return frames_THW3
+
+
+# ---- windows of consecutive frames (the Ray Data pipeline decodes these) -------------------------
+
+DALI_CPU_CODECS = ("vp8", "vp9", "mjpeg")
+"""Codecs DALI's CPU video decoder reads (FACTS.md: H.264, HEVC and AV1 fail on the CPU variant)."""
+NVDEC_CODECS = ("h264", "hevc", "vp8", "vp9", "mjpeg", "av1")
+"""Codecs DALI's 'mixed' (NVDEC) decoder reads; AV1 needs a GPU generation that has it (not A100/H100)."""
+DECODER_BACKENDS = ("pyav", "dali_cpu", "dali_mixed")
+"""Backends of ``read_video_window``."""
+
+
+def video_codec(path: str | Path) -> str:
+    """FFmpeg's name of the first video stream's codec (e.g. 'vp9', 'h264'), read without decoding.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the container cannot be opened (corrupt); the message names the file.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            return container.streams.video[0].codec_context.name
+    except (av.error.FFmpegError, IndexError) as err:
+        raise ValueError(f"cannot open video {path}: {err}; the file is corrupt, regenerate it") from err
+
+
+def choose_decoder(codec: str, *, cuda_available: bool) -> str:
+    """The decoder backend for a codec: DALI 'mixed' (NVDEC) on a GPU, DALI CPU for VP8/VP9/MJPEG,
+    PyAV for everything else."""
+    if cuda_available and codec in NVDEC_CODECS:
+        return "dali_mixed"
+    if codec in DALI_CPU_CODECS:
+        return "dali_cpu"
+    return "pyav"
+
+
+def _keyframe_at_or_before(path: Path, frame: int) -> int:
+    """Index of the last keyframe at or before ``frame`` (demuxes packets only: no decoding)."""
+    import av
+
+    keyframe = 0
+    with av.open(str(path)) as container:
+        for index, packet in enumerate(p for p in container.demux(video=0) if p.size):
+            if index > frame:
+                break
+            if packet.is_keyframe:
+                keyframe = index
+    return keyframe
+
+
+def _read_window_pyav(path: Path, first_frame: int, num_frames: int) -> tuple[np.ndarray, int]:
+    import av
+
+    frames, decoded = [], 0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or stream.guessed_rate)
+            start = stream.start_time or 0
+            if first_frame > 0:
+                # Seeks to the keyframe at or before the target; the frames in between are decoded and
+                # dropped (and counted: that is the cost of starting a window mid-clip).
+                container.seek(start + int(first_frame / rate / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                decoded += 1
+                index = round(float((frame.pts - start) * stream.time_base) * rate)
+                if index >= first_frame:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+                if index >= first_frame + num_frames - 1:
+                    break
+    except (av.error.FFmpegError, IndexError, ValueError) as err:
+        raise ValueError(f"cannot decode video {path}: {err}; the file is corrupt or truncated, regenerate it") from err
+    empty = np.zeros((0, 0, 0, 3), dtype=np.uint8)
+    return (np.stack(frames) if frames else empty), decoded
+
+
+def _read_window_dali(path: Path, first_frame: int, num_frames: int, device: str) -> tuple[np.ndarray, int]:
+    from nvidia.dali import fn, pipeline_def, types
+
+    encoded = np.fromfile(path, dtype=np.uint8)
+
+    # pad_mode='none': a window past the end of the video is an error, never zero frames.
+    @pipeline_def(batch_size=1, num_threads=1, device_id=0 if device == "mixed" else None)
+    def window_pipeline():  # type: ignore[no-untyped-def]
+        data = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        return fn.decoders.video(data, device=device, start_frame=first_frame,
+                                 end_frame=first_frame + num_frames, pad_mode="none")
+
+    pipe = window_pipeline()
+    try:
+        pipe.build()
+        pipe.feed_input("encoded", [encoded])
+        (frames,) = pipe.run()
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:400]
+        raise ValueError(f"DALI cannot decode frames {first_frame}..{first_frame + num_frames - 1} of video {path} "
+                         f"(corrupt, truncated, or a codec this backend lacks): {detail}") from err
+    if device == "mixed":
+        frames = frames.as_cpu()
+    # DALI starts decoding at the keyframe before first_frame; count those frames too.
+    decoded = first_frame - _keyframe_at_or_before(path, first_frame) + num_frames if first_frame else num_frames
+    return np.array(frames[0]), decoded
+
+
+def read_video_window(path: str | Path, *, first_frame: int, num_frames: int, backend: str) -> tuple[np.ndarray, int]:
+    """Decode frames [first_frame, first_frame + num_frames) of a video, in order.
+
+    Args:
+        backend: 'pyav' (any codec), 'dali_cpu' (VP8/VP9/MJPEG) or 'dali_mixed' (NVDEC, needs CUDA).
+
+    Returns:
+        frames_THW3: (T, H, W, 3) uint8 RGB; T < num_frames when the video ends early (PyAV; the caller
+            decides whether that is an error). DALI raises instead.
+        decoded: frames actually decoded, counting those between the preceding keyframe and first_frame.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the video cannot be decoded (corrupt, truncated for DALI); the message names the file.
+    """
+    if backend not in DECODER_BACKENDS:
+        raise ValueError(f"unknown decoder backend {backend!r}; choose one of: {', '.join(DECODER_BACKENDS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    if backend == "pyav":
+        return _read_window_pyav(path, first_frame, num_frames)
+    return _read_window_dali(path, first_frame, num_frames, "cpu" if backend == "dali_cpu" else "mixed")

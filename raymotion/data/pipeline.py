@@ -1,0 +1,272 @@
+"""Frame pairs of unannotated video as a Ray Data dataset: windows -> decode + crop -> optical flow.
+
+The Ray version of ``raymotion.data.frames.VideoPairs`` (same crops, same flow estimators, same keys),
+streaming instead of in memory. Each clip is cut into windows of consecutive frames
+(``raymotion.data.manifest.pair_windows``), so every frame is decoded about once per epoch.
+
+    windows (from_items) -> map_batches(DecodeCropStage) -> map_batches(FlowStage) -> rows, one per pair
+
+Rows (numpy): image1, image2 (S, S, 3) uint8 RGB crops of frames t and t + gap (normalise on the
+training side with ``crops.normalise_image``: uint8 moves 4x fewer bytes); flow_fwd, flow_bwd (2, S, S)
+float32, crop pixels (dx, dy), as ``VideoPairs``; crop1, crop2 (3,) float32 (center x, center y, side),
+image pixels, for reprojection; clip_index (row in manifest.parquet); t (frame index of image1).
+
+Bad input (a missing, corrupt or truncated video, a frame past the end, a box outside the frame):
+``bad_input='fail'`` raises naming the file and frame; ``'skip'`` drops that window, logs a warning
+naming it, and records it in the ``PipelineReport`` passed as ``report=``: after the dataset has been
+consumed, ``report.summary()['skipped']`` lists every skipped window and why.
+
+Legend: T = frames of a window, P = pairs, S = crop side (pixels); trailing digits are literal sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+
+from raymotion.data.crops import crop_box, crop_image
+from raymotion.data.decode import DECODER_BACKENDS, choose_decoder, read_video_window, video_codec
+from raymotion.data.manifest import pair_windows
+from raymotion.flow.estimator import make_flow_estimator
+from raymotion.synth.generate import read_manifest
+
+logger = logging.getLogger(__name__)
+
+BAD_INPUT_POLICIES = ("fail", "skip")
+AUTO_DECODER = "auto"
+
+
+@ray.remote(num_cpus=0)
+class _ReportActor:
+    """Counters the stages send to (fire-and-forget); holds no CPU."""
+
+    def __init__(self) -> None:
+        self.counts = {"windows": 0, "decoded_frames": 0, "used_frames": 0, "pairs": 0,
+                       "decode_crop_s": 0.0, "flow_s": 0.0, "flow_pairs": 0}
+        self.skipped: list[str] = []
+        self.backends: dict[str, int] = {}
+
+    def add(self, **counts: float) -> None:
+        for name, value in counts.items():
+            self.counts[name] += value
+
+    def add_backend(self, backend: str) -> None:
+        self.backends[backend] = self.backends.get(backend, 0) + 1
+
+    def skip(self, message: str) -> None:
+        self.skipped.append(message)
+
+    def summary(self) -> dict:
+        return {**self.counts, "skipped": list(self.skipped), "backends": dict(self.backends)}
+
+
+class PipelineReport:
+    """What a pair pipeline did: windows, decoded and used frames, stage seconds, skipped windows.
+
+    Create it on the driver (Ray must be initialised), pass it to ``build_pair_dataset(report=...)``,
+    consume the dataset, then call ``summary()``. Counts accumulate over every pass over the dataset.
+    """
+
+    def __init__(self) -> None:
+        self.actor = _ReportActor.remote()
+
+    def summary(self) -> dict:
+        """Counts so far: windows, decoded_frames, used_frames, pairs, decode_crop_s, flow_s (summed over
+        actors), backends ({backend: windows}), skipped (one message per skipped window)."""
+        return ray.get(self.actor.summary.remote())
+
+
+def _check_boxes(box_T4: np.ndarray, *, width: int, height: int, first_frame: int, path: Path) -> None:
+    """Raise naming the frame of the first empty, non-finite or out-of-frame box."""
+    bad_T = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
+    bad_T |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
+    if bad_T.any():
+        t = int(np.flatnonzero(bad_T)[0])
+        raise ValueError(f"{path} frame {first_frame + t}: box_xyxy {box_T4[t].tolist()} is empty, not finite or "
+                         f"outside the {width}x{height} frame")
+
+
+class DecodeCropStage:
+    """``map_batches`` stage: windows -> one row per frame pair, with both frames cropped by their own box.
+
+    Decoder: 'auto' picks per clip from its codec: DALI 'mixed' (NVDEC) when CUDA is available, DALI's CPU
+    decoder for VP8/VP9/MJPEG, PyAV otherwise; or force one of ``decoder.DECODER_BACKENDS``. The DALI
+    pipeline is built inside this actor, never in the driver (FACTS.md). The choice is logged once per
+    backend.
+    """
+
+    def __init__(self, *, data_root: str, crop_size: int, bbox_scale: float, gap: int, decoder: str,
+                 bad_input: str, report: PipelineReport | None) -> None:
+        self.data_root = Path(data_root)
+        self.crop_size, self.bbox_scale, self.gap = crop_size, bbox_scale, gap
+        self.decoder, self.bad_input = decoder, bad_input
+        self.report = report.actor if report is not None else None
+        cv2.setNumThreads(1)  # one CPU per actor (see FlowStage)
+        # A GPU is usable here only if Ray gave this actor one (build_pair_dataset asks for it when the
+        # cluster has GPUs); checking ray's assignment also avoids importing torch in the actor.
+        self.cuda_available = bool(ray.get_gpu_ids())
+        self._logged: set[str] = set()
+
+    def _backend(self, path: Path) -> str:
+        if self.decoder != AUTO_DECODER:
+            backend = self.decoder
+        else:
+            backend = choose_decoder(video_codec(path), cuda_available=self.cuda_available)
+        if backend not in self._logged:
+            self._logged.add(backend)
+            logger.info("decoding with %s (decoder=%r, CUDA %s; first clip %s)", backend, self.decoder,
+                        "available" if self.cuda_available else "unavailable", path)
+        return backend
+
+    def _window(self, window: dict) -> tuple[dict[str, np.ndarray], int, str]:
+        path = self.data_root / window["path"]
+        first, num = int(window["first_frame"]), int(window["num_frames"])
+        backend = self._backend(path)
+        frames_THW3, decoded = read_video_window(path, first_frame=first, num_frames=num, backend=backend)
+        if len(frames_THW3) < num:
+            raise ValueError(f"video {path} ends before frame {first + len(frames_THW3)}: the window needs frames "
+                             f"{first}..{first + num - 1} and the manifest says {window['clip_frames']} frames; "
+                             "the file is truncated, regenerate it")
+        labels_path = self.data_root / window["labels_path"]
+        if not window["labels_path"] or not labels_path.is_file():
+            raise FileNotFoundError(f"labels of clip {window['clip_id']} not found: {labels_path!s} (boxes are needed to crop)")
+        boxes = pq.read_table(labels_path, columns=["box_xyxy"]).column("box_xyxy").combine_chunks()
+        if len(boxes) < first + num:
+            raise ValueError(f"{labels_path} has {len(boxes)} rows; frame {first + num - 1} has no box")
+        box_T4 = boxes.slice(first, num).flatten().to_numpy(zero_copy_only=False).reshape(num, 4)
+        _check_boxes(box_T4, width=int(window["width"]), height=int(window["height"]), first_frame=first, path=labels_path)
+        center_T2, side_T = crop_box(box_T4, scale=self.bbox_scale)
+        crops_TSS3 = np.stack([crop_image(frame, center_2=c, side=s, size=self.crop_size)
+                               for frame, c, s in zip(frames_THW3, center_T2, side_T)])
+        params_T3 = np.concatenate([center_T2, side_T[:, None]], axis=1).astype(np.float32)
+        i1 = np.arange(num - self.gap)
+        i2 = i1 + self.gap
+        rows = {
+            "image1": crops_TSS3[i1], "image2": crops_TSS3[i2], "crop1": params_T3[i1], "crop2": params_T3[i2],
+            "clip_index": np.full(len(i1), int(window["clip_index"]), dtype=np.int64),
+            "t": (first + i1).astype(np.int64),
+        }
+        return rows, decoded, backend
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        out: list[dict[str, np.ndarray]] = []
+        decoded_total = used_total = 0
+        for i in range(len(batch["clip_id"])):
+            window = {name: values[i] for name, values in batch.items()}
+            try:
+                rows, decoded, backend = self._window(window)
+            except (ValueError, FileNotFoundError) as err:
+                if self.bad_input == "fail":
+                    raise
+                message = f"skipped window frames {window['first_frame']}..{window['first_frame'] + window['num_frames'] - 1} of clip {window['clip_id']}: {err}"
+                logger.warning(message)
+                if self.report is not None:
+                    self.report.skip.remote(message)
+                continue
+            out.append(rows)
+            decoded_total += decoded
+            used_total += int(window["num_frames"])
+            if self.report is not None:
+                self.report.add_backend.remote(backend)
+        if self.report is not None:
+            self.report.add.remote(windows=len(out), decoded_frames=decoded_total, used_frames=used_total,
+                                   pairs=sum(len(r["t"]) for r in out), decode_crop_s=time.perf_counter() - start)
+        if not out:
+            size = self.crop_size
+            return {"image1": np.zeros((0, size, size, 3), np.uint8), "image2": np.zeros((0, size, size, 3), np.uint8),
+                    "crop1": np.zeros((0, 3), np.float32), "crop2": np.zeros((0, 3), np.float32),
+                    "clip_index": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)}
+        return {name: np.concatenate([r[name] for r in out]) for name in out[0]}
+
+
+class FlowStage:
+    """``map_batches`` stage: adds flow_fwd (crop 1 -> crop 2) and flow_bwd (crop 2 -> crop 1), (2, S, S)
+    float32 crop pixels, computed with a ``raymotion.flow.estimator`` estimator (default OpenCV DIS)."""
+
+    def __init__(self, *, flow: str, report: PipelineReport | None) -> None:
+        # The actor holds one CPU; OpenCV's own thread pool would oversubscribe the cores that the other
+        # actors hold (on 2 busy cores DIS took 38 ms per 128 px pair with 2 threads, 27 ms with 1).
+        cv2.setNumThreads(1)
+        self.estimator = make_flow_estimator(flow)
+        self.report = report.actor if report is not None else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        image1, image2 = batch["image1"], batch["image2"]
+        size = image1.shape[1] if image1.ndim == 4 else 0
+        forward = [self.estimator(a, b).transpose(2, 0, 1) for a, b in zip(image1, image2)]
+        backward = [self.estimator(b, a).transpose(2, 0, 1) for a, b in zip(image1, image2)]
+        empty = np.zeros((0, 2, size, size), np.float32)
+        batch["flow_fwd"] = np.stack(forward) if forward else empty
+        batch["flow_bwd"] = np.stack(backward) if backward else empty
+        if self.report is not None:
+            self.report.add.remote(flow_s=time.perf_counter() - start, flow_pairs=len(forward))
+        return batch
+
+
+def build_pair_dataset(
+    data_root: str | Path,
+    *,
+    split: str = "video",
+    crop_size: int,
+    bbox_scale: float,
+    gap: int = 1,
+    window: int = 16,
+    flow: str | None = "dis",
+    decoder: str = AUTO_DECODER,
+    bad_input: str = "fail",
+    decode_concurrency: int = 1,
+    flow_concurrency: int = 1,
+    flow_batch_size: int = 16,
+    report: PipelineReport | None = None,
+) -> ray.data.Dataset:
+    """The frame pairs (t, t + gap) of every clip of a split, as a lazy Ray Data dataset (rows: module doc).
+
+    Args:
+        data_root: a benchmark folder (docs/data_format.md).
+        crop_size: S, crop side in pixels; bbox_scale: crop side / longest box side (1.3 usual).
+        gap, window: see ``manifest.pair_windows``. For clips with one keyframe (the synthetic benchmark's),
+            a window covering the whole clip decodes each frame exactly once.
+        flow: a flow estimator name ('dis', 'farneback'), or None for no flow stage.
+        decoder: 'auto' or one of ``decode.DECODER_BACKENDS``.
+        bad_input: 'fail' (raise naming the file and frame) or 'skip' (drop the window, see module doc).
+        decode_concurrency, flow_concurrency: actors per stage, each holding 1 CPU (1 GPU for DALI 'mixed').
+            Keep CPUs free for Ray Data's own tasks: a pipeline hangs when actors take every CPU (FACTS.md).
+        report: collects counts and skipped windows (``PipelineReport``).
+    """
+    if bad_input not in BAD_INPUT_POLICIES:
+        raise ValueError(f"bad_input={bad_input!r}; choose one of: {', '.join(BAD_INPUT_POLICIES)}")
+    if decoder not in (AUTO_DECODER, *DECODER_BACKENDS):
+        raise ValueError(f"decoder={decoder!r}; choose one of: {', '.join((AUTO_DECODER, *DECODER_BACKENDS))}")
+    if crop_size < 8:
+        raise ValueError(f"crop_size={crop_size} must be >= 8 pixels")
+    if not bbox_scale > 0:
+        raise ValueError(f"bbox_scale={bbox_scale} must be > 0 (1.3 = a 30 % margin around the box)")
+    if flow is not None:
+        make_flow_estimator(flow)  # fail here, on the driver, on an unknown name
+    windows = pair_windows(read_manifest(data_root).to_pylist(), split=split, gap=gap, window=window)
+    if not windows:
+        raise ValueError(f"split {split!r} of {data_root} has no clip longer than gap={gap} frames")
+    use_gpu = decoder == "dali_mixed" or (decoder == AUTO_DECODER and ray.cluster_resources().get("GPU", 0) > 0)
+    dataset = ray.data.from_items(windows, override_num_blocks=min(len(windows), 64))
+    dataset = dataset.map_batches(
+        DecodeCropStage, batch_size=1, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=decode_concurrency),
+        num_cpus=1, num_gpus=1 if use_gpu else 0,
+        fn_constructor_kwargs={"data_root": str(data_root), "crop_size": crop_size, "bbox_scale": bbox_scale,
+                               "gap": gap, "decoder": decoder, "bad_input": bad_input, "report": report},
+    )
+    if flow is not None:
+        dataset = dataset.map_batches(
+            FlowStage, batch_size=flow_batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=1,
+            fn_constructor_kwargs={"flow": flow, "report": report},
+        )
+    return dataset

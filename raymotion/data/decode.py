@@ -73,28 +73,10 @@ def read_video_dali_cpu(path: str | Path) -> np.ndarray:
         ValueError: DALI cannot decode it (corrupt, truncated, or a codec its CPU decoder lacks, such as
             H.264: use ``read_video_pyav`` for those); the message names the file.
     """
-    from nvidia.dali import fn, pipeline_def, types
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
-    encoded = np.fromfile(path, dtype=np.uint8)
-
-    # device_id=None: a CPU-only pipeline (DALI otherwise asks for a GPU).
-    @pipeline_def(batch_size=1, num_threads=1, device_id=None)
-    def decode_pipeline():  # type: ignore[no-untyped-def]
-        data = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-        return fn.decoders.video(data, device="cpu")
-
-    pipe = decode_pipeline()
-    try:
-        pipe.build()
-        pipe.feed_input("encoded", [encoded])
-        (frames,) = pipe.run()
-    except RuntimeError as err:
-        detail = " ".join(str(err).split())[:400]
-        raise ValueError(f"DALI cannot decode video {path} (corrupt, truncated or not VP8/VP9/MJPEG): {detail}") from err
-    return np.array(frames[0])
+    return _run_dali_decoder(path, device="cpu", what=f"video {path} (corrupt, truncated or not VP8/VP9/MJPEG)")
 
 
 def read_video(path: str | Path, *, expected_frames: int, backend: str = "pyav") -> np.ndarray:
@@ -196,31 +178,48 @@ def _read_window_pyav(path: Path, first_frame: int, num_frames: int) -> tuple[np
 
 
 def _read_window_dali(path: Path, first_frame: int, num_frames: int, device: str) -> tuple[np.ndarray, int]:
+    # pad_mode='none': a window past the end of the video is an error, never zero frames.
+    frames_THW3 = _run_dali_decoder(
+        path,
+        device=device,
+        what=f"frames {first_frame}..{first_frame + num_frames - 1} of video {path} "
+        "(corrupt, truncated, or a codec this backend lacks)",
+        start_frame=first_frame,
+        end_frame=first_frame + num_frames,
+        pad_mode="none",
+    )
+    # DALI starts decoding at the keyframe before first_frame; count those frames too.
+    decoded = first_frame - _keyframe_at_or_before(path, first_frame) + num_frames if first_frame else num_frames
+    return frames_THW3, decoded
+
+
+def _run_dali_decoder(path: Path, *, device: str, what: str, **window: object) -> np.ndarray:
+    """Decode one encoded file with ``fn.decoders.video`` on ``device`` ('cpu' or 'mixed').
+
+    ``window`` passes start_frame/end_frame/pad_mode through; without it every frame is decoded.
+    Raises ValueError naming ``what`` when DALI cannot decode it.
+    """
     from nvidia.dali import fn, pipeline_def, types
 
     encoded = np.fromfile(path, dtype=np.uint8)
 
-    # pad_mode='none': a window past the end of the video is an error, never zero frames.
+    # device_id=None: a CPU-only pipeline (DALI otherwise asks for a GPU).
     @pipeline_def(batch_size=1, num_threads=1, device_id=0 if device == "mixed" else None)
-    def window_pipeline():  # type: ignore[no-untyped-def]
+    def decode_pipeline():  # type: ignore[no-untyped-def]
         data = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-        return fn.decoders.video(data, device=device, start_frame=first_frame,
-                                 end_frame=first_frame + num_frames, pad_mode="none")
+        return fn.decoders.video(data, device=device, **window)
 
-    pipe = window_pipeline()
+    pipe = decode_pipeline()
     try:
         pipe.build()
         pipe.feed_input("encoded", [encoded])
         (frames,) = pipe.run()
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:400]
-        raise ValueError(f"DALI cannot decode frames {first_frame}..{first_frame + num_frames - 1} of video {path} "
-                         f"(corrupt, truncated, or a codec this backend lacks): {detail}") from err
+        raise ValueError(f"DALI cannot decode {what}: {detail}") from err
     if device == "mixed":
         frames = frames.as_cpu()
-    # DALI starts decoding at the keyframe before first_frame; count those frames too.
-    decoded = first_frame - _keyframe_at_or_before(path, first_frame) + num_frames if first_frame else num_frames
-    return np.array(frames[0]), decoded
+    return np.array(frames[0])
 
 
 def read_video_window(path: str | Path, *, first_frame: int, num_frames: int, backend: str) -> tuple[np.ndarray, int]:

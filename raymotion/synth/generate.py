@@ -93,8 +93,6 @@ class ClipRenderer:
         )
 
     def render(self, plan: ClipPlan) -> RenderedClip:
-        from raymotion.synth.render import Intrinsics
-
         synth = self.synth
         rng = np.random.default_rng(plan.seed)
         params = sample_motion_params(plan.motion, rng)
@@ -129,7 +127,7 @@ class ClipRenderer:
         verts_pix_TV3 = torch.cat([project(verts_cam_TV3), verts_cam_TV3[..., 2:3]], dim=-1)
         raster = rasterize(verts_pix_TV3, self.faces_F3, height=synth.image_size, width=synth.image_size)
 
-        frames_THW3 = self._render_frames(verts_cam_TV3.numpy(), camera, plan, betas_K, Intrinsics)
+        frames_THW3 = self._render_frames(verts_cam_TV3.numpy(), camera, plan, betas_K)
         labels = self._labels(
             plan, pose_T243, betas_K, camera, joints_cam_TJ3, eval_cam_TE3, verts_pix_TV3, raster.face_id_BHW, project
         )
@@ -144,7 +142,10 @@ class ClipRenderer:
             flow_bwd = torch.where(bwd_valid[..., None], bwd, torch.nan).numpy().astype(np.float16)
         return RenderedClip(frames_THW3, labels, flow_fwd, flow_bwd)
 
-    def _render_frames(self, verts_cam_TV3, camera: CameraTrack, plan: ClipPlan, betas_K, Intrinsics) -> np.ndarray:
+    def _render_frames(self, verts_cam_TV3: np.ndarray, camera: CameraTrack, plan: ClipPlan, betas_K: np.ndarray) -> np.ndarray:
+        """(T, S, S, 3) uint8 frames: the textured body over the panning background, supersampled."""
+        from raymotion.synth.render import Intrinsics
+
         synth = self.synth
         scale = synth.supersample
         size = synth.image_size

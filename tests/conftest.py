@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from raymotion.config import SYNTH_PRESETS, load_config
+
 from raymotion.body.joints import EXTRA_JOINT_NAMES, NUM_H36M_JOINTS, NUM_SMPL_JOINTS, SMPL_PARENTS
 
 ROOT_PARENT = 4294967295  # how SMPL files store the root's parent (uint32 -1)
@@ -68,3 +70,20 @@ def two_bone_arrays() -> dict[str, np.ndarray]:
     }
     arrays.update({f"vertex_ids_{name}": np.array(i % num_verts) for i, name in enumerate(EXTRA_JOINT_NAMES)})
     return arrays
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark(tmp_path_factory):
+    """The 'tiny' synthetic benchmark with the low-resolution body, rendered once per test session.
+
+    Tests only read it (or copy it before changing it); estimator flow caches may appear beside clips.
+    """
+    from raymotion.synth.generate import generate
+
+    out_dir = tmp_path_factory.mktemp("tiny_benchmark")
+    cfg = load_config(
+        overrides={"body.model": "anny_lowres", "synth.out_dir": str(out_dir), "synth.num_workers": 1},
+        preset=SYNTH_PRESETS["tiny"],
+    )
+    generate(cfg, progress=False)
+    return out_dir

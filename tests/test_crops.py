@@ -8,7 +8,6 @@ from torch.testing import assert_close
 
 from raymotion.body.body_model import BodyModel, embedded_body_path
 from raymotion.body.joints import EVAL_JOINT, EVAL_JOINT_NAMES, SMPL_JOINT, SMPL_JOINT_NAMES
-from raymotion.config import SYNTH_PRESETS, load_config
 from raymotion.data.crops import (
     COLOUR_GAIN_RANGE,
     EVAL_FLIP_PERM,
@@ -30,7 +29,7 @@ from raymotion.data.crops import (
     transform_points,
 )
 from raymotion.geometry import axis_angle_to_rotmat, image_to_crop
-from raymotion.synth.generate import generate, read_manifest
+from raymotion.synth.generate import read_manifest
 
 # ---- boxes and affine maps ------------------------------------------------------------------
 
@@ -215,14 +214,8 @@ def test_sampled_augmentations_stay_in_their_documented_ranges():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("tiny_crops")
-    cfg = load_config(
-        overrides={"body.model": "anny_lowres", "synth.out_dir": str(out_dir), "synth.num_workers": 1},
-        preset=SYNTH_PRESETS["tiny"],
-    )
-    generate(cfg, progress=False)
-    return out_dir
+def tiny(tiny_benchmark):
+    return tiny_benchmark
 
 
 @pytest.mark.render

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 
 from raymotion.body.body_model import BodyModel, embedded_body_path
 from raymotion.body.joints import SMPL_JOINT
-from raymotion.config import SYNTH_PRESETS, load_config
 from raymotion.data.crops import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -23,7 +22,7 @@ from raymotion.data.crops import (
 from raymotion.data.decode import read_video_pyav
 from raymotion.data.frames import LabelledFrames, VideoPairs, select_clips
 from raymotion.geometry import axis_angle_to_rotmat
-from raymotion.synth.generate import generate, read_manifest
+from raymotion.synth.generate import read_manifest
 from raymotion.synth.writer import write_video
 
 CROP_SIZE = 64
@@ -37,14 +36,8 @@ AUGMENTATIONS = [
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("tiny_frames")
-    cfg = load_config(
-        overrides={"body.model": "anny_lowres", "synth.out_dir": str(out_dir), "synth.num_workers": 1},
-        preset=SYNTH_PRESETS["tiny"],
-    )
-    generate(cfg, progress=False)
-    return out_dir
+def tiny(tiny_benchmark):
+    return tiny_benchmark
 
 
 def rows(data_dir, split):

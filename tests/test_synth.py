@@ -21,10 +21,8 @@ def tiny_config(out_dir, **overrides):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    cfg = tiny_config(tmp_path_factory.mktemp("tiny"))
-    generate(cfg, progress=False)
-    return cfg
+def tiny(tiny_benchmark):
+    return tiny_config(tiny_benchmark)
 
 
 def clips(cfg, split=None):

@@ -5,11 +5,10 @@ import json
 import pytest
 import torch
 
-from raymotion.config import SYNTH_PRESETS, load_config
+from raymotion.config import load_config
 from raymotion.data.frames import VideoPairs
 from raymotion.body.body_model import load_body_model
 from raymotion.eval.flow_gate import gate_table
-from raymotion.synth.generate import generate
 from raymotion.train import loop
 from raymotion.train.checkpoint import load_checkpoint
 
@@ -17,12 +16,8 @@ pytestmark = pytest.mark.render
 
 
 @pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    cfg = load_config(overrides={"body.model": "anny_lowres", "synth.out_dir": str(root), "synth.num_workers": 1},
-                      preset=SYNTH_PRESETS["tiny"])
-    generate(cfg, progress=False)
-    return root
+def tiny_root(tiny_benchmark):
+    return tiny_benchmark
 
 
 def train_config(root, runs, name, **overrides):

@@ -8,6 +8,7 @@ configured body model is unusable.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -78,16 +79,12 @@ def check_body_models(body_cfg: BodyConfig) -> tuple[list[Check], bool]:
                 checks.append(Check(name, True, f"not installed (optional): no SMPL_{gender.upper()} in {body_cfg.smpl_dir}/"))
             continue
         try:
-            body = load_body_model(BodyConfig(**{**_body_fields(body_cfg), "model": "smpl", "gender": gender}))
+            body = load_body_model(dataclasses.replace(body_cfg, model="smpl", gender=gender))
             checks.append(Check(name, True, _describe_body(body)))
             configured_ok |= body_cfg.model == "smpl" and body_cfg.gender == gender
         except Exception as err:  # noqa: BLE001
             checks.append(Check(name, False, f"{path} is unusable: {err}"))
     return checks, configured_ok
-
-
-def _body_fields(body_cfg: BodyConfig) -> dict[str, object]:
-    return {name: getattr(body_cfg, name) for name in BodyConfig.__dataclass_fields__}
 
 
 def check_accelerators() -> list[Check]:

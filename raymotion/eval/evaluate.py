@@ -12,6 +12,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 
 from raymotion.body.body_model import BodyModel
 from raymotion.body.joints import EVAL_HIP_PAIR
@@ -46,33 +47,37 @@ def _pelvis(joints_BE3: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def predict_frames(model: nn.Module, body_model: BodyModel, frames, *, batch_size: int = 64) -> dict[str, Tensor]:
-    """Eval joints and vertices of every frame of ``frames`` (a LabelledFrames dataset)."""
+def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_size: int = 64) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+    """One pass over ``frames`` (a LabelledFrames dataset; each item is read once).
+
+    Returns:
+        pred: ``eval_joints_NE3`` and ``verts_NV3`` of the model's bodies;
+        truth: ``eval_joints_NE3`` (labels, camera frame), ``verts_NV3`` (the labelled body posed at the origin
+            in the camera's orientation) and ``verts_pelvis_N3`` (that body's pelvis, for aligning the vertices);
+        clip_index_N, frame_N: which clip and frame each row is.
+    """
     model.eval()
-    joints, verts = [], []
+    pred: dict[str, list[Tensor]] = defaultdict(list)
+    truth: dict[str, list[Tensor]] = defaultdict(list)
+    clip_index, frame = [], []
     for start in range(0, len(frames), batch_size):
-        images = torch.stack([frames[i]["image"] for i in range(start, min(start + batch_size, len(frames)))])
-        params = model(images)
+        batch = default_collate([frames[i] for i in range(start, min(start + batch_size, len(frames)))])
+        params = model(batch["image"])
         out = body_model(rotmats_BJ33=params.rotmats_BJ33, betas_BK=params.betas_BK)
-        joints.append(out.eval_joints_B143)
-        verts.append(out.verts_BV3)
-    return {"eval_joints_NE3": torch.cat(joints), "verts_NV3": torch.cat(verts)}
-
-
-@torch.no_grad()
-def ground_truth(body_model: BodyModel, frames, *, batch_size: int = 256) -> dict[str, Tensor]:
-    """Ground-truth eval joints (from the labels, camera frame) and vertices (the labelled body posed at the
-    origin in the camera's orientation) with that body's pelvis, for aligning the vertices."""
-    joints, verts, pelvis = [], [], []
-    for start in range(0, len(frames), batch_size):
-        items = [frames[i] for i in range(start, min(start + batch_size, len(frames)))]
-        pose = torch.stack([item["pose_cam"] for item in items])
-        betas = torch.stack([item["betas"] for item in items])
-        out = body_model(rotmats_BJ33=axis_angle_to_rotmat(pose), betas_BK=betas)
-        verts.append(out.verts_BV3)
-        pelvis.append(_pelvis(out.eval_joints_B143))  # the posed body sits at the origin, not where the camera saw it
-        joints.append(torch.stack([item["eval_joints3d"] for item in items]))
-    return {"eval_joints_NE3": torch.cat(joints), "verts_NV3": torch.cat(verts), "verts_pelvis_N3": torch.cat(pelvis)}
+        pred["eval_joints_NE3"].append(out.eval_joints_B143)
+        pred["verts_NV3"].append(out.verts_BV3)
+        gt = body_model(rotmats_BJ33=axis_angle_to_rotmat(batch["pose_cam"]), betas_BK=batch["betas"])
+        truth["eval_joints_NE3"].append(batch["eval_joints3d"])
+        truth["verts_NV3"].append(gt.verts_BV3)
+        truth["verts_pelvis_N3"].append(_pelvis(gt.eval_joints_B143))  # the posed body sits at the origin
+        clip_index.append(np.asarray(batch["clip_index"]))
+        frame.append(np.asarray(batch["frame"]))
+    return (
+        {k: torch.cat(v) for k, v in pred.items()},
+        {k: torch.cat(v) for k, v in truth.items()},
+        np.concatenate(clip_index),
+        np.concatenate(frame),
+    )
 
 
 def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.ndarray, frame_N: np.ndarray) -> dict[str, float]:
@@ -106,6 +111,4 @@ def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.nd
 
 def evaluate(model: nn.Module, body_model: BodyModel, frames) -> dict[str, float]:
     """Score ``model`` on a LabelledFrames split (val or test)."""
-    clip_index = np.array([frames[i]["clip_index"] for i in range(len(frames))])
-    frame = np.array([frames[i]["frame"] for i in range(len(frames))])
-    return score(predict_frames(model, body_model, frames), ground_truth(body_model, frames), clip_index, frame)
+    return score(*predict_and_truth(model, body_model, frames))

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import default_collate
 
 from raymotion.body.body_model import BodyModel
-from raymotion.geometry import axis_angle_to_rotmat
+from raymotion.geometry import axis_angle_to_rotmat, image_to_crop, perspective_project
 from raymotion.losses.consistency import flow_loss_at
 
 GATE_MEAN, GATE_MEDIAN, GATE_WIN_RATE, GATE_MIN_PAIRS = 0.3, 0.1, 0.9, 48
@@ -50,15 +50,12 @@ def crop_vertices(
     pixels.
     """
     out = body_model(rotmats_BJ33=axis_angle_to_rotmat(pose_B243), betas_BK=betas_BK)
-    verts_cam_BV3 = out.verts_BV3 + transl_cam_B3[:, None]
-    fx, fy, cx, cy = intrinsics_B4.unbind(dim=1)
-    u_BV = fx[:, None] * verts_cam_BV3[..., 0] / verts_cam_BV3[..., 2] + cx[:, None]
-    v_BV = fy[:, None] * verts_cam_BV3[..., 1] / verts_cam_BV3[..., 2] + cy[:, None]
-    centre_x, centre_y, side = crop_B3.unbind(dim=1)
-    scale_B = crop_size / side
-    x_BV = (u_BV - (centre_x - side / 2)[:, None]) * scale_B[:, None]
-    y_BV = (v_BV - (centre_y - side / 2)[:, None]) * scale_B[:, None]
-    return torch.stack([x_BV, y_BV, verts_cam_BV3[..., 2]], dim=-1)
+    image_BV2 = perspective_project(
+        out.verts_BV3, focal_length=intrinsics_B4[:, :2], principal_point=intrinsics_B4[:, 2:], transl_B3=transl_cam_B3
+    )
+    crop_BV2 = image_to_crop(image_BV2, box_center_B2=crop_B3[:, :2], box_size_B=crop_B3[:, 2], crop_size=crop_size)
+    depth_BV1 = out.verts_BV3[..., 2:] + transl_cam_B3[:, None, 2:]
+    return torch.cat([crop_BV2, depth_BV1], dim=-1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -230,9 +230,7 @@ def refine(cfg: Config) -> dict[str, Any]:
     total = cfg.train.refine_steps
     log = RunLog(directory, total_steps=total, label=f"refine {cfg.run.name}")
     print(f"refining on {len(pairs)} video pairs with {len(labelled)} labelled frames as anchor")
-    model.train()
-    if cfg.train.freeze_batchnorm:
-        freeze_batchnorm(model)
+    model.train()  # BatchNorm stays frozen: freeze_batchnorm's hooks outlive train()
     for step in range(start, total):
         pair_batch = collate(pairs, batch_indices(len(pairs), cfg.train.pair_batch_size, seed=cfg.run.seed, step=step))
         label_batch = collate(labelled, batch_indices(len(labelled), cfg.train.batch_size, seed=cfg.run.seed + 1, step=step))

@@ -133,6 +133,11 @@ class SynthConfig:
     body_fill: float = _field(0.72, "Height of the standing body as a fraction of the frame height.",
                               range=(0.2, 1.0))
     elevation_deg: tuple[float, float] = _field((-5.0, 20.0), "Range of the camera elevation, degrees.")
+    view_yaw_deg: tuple[float, float] = _field(
+        (-90.0, 90.0), "Range of the camera's azimuth about the body at frame 0, degrees from straight in "
+        "front (0 = the person faces the camera; 180 = seen from behind). (-180, 180) gives every view; the "
+        "default keeps the front half-space, where a single frame tells left from right (turns and drifting "
+        "motions still show the back).")
     camera_follow: float = _field(
         1.0, "How much the camera pans with the person's root path (1 = keeps them centred, 0 = static).",
         range=(0.0, 1.0))
@@ -166,6 +171,9 @@ class SynthConfig:
         lo, hi = self.elevation_deg
         if not -80.0 <= lo <= hi <= 80.0:
             raise ConfigError("elevation_deg", self.elevation_deg, "expected [min, max] with -80 <= min <= max <= 80")
+        lo, hi = self.view_yaw_deg
+        if not -180.0 <= lo <= hi <= 180.0:
+            raise ConfigError("view_yaw_deg", self.view_yaw_deg, "expected [min, max] with -180 <= min <= max <= 180")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -269,6 +277,9 @@ class TrainConfig:
 
     fraction: float = _field(0.1, "Annotation fraction: share of the labelled pool's clips used.",
                              range=(0.0001, 1.0))
+    fraction_seed: int = _field(
+        0, "Seed that picks which clips form the annotated fraction. Apart from run.seed, so that runs with "
+        "different seeds refine with the very frames their base model was pretrained on.", range=(0, None))
     lr: float = _field(1e-4, "Adam learning rate.", range=(0.0, 1.0))
     weight_decay: float = _field(0.0, "Adam weight decay.", range=(0.0, 1.0))
     batch_size: int = _field(32, "Labelled frames per step.", range=(1, None))
@@ -288,6 +299,45 @@ class TrainConfig:
     freeze_batchnorm: bool = _field(True, "Freeze BatchNorm statistics during refinement (METHOD.md 4).")
     max_eval_clips: int = _field(0, "Evaluate on at most this many clips of the split (0 = all).",
                                  range=(0, None))
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
+@dataclass(kw_only=True, slots=True)
+class ScalingConfig:
+    """How a run spreads over a Ray cluster: Ray Train workers, their resources, fault tolerance, storage."""
+
+    num_workers: int = _field(1, "Ray Train workers (data-parallel replicas; one per GPU on GPU clusters).",
+                              range=(1, None))
+    use_gpu: bool = _field(False, "Give each worker a GPU (NCCL, bf16 autocast); false trains on CPUs with gloo.")
+    cpus_per_worker: float = _field(1.0, "CPUs each worker reserves.", range=(0.0, None))
+    threads_per_worker: int = _field(1, "torch threads per worker (1 keeps 2 workers from fighting over 2 cores).",
+                                     range=(1, None))
+    mixed_precision: Literal["auto", "bf16", "off"] = _field(
+        "auto", "Autocast of the regressor's forward: 'auto' = bf16 on GPU, off on CPU. The body model, "
+        "projection and losses always run in float32.")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = _field(
+        "PACK", "How Ray places the workers: PACK fills a node first (fast all-reduce), SPREAD puts them on "
+        "different nodes where it can.")
+    max_failures: int = _field(2, "Worker-group restarts Ray Train allows before the run fails; each restart "
+                               "resumes from the last checkpoint.", range=(0, None))
+    storage_path: str = _field(
+        "", "Where run folders and checkpoints live: '' = run.output_dir. On a multi-node cluster use shared "
+        "storage every node can reach (NFS path, s3://...).")
+    ray_address: str = _field(
+        "", "Ray cluster to join: '' = $RAY_ADDRESS or a new local instance; 'auto' = the running cluster.")
+    ray_num_cpus: int = _field(
+        0, "Logical CPUs of a new local Ray instance: 0 = physical cores + 4, so Ray Data's tasks find CPUs "
+        "beside the workers (FACTS.md: a pipeline hangs when actors take every CPU).", range=(0, None))
+    video_source: Literal["ray_data", "local"] = _field(
+        "ray_data", "Video pairs for refinement: 'ray_data' streams them through the Ray Data pipeline "
+        "(decode, crop, flow) split across workers; 'local' reads them in each worker with the flow cache "
+        "(deterministic batches, bit-exact resume).")
+    flow_actors: int = _field(1, "Optical-flow actors of the Ray Data pipeline.", range=(1, None))
+    fail_at_step: int = _field(
+        0, "Fault injection for tests: worker 0 kills its process once when it reaches this step (0 = never).",
+        range=(0, None))
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -322,6 +372,7 @@ class Config:
     model: ModelConfig = _section(ModelConfig)
     loss: LossConfig = _section(LossConfig)
     train: TrainConfig = _section(TrainConfig)
+    scaling: ScalingConfig = _section(ScalingConfig)
 
     def __post_init__(self) -> None:
         _validate_fields(self)

@@ -139,3 +139,41 @@ def test_corrupt_video_is_reported_by_name(tmp_path):
         read_video_pyav(broken)
     with pytest.raises(ValueError, match="broken.webm"):
         read_video_dali_cpu(broken)
+
+
+@pytest.mark.parametrize("heading_deg,view_deg,expected_forward_cam", [
+    (0.0, 0.0, (0.0, 0.0, -1.0)),     # camera straight in front: the body faces it (-z in camera frame)
+    (90.0, 0.0, (0.0, 0.0, -1.0)),    # turned body, camera follows the heading
+    (0.0, 180.0, (0.0, 0.0, 1.0)),    # seen from behind
+    (30.0, 90.0, (-1.0, 0.0, 0.0)),   # camera on the body's left (its +x): it faces image left
+])
+def test_camera_azimuth_is_relative_to_the_body_heading(heading_deg, view_deg, expected_forward_cam):
+    from dataclasses import replace
+    from raymotion.synth.scene import body_heading, camera_track
+
+    cfg = replace(load_config().synth, elevation_deg=(0.0, 0.0), view_yaw_deg=(view_deg, view_deg))
+    yaw = np.radians(heading_deg)
+    root_rot_33 = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]])
+    assert body_heading(root_rot_33) == pytest.approx(yaw)
+    track = camera_track(cfg, np.zeros((2, 3)), np.random.default_rng(0), heading_rad=body_heading(root_rot_33))
+    forward_cam_3 = track.rotation_T33[0] @ root_rot_33[:, 2]
+    np.testing.assert_allclose(forward_cam_3, expected_forward_cam, atol=1e-9)
+
+
+def test_hair_covers_the_back_of_the_head_and_leaves_the_face():
+    from raymotion.body.joints import SMPL_JOINT
+    from raymotion.synth.textures import hair_mask
+
+    # A head of points on a 10 cm sphere (part 'head') plus a point on the chest (another part).
+    rng = np.random.default_rng(0)
+    dirs_N3 = rng.normal(size=(2000, 3))
+    head_N3 = 0.1 * dirs_N3 / np.linalg.norm(dirs_N3, axis=1, keepdims=True) + np.array([0.0, 1.6, 0.0])
+    points_V3 = np.vstack([head_N3, [[0.0, 1.2, 0.1]]])
+    part_V = np.r_[np.full(2000, SMPL_JOINT["head"]), SMPL_JOINT["spine3"]]
+    hair_V = hair_mask(points_V3, part_V)
+    rel_N3 = head_N3 - head_N3.mean(axis=0)
+    assert hair_V[:2000][rel_N3[:, 2] < 0].all()           # the back half is hair
+    assert hair_V[:2000][rel_N3[:, 1] > 0.05].all()        # so is the top
+    face_N = (rel_N3[:, 2] > 0.05) & (rel_N3[:, 1] < 0.0)  # the lower front is the face
+    assert face_N.any() and not hair_V[:2000][face_N].any()
+    assert not hair_V[2000]                                 # other parts are never hair

@@ -60,16 +60,17 @@ def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_
     pred: dict[str, list[Tensor]] = defaultdict(list)
     truth: dict[str, list[Tensor]] = defaultdict(list)
     clip_index, frame = [], []
+    device = next(model.parameters(), torch.empty(0)).device
     for start in range(0, len(frames), batch_size):
         batch = default_collate([frames[i] for i in range(start, min(start + batch_size, len(frames)))])
-        params = model(batch["image"])
-        out = body_model(rotmats_BJ33=params.rotmats_BJ33, betas_BK=params.betas_BK)
-        pred["eval_joints_NE3"].append(out.eval_joints_B143)
-        pred["verts_NV3"].append(out.verts_BV3)
-        gt = body_model(rotmats_BJ33=axis_angle_to_rotmat(batch["pose_cam"]), betas_BK=batch["betas"])
+        params = model(batch["image"].to(device))
+        out = body_model(rotmats_BJ33=params.rotmats_BJ33.float(), betas_BK=params.betas_BK.float())
+        pred["eval_joints_NE3"].append(out.eval_joints_B143.cpu())
+        pred["verts_NV3"].append(out.verts_BV3.cpu())
+        gt = body_model(rotmats_BJ33=axis_angle_to_rotmat(batch["pose_cam"].to(device)), betas_BK=batch["betas"].to(device))
         truth["eval_joints_NE3"].append(batch["eval_joints3d"])
-        truth["verts_NV3"].append(gt.verts_BV3)
-        truth["verts_pelvis_N3"].append(_pelvis(gt.eval_joints_B143))  # the posed body sits at the origin
+        truth["verts_NV3"].append(gt.verts_BV3.cpu())
+        truth["verts_pelvis_N3"].append(_pelvis(gt.eval_joints_B143).cpu())  # the posed body sits at the origin
         clip_index.append(np.asarray(batch["clip_index"]))
         frame.append(np.asarray(batch["frame"]))
     return (

@@ -31,7 +31,16 @@ from raymotion.config import Config
 from raymotion.geometry import axis_angle_to_rotmat, rotmat_to_axis_angle
 from raymotion.geometry.rasterize import Raster, rasterize, surface_flow
 from raymotion.synth.motions import motion_clip, sample_motion_params
-from raymotion.synth.scene import NOMINAL_BODY_HEIGHT_M, CameraTrack, ClipPlan, camera_track, plan_clips, subject_betas, subject_rng
+from raymotion.synth.scene import (
+    NOMINAL_BODY_HEIGHT_M,
+    CameraTrack,
+    ClipPlan,
+    body_heading,
+    camera_track,
+    plan_clips,
+    subject_betas,
+    subject_rng,
+)
 from raymotion.synth.textures import background_image, body_vertex_colors
 from raymotion.synth.writer import VIDEO_SUFFIX, ClipDir, atomic_write_table, write_table, write_video
 
@@ -102,7 +111,8 @@ class ClipRenderer:
         root_T3 = motion.root_transl_T3[:: plan.frame_stride].astype(np.float64)
         num_frames = pose_T243.shape[0]
         betas_K = subject_betas(plan.subject, seed=synth.seed, num_betas=self.body.num_betas)
-        camera = camera_track(synth, root_T3, rng)
+        heading = body_heading(axis_angle_to_rotmat(torch.as_tensor(pose_T243[0, 0])).numpy().astype(np.float64))
+        camera = camera_track(synth, root_T3, rng, heading_rad=heading)
 
         with torch.no_grad():
             out = self.body(

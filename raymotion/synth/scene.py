@@ -118,8 +118,18 @@ class CameraTrack:
         return self.image_size / 2.0
 
 
-def camera_track(cfg: SynthConfig, root_transl_T3: np.ndarray, rng: np.random.Generator) -> CameraTrack:
+def body_heading(root_rotmat_33: np.ndarray) -> float:
+    """Yaw (radians, about world +y) of the direction the body faces (its local +z axis)."""
+    forward_3 = root_rotmat_33[:, 2]
+    return math.atan2(forward_3[0], forward_3[2])
+
+
+def camera_track(cfg: SynthConfig, root_transl_T3: np.ndarray, rng: np.random.Generator, *,
+                 heading_rad: float = 0.0) -> CameraTrack:
     """A camera that frames the body (``body_fill`` of the frame height) and pans with its root path.
+
+    It stands at azimuth ``heading_rad`` + U(``cfg.view_yaw_deg``) about the body's frame-0 position:
+    azimuth = heading puts it straight in front of a body whose frame-0 facing is ``heading_rad``.
 
     The camera's distance follows from the focal length: d = f * height / (fill * image_size), so the
     near-orthographic default (f = 5000 px at 224 px) sits ~50 m away, as SPIN's convention assumes.
@@ -127,7 +137,7 @@ def camera_track(cfg: SynthConfig, root_transl_T3: np.ndarray, rng: np.random.Ge
     focal = cfg.focal_length_224 * cfg.image_size / 224.0
     distance = focal * NOMINAL_BODY_HEIGHT_M / (cfg.body_fill * cfg.image_size)
     elevation = math.radians(rng.uniform(*cfg.elevation_deg))
-    azimuth = rng.uniform(-math.pi, math.pi)
+    azimuth = heading_rad + math.radians(rng.uniform(*cfg.view_yaw_deg))
     direction_3 = np.array(
         [math.sin(azimuth) * math.cos(elevation), math.sin(elevation), math.cos(azimuth) * math.cos(elevation)]
     )

@@ -54,6 +54,26 @@ def _random_colour(rng: np.random.Generator, *, saturation: tuple[float, float],
     return val - val * sat * np.clip(np.minimum(k_3, 4.0 - k_3), 0.0, 1.0)
 
 
+def hair_mask(template_V3: np.ndarray, part_V: np.ndarray) -> np.ndarray:
+    """(V,) bool: the head's back, top and sides, leaving the face (front, below the hairline) as skin.
+
+    The face is the one cue in a single frame of a textured body that tells its front from its back, and
+    with it left from right; real images have it too. Rest pose: y up, the body faces +z.
+    """
+    head_V = part_V == SMPL_JOINT["head"]
+    if not head_V.any():
+        return head_V
+    head_N3 = template_V3[head_V]
+    centre_3 = head_N3.mean(axis=0)
+    height = head_N3[:, 1].max() - head_N3[:, 1].min()
+    depth = head_N3[:, 2].max() - head_N3[:, 2].min()
+    rel_N3 = head_N3 - centre_3
+    face_N = (rel_N3[:, 2] > 0.1 * depth) & (rel_N3[:, 1] < 0.2 * height)
+    mask_V = head_V.copy()
+    mask_V[head_V] = ~face_N
+    return mask_V
+
+
 def body_vertex_colors(
     template_V3: np.ndarray,
     part_V: np.ndarray,
@@ -62,7 +82,8 @@ def body_vertex_colors(
     metres_per_px: float,
     contrast: float = 0.8,
 ) -> np.ndarray:
-    """A subject's texture: garment colours by body part, modulated by high-contrast band-limited noise.
+    """A subject's texture: skin, hair (see ``hair_mask``) and garment colours by body part, modulated by
+    high-contrast band-limited noise.
 
     Args:
         template_V3: (V, 3) rest-pose vertices of the subject, metres (the texture follows the skin).
@@ -81,8 +102,10 @@ def body_vertex_colors(
         "trousers": _random_colour(rng, saturation=(0.1, 0.9), value=(0.2, 0.9)),
         "shoes": _random_colour(rng, saturation=(0.0, 0.6), value=(0.1, 0.7)),
     }
+    hair = _random_colour(rng, saturation=(0.2, 0.7), value=(0.05, 0.45))
     long_sleeves = rng.uniform() < 0.5
     colours_V3 = np.broadcast_to(skin, template_V3.shape).copy()
+    colours_V3[hair_mask(template_V3, part_V)] = hair
     regions = {
         "shirt": _SHIRT_PARTS + (_SLEEVE_PARTS if long_sleeves else ()),
         "trousers": _TROUSER_PARTS,

@@ -79,7 +79,7 @@ def labelled_frames(cfg: Config, split: str, *, augment: bool = False, fraction:
         crop_size=cfg.data.crop_size,
         bbox_scale=cfg.data.bbox_scale,
         fraction=fraction,
-        seed=cfg.run.seed,
+        seed=cfg.train.fraction_seed,
         augment=augment,
         max_clips=max_clips,
     )
@@ -95,9 +95,9 @@ class RunLog:
         self.start = time.perf_counter()
 
     def write(self, step: int, logs: dict[str, float]) -> None:
-        with self.path.open("a") as handle:
-            handle.write(json.dumps({"step": step, **logs}) + "\n")
         elapsed = time.perf_counter() - self.start
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": step, **logs, "wall_s": elapsed}) + "\n")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if not k.startswith("sup/"))
         print(f"[{self.label}] step {step}/{self.total_steps} ({elapsed:.0f} s): {shown}", flush=True)
 

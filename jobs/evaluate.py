@@ -1,0 +1,21 @@
+"""Score a checkpoint (or the constant mean pose) on the val or test split; prints the metrics as JSON.
+
+    python jobs/evaluate.py --checkpoint runs/embedded-default/checkpoint.pt --split test
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _args  # noqa: E402
+
+from raymotion.train.loop import evaluate_checkpoint  # noqa: E402
+
+if __name__ == "__main__":
+    parser = _args.parser(__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt, or 'mean'")
+    parser.add_argument("--split", choices=("val", "test"), default="test")
+    args = parser.parse_args()
+    print(json.dumps(evaluate_checkpoint(_args.config(args), args.checkpoint, split=args.split), indent=2))

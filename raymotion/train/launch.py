@@ -1,0 +1,227 @@
+"""Launching Ray Train runs: the TorchTrainer built from the config, and the jobs' one-call entry points.
+
+    run_training(cfg, "refine", resume=False) -> metrics dict   # what jobs/refine.py calls
+    build_trainer(cfg, "refine", datasets) -> TorchTrainer        # for callers that drive fit() themselves
+
+Everything that can be checked on the driver is checked before Ray starts a worker: the config (typed,
+validated when it is built), the input files, and whether the run folder already holds a checkpoint
+(then ``resume=True`` continues it, anything else is refused so that nothing is overwritten).
+Paths are made absolute on the driver, because workers may start in another folder (``ray job submit``
+unpacks the working directory elsewhere); on a multi-node cluster they must also be on shared storage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from raymotion.config import Config, ConfigError, to_dict
+from raymotion.data.pipeline import build_pair_dataset
+from raymotion.synth.generate import MANIFEST
+from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from raymotion.train.report import before_after_table
+from raymotion.train.worker import pretrain_fn_per_worker, refine_fn_per_worker, run_directory
+
+STAGES = {"pretrain": pretrain_fn_per_worker, "refine": refine_fn_per_worker}
+EXTRA_LOCAL_CPUS = 4  # logical CPUs beyond the cores for a local Ray: room for Ray Data's tasks (FACTS.md)
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """The config with its input and output paths made absolute (against the driver's working directory)."""
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve()) if path and "://" not in path else path
+
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, root=absolute(cfg.data.root)),
+        run=dataclasses.replace(cfg.run, output_dir=absolute(cfg.run.output_dir)),
+        train=dataclasses.replace(cfg.train, pretrained=absolute(cfg.train.pretrained)),
+        model=dataclasses.replace(cfg.model, weights=absolute(cfg.model.weights),
+                                  mean_params=absolute(cfg.model.mean_params)),
+        scaling=dataclasses.replace(cfg.scaling, storage_path=absolute(cfg.scaling.storage_path)),
+    )
+
+
+def check_inputs(cfg: Config, stage: str, *, resume: bool) -> None:
+    """Raise before any worker starts when an input is missing or a finished/started run would be overwritten."""
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r}; choose one of: {', '.join(STAGES)}")
+    manifest = Path(cfg.data.root) / MANIFEST
+    if not manifest.is_file():
+        raise ConfigError("data.root", cfg.data.root, f"no {MANIFEST} there; generate the benchmark with "
+                          f"`raymotion synth --set synth.out_dir={cfg.data.root}` or point data.root at one")
+    if stage == "refine":
+        if not cfg.train.pretrained:
+            raise ConfigError("train.pretrained", "", "set it to a pretraining run's checkpoint.pt")
+        if not Path(cfg.train.pretrained).is_file():
+            raise ConfigError("train.pretrained", cfg.train.pretrained, "no such file; give a pretraining run's "
+                              "checkpoint.pt (jobs/pretrain.py writes <run.output_dir>/<run.name>/checkpoint.pt)")
+    existing = run_directory(cfg) / CHECKPOINT_NAME
+    if existing.is_file() and not resume:
+        raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "
+                              f"run.name (--set run.name=...) to start another")
+
+
+def init_ray(cfg: Config) -> None:
+    """Join ``scaling.ray_address`` / $RAY_ADDRESS, or start a local Ray with CPUs to spare for Ray Data."""
+    if ray.is_initialized():
+        return
+    address = cfg.scaling.ray_address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        num_cpus = cfg.scaling.ray_num_cpus or (os.cpu_count() or 1) + EXTRA_LOCAL_CPUS
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+
+
+def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset] | None = None) -> TorchTrainer:
+    """The TorchTrainer of a run: workers and resources, storage and run name, failure policy, data split."""
+    scaling = cfg.scaling
+    storage = scaling.storage_path or cfg.run.output_dir
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        STAGES[stage],
+        train_loop_config=to_dict(cfg),
+        scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                               resources_per_worker=resources,
+                                               placement_strategy=scaling.placement_strategy),
+        run_config=ray.train.RunConfig(
+            name=cfg.run.name,
+            storage_path=storage,
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        datasets=datasets or {},
+        dataset_config=ray.train.DataConfig(datasets_to_split=list(datasets or {})),
+    )
+
+
+def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
+    """The refinement's Ray Data inputs: {'video': frame pairs with flow}, or {} for the local source."""
+    if cfg.scaling.video_source != "ray_data":
+        return {}
+    if cfg.train.flow_source != "estimator":
+        raise ConfigError("scaling.video_source", "ray_data", "the Ray Data pipeline estimates flow; with "
+                          "train.flow_source=ground_truth use scaling.video_source=local")
+    return {"video": build_pair_dataset(
+        cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
+        gap=cfg.train.video_gap, window=64, flow=cfg.flow.estimator, flow_concurrency=cfg.scaling.flow_actors,
+    )}
+
+
+def run_training(cfg: Config, stage: str, *, resume: bool = False) -> dict[str, Any]:
+    """Check, then run ``stage`` ('pretrain' or 'refine') on Ray Train; returns the run's metrics.json."""
+    cfg = absolute_paths(cfg)
+    check_inputs(cfg, stage, resume=resume)
+    init_ray(cfg)
+    datasets = video_datasets(cfg) if stage == "refine" else {}
+    trainer = build_trainer(cfg, stage, datasets)
+    trainer.fit()
+    return json.loads((run_directory(cfg) / "metrics.json").read_text())
+
+
+# ---------------------------------------------------------------------------- the main job, end to end
+
+BASE_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "base_models"
+# Keys a shipped base model must share with the run to stand in for pretraining: the data it was trained
+# on (every synth key but where it is written and how), the model, its input and the annotation fraction.
+_SYNTH_KEYS_IGNORED = {"synth.out_dir", "synth.num_workers"}
+_BASE_KEYS_PREFIXES = ("synth.", "model.", "body.model", "data.crop_size", "data.bbox_scale", "train.fraction",
+                       "train.augment")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _base_keys(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    flat = _flat(cfg_dict)
+    return {k: v for k, v in flat.items() if k.startswith(_BASE_KEYS_PREFIXES) and k not in _SYNTH_KEYS_IGNORED
+            and k not in ("model.weights", "model.mean_params")}
+
+
+def shipped_base_model(cfg: Config) -> Path | None:
+    """A base checkpoint shipped in raymotion/assets/base_models whose recipe matches ``cfg``, if any."""
+    wanted = _base_keys(to_dict(cfg))
+    for path in sorted(BASE_MODELS_DIR.glob("*.pt")):
+        if _base_keys(to_dict(Config.from_dict(load_checkpoint(path)["config"]))) == wanted:
+            return path
+    return None
+
+
+def ensure_benchmark(cfg: Config) -> None:
+    """Render the synthetic benchmark into ``data.root`` when it has no manifest (skips finished clips)."""
+    if (Path(cfg.data.root) / MANIFEST).is_file():
+        return
+    from raymotion.synth.generate import generate
+
+    print(f"no benchmark at {cfg.data.root}: rendering it (synth.* keys; `raymotion synth` does the same)", flush=True)
+    generate(dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, out_dir=cfg.data.root)))
+
+
+def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:
+    """``cfg`` with ``train.pretrained`` set: as given, a matching shipped base model, or a fresh pretraining
+    run ``<run.name>-pretrain`` (reused when it already finished)."""
+    if cfg.train.pretrained:
+        return cfg
+    base = shipped_base_model(cfg)
+    if base is not None:
+        print(f"train.pretrained is empty: using the shipped base model {base.name} (its recipe matches; "
+              f"remake it with the command in raymotion/assets/base_models/README.md)", flush=True)
+        return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pretrained=str(base)))
+    pre = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"{cfg.run.name}-pretrain"))
+    pre = absolute_paths(pre)
+    metrics_file = run_directory(pre) / "metrics.json"
+    if not metrics_file.is_file():
+        print(f"train.pretrained is empty and no shipped base model matches: pretraining {pre.run.name}", flush=True)
+        run_training(pre, "pretrain", resume=resume or (run_directory(pre) / CHECKPOINT_NAME).is_file())
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pretrained=str(run_directory(pre) / CHECKPOINT_NAME)))
+
+
+def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
+    """The main job: benchmark if missing -> base model -> distributed refinement -> before/after table."""
+    cfg = absolute_paths(cfg)
+    check_config_only(cfg, resume=resume)
+    ensure_benchmark(cfg)
+    cfg = ensure_pretrained(cfg, resume=resume)
+    metrics = run_training(cfg, "refine", resume=resume)
+    print(f"\nrefinement of {Path(cfg.train.pretrained).name} -> {run_directory(cfg)}\n")
+    print(before_after_table(metrics, split="test"))
+    return metrics
+
+
+def check_config_only(cfg: Config, *, resume: bool) -> None:
+    """The checks of ``check_inputs`` that hold before the benchmark and base model exist."""
+    existing = run_directory(cfg) / CHECKPOINT_NAME
+    if existing.is_file() and not resume:
+        raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "
+                              f"run.name (--set run.name=...) to start another")
+    if cfg.train.pretrained and not Path(cfg.train.pretrained).is_file():
+        raise ConfigError("train.pretrained", cfg.train.pretrained, "no such file; leave it empty to use the "
+                          "shipped base model or pretrain one, or give a pretraining run's checkpoint.pt")
+
+
+def pretrain_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
+    """Benchmark if missing -> distributed pretraining on ``train.fraction`` of the labelled pool."""
+    cfg = absolute_paths(cfg)
+    check_config_only(cfg, resume=resume)
+    ensure_benchmark(cfg)
+    metrics = run_training(cfg, "pretrain", resume=resume)
+    print(before_after_table(metrics, split="test"))
+    return metrics

@@ -1,0 +1,91 @@
+"""A run's human-readable outputs: ``report.md`` (the before/after table) and ``curves.png`` (losses and
+validation metrics against steps, from ``log.jsonl``). Pure file writing; no Ray, no training."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+HEADLINE_METRICS = ("pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "accel_error_mm")
+_NAMES = {"pa_mpjpe_mm": "PA-MPJPE (mm)", "mpjpe_mm": "MPJPE (mm)", "pve_mm": "PVE (mm)",
+          "accel_error_mm": "Accel. error (mm/frame^2)"}
+
+
+def before_after_table(metrics: dict[str, Any], *, split: str = "test") -> str:
+    """Markdown table of ``before/<split>/<m>`` against ``<split>/<m>`` (after), with the change."""
+    lines = [f"| {split} metric | before | after | change |", "|---|---|---|---|"]
+    for name in HEADLINE_METRICS:
+        after = metrics.get(f"{split}/{name}")
+        before = metrics.get(f"before/{split}/{name}")
+        if after is None:
+            continue
+        if before is None:
+            lines.append(f"| {_NAMES[name]} | | {after:.1f} | |")
+        else:
+            lines.append(f"| {_NAMES[name]} | {before:.1f} | {after:.1f} | {after - before:+.1f} |")
+    return "\n".join(lines)
+
+
+def read_log(directory: Path) -> list[dict[str, float]]:
+    path = directory / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def write_run_report(directory: str | Path, metrics: dict[str, Any]) -> Path:
+    """Write ``report.md`` and ``curves.png`` into ``directory``; returns the report's path."""
+    directory = Path(directory)
+    kind = metrics.get("kind", "run")
+    parts = [f"# {kind} run `{directory.name}`", ""]
+    if kind == "refine":
+        parts += [f"Refined from `{metrics.get('pretrained', '?')}`. Before = the pretrained model, after = "
+                  "the refined one, on the same frames.", "", before_after_table(metrics, split="test"), "",
+                  before_after_table(metrics, split="val"), ""]
+    else:
+        parts += [before_after_table(metrics, split="test"), ""]
+    extra = {k: v for k, v in metrics.items() if k in ("workers", "skipped_steps", "train_seconds", "fraction")}
+    parts += [f"- {k}: {v:.1f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in extra.items()]
+    parts += ["", "![curves](curves.png)", ""]
+    path = directory / "report.md"
+    path.write_text("\n".join(parts))
+    plot_curves(directory)
+    return path
+
+
+def plot_curves(directory: Path) -> Path | None:
+    """``curves.png``: the logged losses (log scale) and the validation metrics against steps."""
+    rows = read_log(directory)
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loss_keys = [k for k in ("loss", "sup", "flow", "texture", "anchor_joints") if any(k in r for r in rows)]
+    val_keys = [f"val/{m}" for m in HEADLINE_METRICS[:3] if any(f"val/{m}" in r for r in rows)]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in loss_keys:
+        points = [(r["step"], r[key]) for r in rows if key in r and math.isfinite(r[key]) and r[key] > 0]
+        if points:
+            axes[0].plot(*zip(*points), label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].set_title("losses")
+    axes[0].legend(fontsize=8)
+    for key in val_keys:
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            axes[1].plot(*zip(*points), marker="o", label=key)
+    axes[1].set_xlabel("step")
+    axes[1].set_title("validation (mm)")
+    if val_keys:
+        axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    path = directory / "curves.png"
+    tmp = directory / ".curves.png.tmp.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(path)
+    return path

@@ -96,3 +96,6 @@ def test_bad_config_fails_before_any_worker_starts(tmp_path, monkeypatch):
     cfg = train_config(tmp_path, tmp_path, "x", **{"train.pretrained": str(tmp_path / "missing.pt")})
     with pytest.raises(ConfigError, match="train.pretrained"):
         launch.refine_job(cfg)
+    cfg = train_config(tmp_path, tmp_path, "y", **{"loss.video_kp2d_weight": 0.1})
+    with pytest.raises(ConfigError, match="scaling.video_source='ray_data'.*scaling.video_source=local"):
+        launch.refine_job(cfg)

@@ -165,3 +165,20 @@ def test_schedule_rejects_unknown_kind_listing_the_kinds():
     assert all(kind in str(info.value) for kind in SCHEDULE_KINDS)
     with pytest.raises(ValueError, match="step must be >= 0"):
         schedule_value("linear", -1, total_steps=10, start=1.0, end=0.0)
+
+
+def test_stand_in_detector_noise_and_dropout_match_their_settings():
+    from raymotion.train.step import stand_in_detections
+
+    generator = torch.Generator().manual_seed(0)
+    joints_BJ2 = torch.zeros(500, 24, 2)
+    visible_BJ = torch.ones(500, 24)
+    visible_BJ[:, 0] = 0.0  # never visible: never detected
+    det_BJ2, conf_BJ = stand_in_detections(joints_BJ2, visible_BJ, noise_px=4.0, dropout=0.25, crop_size=64,
+                                           generator=generator)
+    # 4 px at a 64 px crop is 4 * 2 / 64 = 0.125 normalised units.
+    assert abs(float(det_BJ2.std()) - 0.125) < 0.005
+    assert (conf_BJ[:, 0] == 0).all()
+    assert abs(float(conf_BJ[:, 1:].mean()) - 0.75) < 0.02
+    exact_BJ2, exact_conf_BJ = stand_in_detections(joints_BJ2 + 0.3, visible_BJ, noise_px=0.0, dropout=0.0, crop_size=64)
+    assert torch.equal(exact_BJ2, joints_BJ2 + 0.3) and torch.equal(exact_conf_BJ, visible_BJ)

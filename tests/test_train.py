@@ -39,10 +39,10 @@ def test_pretrain_refine_evaluate_write_runs(tiny_root, tmp_path):
     assert state["step"] == 3 and state["kind"] == "pretrain"
     refined = loop.refine(train_config(tiny_root, tmp_path, "ref", **{
         "train.refine_steps": 2, "train.pretrained": str(tmp_path / "pre" / "checkpoint.pt"),
-        "loss.texture_weight": 0.1}))
+        "loss.texture_weight": 0.1, "loss.video_kp2d_weight": 0.1}))
     assert json.loads((tmp_path / "ref" / "metrics.json").read_text())["pa_mpjpe_mm"] == refined["pa_mpjpe_mm"]
     logs = read_log(tmp_path / "ref")
-    assert logs[-1]["step"] == 2 and "flow" in logs[-1] and "texture" in logs[-1]
+    assert logs[-1]["step"] == 2 and "flow" in logs[-1] and "texture" in logs[-1] and "video_kp2d" in logs[-1]
     assert (tmp_path / "ref" / "config.yaml").is_file()
 
 

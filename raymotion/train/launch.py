@@ -13,6 +13,7 @@ unpacks the working directory elsewhere); on a multi-node cluster they must also
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -63,10 +64,7 @@ def check_inputs(cfg: Config, stage: str, *, resume: bool) -> None:
         if not Path(cfg.train.pretrained).is_file():
             raise ConfigError("train.pretrained", cfg.train.pretrained, "no such file; give a pretraining run's "
                               "checkpoint.pt (jobs/pretrain.py writes <run.output_dir>/<run.name>/checkpoint.pt)")
-    existing = run_directory(cfg) / CHECKPOINT_NAME
-    if existing.is_file() and not resume:
-        raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "
-                              f"run.name (--set run.name=...) to start another")
+    check_config_only(cfg, stage, resume=resume)
 
 
 def init_ray(cfg: Config) -> None:
@@ -81,8 +79,10 @@ def init_ray(cfg: Config) -> None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
 
 
-def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset] | None = None) -> TorchTrainer:
-    """The TorchTrainer of a run: workers and resources, storage and run name, failure policy, data split."""
+def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset] | None = None,
+                  callbacks: list[Any] | None = None) -> TorchTrainer:
+    """The TorchTrainer of a run: workers and resources, storage and run name, failure policy, data split.
+    ``callbacks`` go to its RunConfig (a Tune trial passes ``TuneReportCallback``)."""
     scaling = cfg.scaling
     storage = scaling.storage_path or cfg.run.output_dir
     resources = {"CPU": scaling.cpus_per_worker}
@@ -99,6 +99,7 @@ def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset]
             storage_path=storage,
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         datasets=datasets or {},
@@ -110,9 +111,6 @@ def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
     """The refinement's Ray Data inputs: {'video': frame pairs with flow}, or {} for the local source."""
     if cfg.scaling.video_source != "ray_data":
         return {}
-    if cfg.train.flow_source != "estimator":
-        raise ConfigError("scaling.video_source", "ray_data", "the Ray Data pipeline estimates flow; with "
-                          "train.flow_source=ground_truth use scaling.video_source=local")
     return {"video": build_pair_dataset(
         cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
         gap=cfg.train.video_gap, window=64, flow=cfg.flow.estimator, flow_concurrency=cfg.scaling.flow_actors,
@@ -176,8 +174,8 @@ def ensure_benchmark(cfg: Config) -> None:
 
 
 def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:
-    """``cfg`` with ``train.pretrained`` set: as given, a matching shipped base model, or a fresh pretraining
-    run ``<run.name>-pretrain`` (reused when it already finished)."""
+    """``cfg`` with ``train.pretrained`` set: as given, a matching shipped base model, or a pretraining run
+    ``base-f<fraction>-<hash of the base keys>`` (reused when it already finished)."""
     if cfg.train.pretrained:
         return cfg
     base = shipped_base_model(cfg)
@@ -185,7 +183,9 @@ def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:
         print(f"train.pretrained is empty: using the shipped base model {base.name} (its recipe matches; "
               f"remake it with the command in raymotion/assets/base_models/README.md)", flush=True)
         return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pretrained=str(base)))
-    pre = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"{cfg.run.name}-pretrain"))
+    # Named by what defines a base model, so runs and sweep trials that need the same one share it.
+    digest = hashlib.sha1(json.dumps(_base_keys(to_dict(cfg)), sort_keys=True).encode()).hexdigest()[:8]
+    pre = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"base-f{cfg.train.fraction:g}-{digest}"))
     pre = absolute_paths(pre)
     metrics_file = run_directory(pre) / "metrics.json"
     if not metrics_file.is_file():
@@ -197,7 +197,7 @@ def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:
 def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     """The main job: benchmark if missing -> base model -> distributed refinement -> before/after table."""
     cfg = absolute_paths(cfg)
-    check_config_only(cfg, resume=resume)
+    check_config_only(cfg, "refine", resume=resume)
     ensure_benchmark(cfg)
     cfg = ensure_pretrained(cfg, resume=resume)
     metrics = run_training(cfg, "refine", resume=resume)
@@ -206,8 +206,16 @@ def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     return metrics
 
 
-def check_config_only(cfg: Config, *, resume: bool) -> None:
+def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
     """The checks of ``check_inputs`` that hold before the benchmark and base model exist."""
+    if stage == "refine" and cfg.scaling.video_source == "ray_data":
+        if cfg.train.flow_source != "estimator":
+            raise ConfigError("scaling.video_source", "ray_data", "the Ray Data pipeline estimates flow; with "
+                              "train.flow_source=ground_truth use scaling.video_source=local")
+        if cfg.loss.video_kp2d_weight > 0:
+            raise ConfigError("scaling.video_source", "ray_data", "loss.video_kp2d_weight > 0 needs the stand-in "
+                              "detector's keypoints, which the Ray Data pipeline does not carry; use "
+                              "scaling.video_source=local")
     existing = run_directory(cfg) / CHECKPOINT_NAME
     if existing.is_file() and not resume:
         raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "
@@ -220,7 +228,7 @@ def check_config_only(cfg: Config, *, resume: bool) -> None:
 def pretrain_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     """Benchmark if missing -> distributed pretraining on ``train.fraction`` of the labelled pool."""
     cfg = absolute_paths(cfg)
-    check_config_only(cfg, resume=resume)
+    check_config_only(cfg, "pretrain", resume=resume)
     ensure_benchmark(cfg)
     metrics = run_training(cfg, "pretrain", resume=resume)
     print(before_after_table(metrics, split="test"))

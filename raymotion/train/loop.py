@@ -226,6 +226,7 @@ def refine(cfg: Config) -> dict[str, Any]:
         bbox_scale=cfg.data.bbox_scale,
         flow=cfg.flow.estimator if cfg.train.flow_source == "estimator" else "ground_truth",
         gap=cfg.train.video_gap,
+        with_labels=cfg.loss.video_kp2d_weight > 0,  # the stand-in detector reads the 2D joints only
     )
     total = cfg.train.refine_steps
     log = RunLog(directory, total_steps=total, label=f"refine {cfg.run.name}")

@@ -96,7 +96,9 @@ def refine_loss(
 
     ``pairs`` holds crops of frames t and t+1 (``image1``, ``image2``), the optical flow between the two
     crops in both directions (``flow_fwd``, ``flow_bwd``: (B, 2, S, S) crop pixels) and, for the oracle,
-    ``flow_valid_fwd``/``flow_valid_bwd``. No labels of the video frames are read.
+    ``flow_valid_fwd``/``flow_valid_bwd``. No labels of the video frames are read, except with
+    ``cfg.video_kp2d_weight > 0``: then ``joints2d1/2`` and ``joints2d_vis1/2`` feed ``stand_in_detections``
+    (a detector's noisy, incomplete 2D keypoints; the paper's optional 2D term).
     """
     images_2B3HW = torch.cat([pairs["image1"], pairs["image2"]])
     num_pairs = pairs["image1"].shape[0]
@@ -146,6 +148,14 @@ def refine_loss(
         + cfg.flow_weight * flow.loss
         + anchor_scale * (cfg.anchor_joints * anchor_joints + cfg.anchor_betas * anchor_betas)
     )
+    if cfg.video_kp2d_weight > 0:  # METHOD.md 5: 2D keypoints on the video frames, from a detector
+        det_2BJ2, det_vis_2BJ = stand_in_detections(
+            torch.cat([pairs["joints2d1"], pairs["joints2d2"]]), torch.cat([pairs["joints2d_vis1"], pairs["joints2d_vis2"]]),
+            noise_px=cfg.video_kp2d_noise_px, dropout=cfg.video_kp2d_dropout, crop_size=crop_size)
+        pred_norm_2BJ2 = weak_perspective_to_normalised(pred.body.joints_BJ3, pred.params.cam_B3)
+        video_kp2d = keypoint_2d_loss(pred_norm_2BJ2, det_2BJ2, det_vis_2BJ)
+        total = total + cfg.video_kp2d_weight * video_kp2d
+        logs["video_kp2d"] = float(video_kp2d.detach())
     if cfg.texture_weight > 0:
         colours1_BV3 = sample_vertex_colors(pairs["image1"], pix1_BV3[..., :2])
         colours2_BV3 = sample_vertex_colors(pairs["image2"], pix2_BV3[..., :2])
@@ -165,6 +175,24 @@ def refine_loss(
         }
     )
     return total, logs
+
+
+def stand_in_detections(joints2d_BJ2: Tensor, visible_BJ: Tensor, *, noise_px: float, dropout: float,
+                        crop_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """A 2D keypoint detector's output simulated from labels: Gaussian noise and dropped joints.
+
+    Args:
+        joints2d_BJ2: (B, J, 2) true joints, normalised crop coordinates [-1, 1].
+        visible_BJ: (B, J) 1 where the joint is visible (a detector only reports those).
+        noise_px: std of the noise in crop pixels (S = ``crop_size``); normalised units are 2 / S per pixel.
+        dropout: probability that a visible joint is not detected.
+
+    Returns:
+        (B, J, 2) detections, normalised crop coordinates; (B, J) float confidence, 0 or 1.
+    """
+    noise_BJ2 = torch.randn(joints2d_BJ2.shape, generator=generator, dtype=joints2d_BJ2.dtype).to(joints2d_BJ2.device)
+    kept_BJ = torch.rand(visible_BJ.shape, generator=generator).to(visible_BJ.device) >= dropout
+    return joints2d_BJ2 + noise_BJ2 * (2.0 * noise_px / crop_size), visible_BJ.float() * kept_BJ.float()
 
 
 def _sample_mask(mask_BHW: Tensor, verts_pix_BV3: Tensor) -> Tensor:

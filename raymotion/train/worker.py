@@ -224,7 +224,7 @@ def _train(cfg: Config, stage: str) -> None:
         else:
             pairs = VideoPairs(cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
                                flow=cfg.flow.estimator if cfg.train.flow_source == "estimator" else "ground_truth",
-                               gap=cfg.train.video_gap)
+                               gap=cfg.train.video_gap, with_labels=cfg.loss.video_kp2d_weight > 0)
     total = cfg.train.pretrain_steps if stage == "pretrain" else cfg.train.refine_steps
     val = labelled_frames(cfg, "val") if rank == 0 else None
     if rank == 0:
@@ -237,6 +237,7 @@ def _train(cfg: Config, stage: str) -> None:
     tic = time.perf_counter()
     trained.train()
     logs: dict[str, float] = {}
+    last_val: dict[str, float] = {}  # every report carries the latest val metrics (ASHA reads each one)
     for step in range(start, total):
         _maybe_inject_fault(cfg, directory, step=step, rank=rank)
         label_ix = _shard_batch(len(labelled), cfg.train.batch_size, seed=cfg.run.seed + (stage == "refine"),
@@ -262,13 +263,14 @@ def _train(cfg: Config, stage: str) -> None:
         report: dict[str, Any] = {}
         if done % cfg.train.eval_every == 0 or last:
             if rank == 0:
-                report.update({f"val/{k}": v for k, v in evaluate(bare, body, val).items()})
+                last_val = {f"val/{k}": v for k, v in evaluate(bare, body, val).items()}
+                report.update(last_val)
                 bare.train()
                 _log(directory, done, total, {k: v for k, v in report.items() if k.endswith("_mm")}, tic=tic,
                      start=start, label=f"{stage} {cfg.run.name}")
         checkpoint_now = done % cfg.train.checkpoint_every == 0 or last
         if report or checkpoint_now:
-            report.update({"step": done, **logs})
+            report.update({**last_val, "step": done, **logs})
             data_position = (pairs.epoch, pairs.position) if isinstance(pairs, _StreamedPairs) else (0, 0)
             _report(cfg, directory, report, rank=rank, checkpoint=checkpoint_now, state={
                 "model": bare.state_dict(), "optimizer": optimiser.state_dict(), "step": done, "kind": stage,

@@ -1,0 +1,166 @@
+"""Sweep files (``tune_configs/*.yaml``): parse, check every key against the config tree, build Tune domains.
+
+A sweep file has five parts, all optional but ``tune``:
+
+    recipe: jobs/embedded_default.yaml      # config file the sweep starts from (relative to the repo root)
+    base: {train.refine_steps: 200}         # dotted overrides for every trial
+    grid:                                   # dimensions crossed exhaustively (e.g. the annotation fraction)
+      train.fraction: [0.05, 0.1, 0.25]
+    search:                                 # dimensions Optuna samples (TPE, seeded), one spec per key
+      loss.flow_weight: {loguniform: [1.0e-3, 1.0]}
+      loss.anchor_schedule: {choice: [constant, linear, cosine, step]}
+    tune: {metric: val/pa_mpjpe_mm, mode: min, num_samples: 8, max_concurrent_trials: 1, seed: 0,
+           asha: {grace_period: 100, reduction_factor: 2}}
+
+Specs: ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{randint: [lo, hi]}`` (hi exclusive),
+``{choice: [a, b, ...]}``. Keys use the config's dotted names, so ``raymotion config --describe`` lists
+what can be swept. Every value a spec can produce is validated against the config before a trial starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raymotion.config import Config, apply_overrides, config_keys, load_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+SPEC_KINDS = ("uniform", "loguniform", "randint", "choice")
+TUNE_KEYS = {"metric", "mode", "num_samples", "max_concurrent_trials", "seed", "asha", "name"}
+ASHA_KEYS = {"grace_period", "reduction_factor", "max_t"}
+TOP_KEYS = {"recipe", "base", "grid", "search", "tune"}
+
+
+@dataclass(kw_only=True, slots=True)
+class TuneSettings:
+    """How a sweep searches: the metric and its direction, samples per grid point, concurrency, ASHA."""
+
+    name: str
+    metric: str = "val/pa_mpjpe_mm"
+    mode: str = "min"
+    num_samples: int = 1
+    max_concurrent_trials: int = 1
+    seed: int = 0
+    asha: dict[str, int] | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class SweepSpec:
+    """A parsed, checked sweep file."""
+
+    path: Path
+    recipe: Path | None
+    base: dict[str, Any]
+    grid: dict[str, list[Any]]
+    search: dict[str, dict[str, list[Any]]]
+    tune: TuneSettings
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def base_config(self, overrides: dict[str, Any] | None = None) -> Config:
+        """The recipe, then ``base``, then ``overrides`` (e.g. a grid point)."""
+        return load_config(self.recipe, {**self.base, **(overrides or {})})
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the grid's values ([{}] without a grid)."""
+        keys = list(self.grid)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+
+
+def _fail(path: Path, where: str, problem: str) -> ValueError:
+    return ValueError(f"{path}: {where}: {problem}")
+
+
+def _check_key(path: Path, section: str, key: str) -> None:
+    valid = config_keys(Config)
+    if key not in valid:
+        import difflib
+
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else " `raymotion config --describe` lists every key."
+        raise _fail(path, f"{section}.{key}", f"unknown config key.{hint}")
+
+
+def _spec_values(path: Path, key: str, spec: Any) -> list[Any]:
+    """The values to validate a spec with (its bounds or choices)."""
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SPEC_KINDS:
+        raise _fail(path, f"search.{key}", f"expected one of {{{', '.join(k + ': [...]' for k in SPEC_KINDS)}}}, "
+                                            f"got {spec!r}")
+    kind, args = next(iter(spec.items()))
+    if not isinstance(args, list) or not args:
+        raise _fail(path, f"search.{key}.{kind}", f"expected a list, got {args!r}")
+    if kind == "choice":
+        return args
+    if len(args) != 2 or not all(isinstance(a, (int, float)) for a in args) or not args[0] < args[1]:
+        raise _fail(path, f"search.{key}.{kind}", f"expected [low, high] numbers with low < high, got {args!r}")
+    if kind == "loguniform" and args[0] <= 0:
+        raise _fail(path, f"search.{key}.{kind}", f"loguniform needs low > 0, got {args[0]!r}")
+    return [args[0], args[1] - 1 if kind == "randint" else args[1]]
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Parse and check a sweep file; errors name the file, the key and what to write instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file not found: {path} (see tune_configs/ for examples)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise _fail(path, "top level", f"expected a mapping with keys {sorted(TOP_KEYS)}")
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise _fail(path, "top level", f"unknown section(s) {sorted(unknown)}; valid: {sorted(TOP_KEYS)}")
+    recipe = data.get("recipe")
+    recipe_path = (REPO_ROOT / recipe) if recipe else None
+    if recipe_path is not None and not recipe_path.is_file():
+        raise _fail(path, "recipe", f"{recipe_path} does not exist")
+    base = data.get("base") or {}
+    grid = data.get("grid") or {}
+    search = data.get("search") or {}
+    tune = data.get("tune") or {}
+    for section, mapping in (("base", base), ("grid", grid), ("search", search), ("tune", tune)):
+        if not isinstance(mapping, dict):
+            raise _fail(path, section, f"expected a mapping, got {type(mapping).__name__}")
+    for key in base:
+        _check_key(path, "base", key)
+    for key, values in grid.items():
+        _check_key(path, "grid", key)
+        if not isinstance(values, list) or not values:
+            raise _fail(path, f"grid.{key}", f"expected a non-empty list of values, got {values!r}")
+    spec_values = {}
+    for key, spec in search.items():
+        _check_key(path, "search", key)
+        spec_values[key] = _spec_values(path, key, spec)
+    bad = set(tune) - TUNE_KEYS
+    if bad:
+        raise _fail(path, "tune", f"unknown key(s) {sorted(bad)}; valid: {sorted(TUNE_KEYS)}")
+    asha = tune.get("asha")
+    if asha is not None and (not isinstance(asha, dict) or set(asha) - ASHA_KEYS):
+        raise _fail(path, "tune.asha", f"expected a mapping with keys from {sorted(ASHA_KEYS)}, got {asha!r}")
+    if tune.get("mode", "min") not in ("min", "max"):
+        raise _fail(path, "tune.mode", f"expected 'min' or 'max', got {tune['mode']!r}")
+    settings = TuneSettings(name=str(tune.get("name", path.stem)),
+                            **{k: v for k, v in tune.items() if k != "name"})
+    spec = SweepSpec(path=path, recipe=recipe_path, base=base, grid=grid, search=search, tune=settings)
+    # Every value the sweep can put in a config must pass the config's own validation.
+    try:
+        cfg = spec.base_config()
+        for point in spec.grid_points():
+            apply_overrides(cfg, point)
+        for key, values in spec_values.items():
+            for value in values:
+                apply_overrides(cfg, {key: value})
+    except ValueError as err:
+        raise _fail(path, "values", str(err)) from None
+    return spec
+
+
+def tune_domains(search: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:
+    """The ``search`` section as Ray Tune domains (flat dotted keys)."""
+    from ray import tune
+
+    make = {"uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
+            "randint": lambda a: tune.randint(*a), "choice": lambda a: tune.choice(a)}
+    return {key: make[kind](args) for key, spec in search.items() for kind, args in spec.items()}

@@ -1,0 +1,221 @@
+"""Ray Tune + Optuna sweeps of refinement runs, one Tuner per grid point (e.g. per annotation fraction).
+
+    run_sweep(load_sweep("tune_configs/loss_weights.yaml")) -> sweep folder
+
+Per grid point: the benchmark is rendered if missing and a base model found (shipped) or pretrained
+(``launch.ensure_pretrained``); then a Tuner samples the ``search`` space with OptunaSearch (TPE, seeded)
+behind a concurrency limit, or walks ``num_samples`` repeats when there is nothing to search, with ASHA on
+the validation metric (reported at every ``train.eval_every`` step, ``time_attr='step'``). Each trial is a
+Train V2 driver function that builds the TorchTrainer and calls ``fit()`` (a Tuner cannot wrap a
+TorchTrainer directly in Train V2; FACTS.md), relaying the workers' reports with ``TuneReportCallback``.
+Trial names are ``<point>-<index>``; an interrupted sweep continues with ``Tuner.restore`` when rerun.
+
+Outputs in ``<run.output_dir>/sweeps/<name>/``: ``results.csv`` (one row per trial: grid point, sampled
+values, last validation metrics, test metrics of finished trials), ``results.md`` (mean and std over
+``run.seed`` per grid point, best configuration per point), ``best_<point>.yaml`` and ``curve.png`` (the
+metric against ``train.fraction`` for each other grid combination, when the grid has fractions).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray import tune
+
+from raymotion.config import Config, apply_overrides, to_dict
+from raymotion.train.launch import (absolute_paths, build_trainer, ensure_benchmark, ensure_pretrained, init_ray,
+                                    video_datasets)
+from raymotion.train.worker import run_directory
+from raymotion.tune.search_space import SweepSpec, tune_domains
+
+HEADLINE = ("pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "accel_error_mm")
+
+
+def trial_driver(trial: dict[str, Any]) -> None:
+    """One trial: the grid point's config + the sampled values -> a TorchTrainer run reporting to Tune."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = apply_overrides(Config.from_dict(trial["base"]), trial.get("params", {}))
+    index = ray.tune.get_context().get_trial_id().rsplit("_", 1)[-1]
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"{trial['point']}-{index}"),
+                              scaling=dataclasses.replace(cfg.scaling, storage_path=trial["storage"]))
+    trainer = build_trainer(cfg, "refine", video_datasets(cfg), callbacks=[TuneReportCallback()])
+    trainer.fit()
+
+
+def point_name(point: dict[str, Any]) -> str:
+    return "_".join(f"{k.split('.')[-1]}{v}" for k, v in point.items()) or "all"
+
+
+def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: Path) -> tune.Tuner:
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    settings = spec.tune
+    # The driver only waits on its TorchTrainer (a zero request is refused): the workers hold the CPUs.
+    trainable = tune.with_resources(trial_driver, {"CPU": 0.1})
+    path = folder / point
+    if tune.Tuner.can_restore(str(path)):
+        print(f"restoring the interrupted sweep at {path}", flush=True)
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    search_alg = None
+    if spec.search:
+        from optuna.samplers import TPESampler
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = ConcurrencyLimiter(
+            OptunaSearch(metric=settings.metric, mode=settings.mode, sampler=TPESampler(seed=settings.seed)),
+            max_concurrent=settings.max_concurrent_trials)
+    scheduler = None
+    if settings.asha is not None:
+        scheduler = ASHAScheduler(time_attr="step", metric=settings.metric, mode=settings.mode,
+                                  max_t=settings.asha.get("max_t", cfg.train.refine_steps),
+                                  grace_period=settings.asha.get("grace_period", cfg.train.eval_every),
+                                  reduction_factor=settings.asha.get("reduction_factor", 2))
+    return tune.Tuner(
+        trainable,
+        param_space={"base": to_dict(cfg), "point": point, "storage": str(folder / "trials"),
+                     "params": tune_domains(spec.search)},
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg, scheduler=scheduler, num_samples=settings.num_samples,
+            max_concurrent_trials=settings.max_concurrent_trials,
+            metric=None if (search_alg or scheduler) else settings.metric,
+            mode=None if (search_alg or scheduler) else settings.mode,
+            trial_name_creator=lambda t: f"{point}-{t.trial_id.rsplit('_', 1)[-1]}",
+            trial_dirname_creator=lambda t: f"{point}-{t.trial_id.rsplit('_', 1)[-1]}"),
+        run_config=tune.RunConfig(name=point, storage_path=str(folder)),
+    )
+
+
+def run_sweep(spec: SweepSpec) -> Path:
+    """Run every grid point's Tuner; write the result files; returns the sweep folder."""
+    first = absolute_paths(spec.base_config())
+    folder = Path(first.run.output_dir) / "sweeps" / spec.tune.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.yaml").write_text(spec.path.read_text())
+    init_ray(first)
+    rows: list[dict[str, Any]] = []
+    for point in spec.grid_points():
+        cfg = absolute_paths(spec.base_config(point))
+        ensure_benchmark(cfg)
+        cfg = ensure_pretrained(cfg, resume=True)
+        name = point_name(point)
+        before = _placement_groups("CREATED")
+        results = _tuner(spec, cfg, name, folder).fit()
+        release_leftover_placement_groups(before)
+        for result in results:
+            trial_cfg = result.config or {}
+            params = trial_cfg.get("params", {})
+            row: dict[str, Any] = {"point": name, **point, **params}
+            row.update({k: v for k, v in (result.metrics or {}).items() if k.startswith("val/") and k.endswith("_mm")})
+            row["step"] = (result.metrics or {}).get("step")
+            trial_name = f"{name}-{Path(result.path).name.rsplit('-', 1)[-1]}"
+            metrics_file = folder / "trials" / trial_name / "metrics.json"
+            if metrics_file.is_file():
+                final = json.loads(metrics_file.read_text())
+                row.update({f"test/{k}": final[k] for k in HEADLINE})
+                row.update({f"before/test/{k}": final.get(f"before/test/{k}") for k in HEADLINE})
+            rows.append(row)
+    write_results(folder, spec, rows)
+    return folder
+
+
+def _placement_groups(state: str) -> set[str]:
+    from ray.util import placement_group_table
+
+    return {pg_id for pg_id, info in placement_group_table().items() if info["state"] == state}
+
+
+def release_leftover_placement_groups(before: set[str]) -> int:
+    """Remove placement groups created since ``before`` that outlive their finished Tuner.
+
+    Train V2 trials can keep their worker group's placement group after they end (ray-project/ray#54305;
+    seen here for trials stopped by ASHA and for completed ones), holding CPUs that later grid points then
+    wait for forever. The Tuner is done when this runs, so nothing of the sweep still needs them.
+    Returns how many were removed.
+    """
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    leftover = _placement_groups("CREATED") - before
+    for pg_id in leftover:
+        remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_id))))
+    if leftover:
+        print(f"released {len(leftover)} placement group(s) left by finished trials (ray-project/ray#54305)", flush=True)
+    return len(leftover)
+
+
+def write_results(folder: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> None:
+    """results.csv, results.md (mean/std over run.seed per grid combination), best_<point>.yaml, curve.png."""
+    if not rows:
+        return
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with (folder / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    metric = spec.tune.metric
+    sign = 1 if spec.tune.mode == "min" else -1
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    group_keys = [k for k in spec.grid if k != "run.seed"]
+    for row in rows:
+        groups[tuple(row.get(k) for k in group_keys)].append(row)
+    shown = [metric] + [f"test/{m}" for m in HEADLINE]
+    lines = [f"# Sweep `{spec.tune.name}`", "", f"From `{spec.path.name}`; metric `{metric}` ({spec.tune.mode}).", "",
+             "| " + " | ".join(group_keys or ["point"]) + " | trials | " + " | ".join(shown) + " |",
+             "|" + "---|" * (len(group_keys or ["point"]) + 1 + len(shown))]
+    for key, members in groups.items():
+        cells = []
+        for m in shown:
+            xs = [r[m] for r in members if isinstance(r.get(m), (int, float)) and math.isfinite(r[m])]
+            cells.append(f"{statistics.mean(xs):.1f} +/- {statistics.stdev(xs):.1f}" if len(xs) > 1
+                         else (f"{xs[0]:.1f}" if xs else ""))
+        lines.append("| " + " | ".join(map(str, key or ("all",))) + f" | {len(members)} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for point in sorted({r["point"] for r in rows}):
+        candidates = [r for r in rows if r["point"] == point and isinstance(r.get(metric), (int, float))]
+        if not candidates:
+            continue
+        best = min(candidates, key=lambda r: sign * r[metric])
+        chosen = {k: v for k, v in best.items() if k in spec.search}
+        (folder / f"best_{point}.yaml").write_text(yaml.safe_dump({**spec.base, **{k: best[k] for k in spec.grid}, **chosen}))
+        lines.append(f"- best at `{point}`: {metric} {best[metric]:.1f} with {chosen or 'the base config'}")
+    (folder / "results.md").write_text("\n".join(lines) + "\n")
+    if "train.fraction" in spec.grid:
+        _plot_curve(folder, spec, groups, group_keys, metric)
+
+
+def _plot_curve(folder: Path, spec: SweepSpec, groups, group_keys: list[str], metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = "test/pa_mpjpe_mm" if any("test/pa_mpjpe_mm" in r for m in groups.values() for r in m) else metric
+    fi = group_keys.index("train.fraction")
+    lines: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    for key, members in groups.items():
+        xs = [r[shown] for r in members if isinstance(r.get(shown), (int, float))]
+        if xs:
+            lines[key[:fi] + key[fi + 1:]].append((100 * key[fi], statistics.mean(xs)))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    other = [k for k in group_keys if k != "train.fraction"]
+    for key, points in lines.items():
+        points.sort()
+        ax.plot(*zip(*points), marker="o", label=", ".join(f"{k.split('.')[-1]}={v}" for k, v in zip(other, key)) or shown)
+    ax.set_xscale("log")
+    ax.set_xlabel("annotated fraction (%)")
+    ax.set_ylabel(f"{shown} (mm)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(folder / "curve.png", dpi=100)
+    plt.close(fig)

@@ -133,6 +133,10 @@ class SynthConfig:
     body_fill: float = _field(0.72, "Height of the standing body as a fraction of the frame height.",
                               range=(0.2, 1.0))
     elevation_deg: tuple[float, float] = _field((-5.0, 20.0), "Range of the camera elevation, degrees.")
+    body_model: Literal["anny", "anny_lowres", "smpl"] = _field(
+        "anny", "Body the benchmark is rendered with (its labels come from it), independent of body.model, the "
+        "body the regressor predicts: the embedded default renders the full-resolution Anny mesh; "
+        "'anny_lowres' renders faster (tests); 'smpl' uses your SMPL files (body.smpl_dir, body.gender).")
     view_yaw_deg: tuple[float, float] = _field(
         (-90.0, 90.0), "Range of the camera's azimuth about the body at frame 0, degrees from straight in "
         "front (0 = the person faces the camera; 180 = seen from behind). (-180, 180) gives every view; the "

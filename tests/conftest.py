@@ -82,7 +82,7 @@ def tiny_benchmark(tmp_path_factory):
 
     out_dir = tmp_path_factory.mktemp("tiny_benchmark")
     cfg = load_config(
-        overrides={"body.model": "anny_lowres", "synth.out_dir": str(out_dir), "synth.num_workers": 1},
+        overrides={"body.model": "anny_lowres", "synth.body_model": "anny_lowres", "synth.out_dir": str(out_dir), "synth.num_workers": 1},
         preset=SYNTH_PRESETS["tiny"],
     )
     generate(cfg, progress=False)

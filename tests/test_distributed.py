@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from raymotion.config import ConfigError, load_config
 from raymotion.train import loop
+from raymotion.train.checkpoint import load_checkpoint
 
 ray = pytest.importorskip("ray")
 from raymotion.train import launch  # noqa: E402
@@ -69,6 +71,11 @@ def test_ray_train_reproduces_the_plain_loop_through_a_killed_worker_and_a_stopp
     assert (tmp_path / "killed" / FAULT_MARKER).is_file()
     assert order == [1, 2, 3, 3, 4, 5, 6]  # step 3 ran before the kill and again after the restart
     assert losses == reference
+    # BatchNorm stayed frozen under DDP: the running statistics are the pretrained model's.
+    before, after = load_checkpoint(pretrained)["model"], load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["model"]
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))  # it did train
     starts = [json.loads(line) for line in (tmp_path / "killed" / "workers.jsonl").read_text().splitlines()]
     assert len(starts) == 2 and starts[0]["pid"] != starts[1]["pid"]  # a new worker process
 

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.render
 
 def tiny_config(out_dir, **overrides):
     return load_config(
-        overrides={"body.model": "anny_lowres", "synth.out_dir": str(out_dir), "synth.num_workers": 1, **overrides},
+        overrides={"body.model": "anny_lowres", "synth.body_model": "anny_lowres", "synth.out_dir": str(out_dir), "synth.num_workers": 1, **overrides},
         preset=SYNTH_PRESETS["tiny"],
     )
 

@@ -54,6 +54,7 @@ def test_smoke_sweep_runs_two_trials_and_writes_results(tiny_benchmark, tmp_path
         ray.shutdown()
     rows = list(csv.DictReader((folder / "results.csv").open()))
     assert len(rows) == 2 and {r["point"] for r in rows} == {"fraction1.0"}
+    assert sorted(r["trial"] for r in rows) == ["fraction1.0-1", "fraction1.0-2"]  # deterministic names
     assert all(float(r["val/pa_mpjpe_mm"]) > 0 for r in rows)
     assert len({r["loss.flow_weight"] for r in rows}) == 2  # Optuna sampled two different weights
     assert (folder / "results.md").is_file() and (folder / "best_fraction1.0.yaml").is_file()

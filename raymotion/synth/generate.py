@@ -13,6 +13,8 @@ reprojected with the other frame's vertices.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -65,7 +67,7 @@ class ClipRenderer:
 
         self.cfg = cfg
         self.synth = cfg.synth
-        self.body = load_body_model(cfg.body)
+        self.body = load_body_model(dataclasses.replace(cfg.body, model=cfg.synth.body_model))
         self.faces_F3 = self.body.faces_F3
         # Each vertex's dominant skinning part, for garment regions of the texture.
         self.part_V = self.body.layer.lbs_weights.argmax(dim=1).numpy()

@@ -8,7 +8,8 @@ behind a concurrency limit, or walks ``num_samples`` repeats when there is nothi
 the validation metric (reported at every ``train.eval_every`` step, ``time_attr='step'``). Each trial is a
 Train V2 driver function that builds the TorchTrainer and calls ``fit()`` (a Tuner cannot wrap a
 TorchTrainer directly in Train V2; FACTS.md), relaying the workers' reports with ``TuneReportCallback``.
-Trial names are ``<point>-<index>``; an interrupted sweep continues with ``Tuner.restore`` when rerun.
+Trial names are ``<point>-<n>`` (n = 1, 2, ... in creation order); an interrupted sweep continues with
+``Tuner.restore`` when rerun.
 
 Outputs in ``<run.output_dir>/sweeps/<name>/``: ``results.csv`` (one row per trial: grid point, sampled
 values, last validation metrics, test metrics of finished trials), ``results.md`` (mean and std over
@@ -45,11 +46,17 @@ def trial_driver(trial: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     cfg = apply_overrides(Config.from_dict(trial["base"]), trial.get("params", {}))
-    index = ray.tune.get_context().get_trial_id().rsplit("_", 1)[-1]
-    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"{trial['point']}-{index}"),
+    name = ray.tune.get_context().get_trial_name()  # <point>-<trial number>, see trial_name
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name),
                               scaling=dataclasses.replace(cfg.scaling, storage_path=trial["storage"]))
     trainer = build_trainer(cfg, "refine", video_datasets(cfg), callbacks=[TuneReportCallback()])
     trainer.fit()
+
+
+def trial_name(point: str, trial: Any) -> str:
+    """``<point>-<n>``: n is Tune's trial number (the experiment tag's prefix, 1, 2, ... in creation order;
+    Tune's trial ids are random), so reruns and restores give the same names."""
+    return f"{point}-{trial.experiment_tag.split('_', 1)[0]}"
 
 
 def point_name(point: dict[str, Any]) -> str:
@@ -90,8 +97,8 @@ def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: Path) -> tune.Tuner
             max_concurrent_trials=settings.max_concurrent_trials,
             metric=None if (search_alg or scheduler) else settings.metric,
             mode=None if (search_alg or scheduler) else settings.mode,
-            trial_name_creator=lambda t: f"{point}-{t.trial_id.rsplit('_', 1)[-1]}",
-            trial_dirname_creator=lambda t: f"{point}-{t.trial_id.rsplit('_', 1)[-1]}"),
+            trial_name_creator=lambda t: trial_name(point, t),
+            trial_dirname_creator=lambda t: trial_name(point, t)),
         run_config=tune.RunConfig(name=point, storage_path=str(folder)),
     )
 
@@ -118,8 +125,8 @@ def run_sweep(spec: SweepSpec) -> Path:
             row: dict[str, Any] = {"point": name, **point, **params}
             row.update({k: v for k, v in (result.metrics or {}).items() if k.startswith("val/") and k.endswith("_mm")})
             row["step"] = (result.metrics or {}).get("step")
-            trial_name = f"{name}-{Path(result.path).name.rsplit('-', 1)[-1]}"
-            metrics_file = folder / "trials" / trial_name / "metrics.json"
+            row["trial"] = Path(result.path).name
+            metrics_file = folder / "trials" / row["trial"] / "metrics.json"
             if metrics_file.is_file():
                 final = json.loads(metrics_file.read_text())
                 row.update({f"test/{k}": final[k] for k in HEADLINE})

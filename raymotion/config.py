@@ -242,8 +242,10 @@ class LossConfig:
     supervised_weight: float = _field(1.0, "W_sup: weight of the labelled batch during refinement.",
                                       range=(0.0, None))
     flow_weight: float = _field(
-        3e-4, "W_flow. The paper's 0.01 overwhelmed the anchor in a CPU prototype (FACTS.md); its usable "
-        "range there was 1e-4 to 1e-3.", range=(0.0, None))
+        0.1, "W_flow, set against the supervised loss: W_flow * L_flow ~ rho * L_sup. At the embedded default's "
+        "base model L_sup ~ 3 and the normalised L_flow ~ 13 per pair, so 0.1 is rho ~ 40 %; the paper's 0.01 "
+        "is ~4 % and 3e-4 (a CPU prototype's choice, FACTS.md) ~0.1 %, i.e. no flow "
+        "(docs/results/method/README.md).", range=(0.0, None))
     flow_visibility: Literal["zbuffer", "eroded"] = _field(
         "eroded", "Visible vertices: 'zbuffer' (the paper: a face holding the vertex wins a pixel) or 'eroded' "
         "(also drop vertices at silhouette edges and depth jumps; measured better).")

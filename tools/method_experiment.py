@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--pretrained", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--flow-weight", type=float, default=3e-4)
+    parser.add_argument("--flow-weight", type=float, default=0.1)
     parser.add_argument("--texture-weight", type=float, default=1.0)
     parser.add_argument("--variants", nargs="+", default=None)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

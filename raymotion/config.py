@@ -552,6 +552,9 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+flatten = _flatten  # public: nested config dict -> dotted keys (used to compare configs key by key)
+
+
 def apply_overrides(cfg: T, overrides: Mapping[str, Any]) -> T:
     """A new validated config with dotted-key ``overrides`` applied; ``cfg`` is not modified."""
     d = to_dict(cfg)

@@ -62,10 +62,10 @@ def test_non_finite_loss_is_not_trained_on():
     model = torch.nn.Linear(2, 1)
     optimiser = torch.optim.SGD(model.parameters(), lr=1.0)
     before = [p.clone() for p in model.parameters()]
-    assert not loop._finite_step(model(torch.ones(1, 2)).sum() * float("nan"), model, optimiser)
+    assert not loop.finite_step(model(torch.ones(1, 2)).sum() * float("nan"), model, optimiser)
     for old, new in zip(before, model.parameters()):
         torch.testing.assert_close(old, new)
-    assert loop._finite_step(model(torch.ones(1, 2)).sum(), model, optimiser)
+    assert loop.finite_step(model(torch.ones(1, 2)).sum(), model, optimiser)
 
 
 def test_refine_without_a_checkpoint_names_the_key(tiny_root, tmp_path):

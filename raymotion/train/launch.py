@@ -23,7 +23,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from raymotion.config import Config, ConfigError, to_dict
+from raymotion.config import Config, ConfigError, flatten, to_dict
 from raymotion.data.pipeline import build_pair_dataset
 from raymotion.synth.generate import MANIFEST
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -61,10 +61,7 @@ def check_inputs(cfg: Config, stage: str, *, resume: bool) -> None:
     if stage == "refine":
         if not cfg.train.pretrained:
             raise ConfigError("train.pretrained", "", "set it to a pretraining run's checkpoint.pt")
-        if not Path(cfg.train.pretrained).is_file():
-            raise ConfigError("train.pretrained", cfg.train.pretrained, "no such file; give a pretraining run's "
-                              "checkpoint.pt (jobs/pretrain.py writes <run.output_dir>/<run.name>/checkpoint.pt)")
-    check_config_only(cfg, stage, resume=resume)
+    check_config_only(cfg, stage, resume=resume)  # also: train.pretrained names an existing file
 
 
 def init_ray(cfg: Config) -> None:
@@ -138,18 +135,8 @@ _BASE_KEYS_PREFIXES = ("synth.", "model.", "body.model", "data.crop_size", "data
                        "train.augment")
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _base_keys(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    flat = _flat(cfg_dict)
+    flat = flatten(cfg_dict)
     return {k: v for k, v in flat.items() if k.startswith(_BASE_KEYS_PREFIXES) and k not in _SYNTH_KEYS_IGNORED
             and k not in ("model.weights", "model.mean_params")}
 
@@ -221,8 +208,9 @@ def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
         raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "
                               f"run.name (--set run.name=...) to start another")
     if cfg.train.pretrained and not Path(cfg.train.pretrained).is_file():
-        raise ConfigError("train.pretrained", cfg.train.pretrained, "no such file; leave it empty to use the "
-                          "shipped base model or pretrain one, or give a pretraining run's checkpoint.pt")
+        raise ConfigError("train.pretrained", cfg.train.pretrained, "no such file; give a pretraining run's "
+                          "checkpoint.pt (jobs/pretrain.py writes <run.output_dir>/<run.name>/checkpoint.pt), or "
+                          "leave it empty in jobs/refine.py to use the shipped base model or pretrain one")
 
 
 def pretrain_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:

@@ -88,18 +88,25 @@ def labelled_frames(cfg: Config, split: str, *, augment: bool = False, fraction:
 class RunLog:
     """Appends one JSON line per logged step and prints a short progress line."""
 
-    def __init__(self, directory: Path, *, total_steps: int, label: str) -> None:
+    def __init__(self, directory: Path, *, total_steps: int, label: str, start_step: int = 0) -> None:
         self.path = directory / "log.jsonl"
         self.total_steps = total_steps
         self.label = label
+        self.start_step = start_step  # the step this process started from (a resumed run's checkpoint)
         self.start = time.perf_counter()
 
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
     def write(self, step: int, logs: dict[str, float]) -> None:
-        elapsed = time.perf_counter() - self.start
+        elapsed = self.elapsed
         with self.path.open("a") as handle:
             handle.write(json.dumps({"step": step, **logs, "wall_s": elapsed}) + "\n")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if not k.startswith("sup/"))
-        print(f"[{self.label}] step {step}/{self.total_steps} ({elapsed:.0f} s): {shown}", flush=True)
+        rate = (step - self.start_step) / elapsed if elapsed > 0 else float("nan")
+        print(f"[{self.label}] step {step}/{self.total_steps} ({elapsed:.0f} s, {rate:.2f} steps/s): {shown}",
+              flush=True)
 
 
 def _start_run(cfg: Config) -> tuple[Path, dict[str, Any] | None]:
@@ -113,7 +120,7 @@ def _start_run(cfg: Config) -> tuple[Path, dict[str, Any] | None]:
     return directory, state
 
 
-def _optimiser(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+def make_optimiser(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
 
 
@@ -152,25 +159,54 @@ def _after_step(done: int, total: int, *, cfg: Config, log: RunLog, logs: dict[s
         _save(directory, model=model, optimiser=optimiser, step=done, cfg=cfg, kind=kind, skipped=skipped)
 
 
-def _finish(directory: Path, cfg: Config, model: nn.Module, body: BodyModel, *, extra: dict[str, Any]) -> dict[str, Any]:
-    """Val and test metrics of the final model into metrics.json (test is reported, never selected on)."""
-    metrics: dict[str, Any] = dict(extra)
-    for split in ("val", "test"):
-        scores = evaluate(model, body, labelled_frames(cfg, split))
+def final_metrics(model: nn.Module, body: BodyModel, frames_by_split: dict[str, Any]) -> dict[str, float]:
+    """``<split>/<metric>`` for each split's frames, plus the test split's as the headline keys (mpjpe_mm,
+    pa_mpjpe_mm, pve_mm, accel_error_mm). Test is reported, never selected on."""
+    metrics: dict[str, float] = {}
+    for split, frames in frames_by_split.items():
+        scores = evaluate(model, body, frames)
         metrics.update({f"{split}/{k}": v for k, v in scores.items()})
         if split == "test":
-            metrics.update(scores)  # the headline keys: mpjpe_mm, pa_mpjpe_mm, pve_mm, accel_error_mm
+            metrics.update(scores)
+    return metrics
+
+
+def _finish(directory: Path, cfg: Config, model: nn.Module, body: BodyModel, *, extra: dict[str, Any]) -> dict[str, Any]:
+    """Val and test metrics of the final model into metrics.json."""
+    metrics: dict[str, Any] = {**extra, **final_metrics(
+        model, body, {split: labelled_frames(cfg, split) for split in ("val", "test")})}
     (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
-def _finite_step(loss: torch.Tensor, model: nn.Module, optimiser: torch.optim.Optimizer) -> bool:
-    """Backward and update, unless the loss or a gradient is not finite (then nothing is trained on)."""
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """The anchor network: a copy of ``model`` in eval mode without gradients."""
+    frozen = copy.deepcopy(model).eval()
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    return frozen
+
+
+def finite_step(loss: torch.Tensor, model: nn.Module, optimiser: torch.optim.Optimizer) -> bool:
+    """Backward and update, unless the loss or a gradient is not finite (then nothing is trained on).
+
+    Under torch.distributed (DDP workers) every rank must take the same decision, or the ranks' weights
+    drift apart: each flag is all-reduced (any rank non-finite -> every rank skips).
+    """
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+
+    def everywhere(ok: bool) -> bool:
+        if not distributed:
+            return ok
+        flag = torch.tensor(float(ok), device=loss.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return flag.item() == 1.0
+
     optimiser.zero_grad(set_to_none=True)
-    if not torch.isfinite(loss):
+    if not everywhere(bool(torch.isfinite(loss.detach()))):
         return False
     loss.backward()
-    if not all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None):
+    if not everywhere(all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)):
         optimiser.zero_grad(set_to_none=True)
         return False
     optimiser.step()
@@ -184,16 +220,16 @@ def pretrain(cfg: Config) -> dict[str, Any]:
     body = load_body_model(cfg.body)
     train_set = labelled_frames(cfg, "labelled", augment=cfg.train.augment, fraction=cfg.train.fraction)
     model = build_model(cfg)
-    optimiser = _optimiser(cfg, model)
+    optimiser = make_optimiser(cfg, model)
     start, skipped = _resume(state, model, optimiser)
     total = cfg.train.pretrain_steps
-    log = RunLog(directory, total_steps=total, label=f"pretrain {cfg.run.name}")
+    log = RunLog(directory, total_steps=total, label=f"pretrain {cfg.run.name}", start_step=start)
     print(f"pretraining on {len(train_set)} labelled frames ({cfg.train.fraction:.1%} of the pool's clips)")
     model.train()
     for step in range(start, total):
         batch = collate(train_set, batch_indices(len(train_set), cfg.train.batch_size, seed=cfg.run.seed, step=step))
         loss, logs = pretrain_loss(model, body, batch, cfg.loss)
-        skipped += not _finite_step(loss, model, optimiser)
+        skipped += not finite_step(loss, model, optimiser)
         _after_step(step + 1, total, cfg=cfg, log=log, logs=logs, directory=directory, model=model,
                     optimiser=optimiser, kind="pretrain", skipped=skipped)
     return _finish(directory, cfg, model, body, extra={"kind": "pretrain", "fraction": cfg.train.fraction,
@@ -211,12 +247,10 @@ def refine(cfg: Config) -> dict[str, Any]:
     body = load_body_model(cfg.body)
     model = build_model(cfg)
     model.load_state_dict(pretrained["model"])
-    frozen = copy.deepcopy(model).eval()
-    for parameter in frozen.parameters():
-        parameter.requires_grad_(False)
+    frozen = frozen_copy(model)
     if cfg.train.freeze_batchnorm:
         freeze_batchnorm(model)
-    optimiser = _optimiser(cfg, model)
+    optimiser = make_optimiser(cfg, model)
     start, skipped = _resume(state, model, optimiser)
     labelled = labelled_frames(cfg, "labelled", augment=cfg.train.augment, fraction=cfg.train.fraction)
     pairs = VideoPairs(
@@ -229,14 +263,14 @@ def refine(cfg: Config) -> dict[str, Any]:
         with_labels=cfg.loss.video_kp2d_weight > 0,  # the stand-in detector reads the 2D joints only
     )
     total = cfg.train.refine_steps
-    log = RunLog(directory, total_steps=total, label=f"refine {cfg.run.name}")
+    log = RunLog(directory, total_steps=total, label=f"refine {cfg.run.name}", start_step=start)
     print(f"refining on {len(pairs)} video pairs with {len(labelled)} labelled frames as anchor")
     model.train()  # BatchNorm stays frozen: freeze_batchnorm's hooks outlive train()
     for step in range(start, total):
         pair_batch = collate(pairs, batch_indices(len(pairs), cfg.train.pair_batch_size, seed=cfg.run.seed, step=step))
         label_batch = collate(labelled, batch_indices(len(labelled), cfg.train.batch_size, seed=cfg.run.seed + 1, step=step))
         loss, logs = refine_loss(model, frozen, body, pair_batch, label_batch, cfg.loss, step=step, total_steps=total)
-        skipped += not _finite_step(loss, model, optimiser)
+        skipped += not finite_step(loss, model, optimiser)
         _after_step(step + 1, total, cfg=cfg, log=log, logs=logs, directory=directory, model=model,
                     optimiser=optimiser, kind="refine", skipped=skipped)
     return _finish(directory, cfg, model, body, extra={"kind": "refine", "pretrained": cfg.train.pretrained,

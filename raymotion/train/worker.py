@@ -28,7 +28,6 @@ on each worker (no DDP, no gradients).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import socket
@@ -51,7 +50,8 @@ from raymotion.data.frames import VideoPairs
 from raymotion.eval.evaluate import evaluate
 from raymotion.models.regressor import RegressorOutput, freeze_batchnorm
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from raymotion.train.loop import batch_indices, build_model, collate, labelled_frames, seed_everything
+from raymotion.train.loop import (RunLog, batch_indices, build_model, collate, final_metrics, finite_step, frozen_copy,
+                                  labelled_frames, make_optimiser, seed_everything)
 from raymotion.train.report import write_run_report
 from raymotion.train.step import pretrain_loss, refine_loss
 
@@ -193,13 +193,11 @@ def _train(cfg: Config, stage: str) -> None:
     if stage == "refine":
         pretrained = load_checkpoint(cfg.train.pretrained)
         model.load_state_dict(pretrained["model"])
-        frozen = copy.deepcopy(model).to(device).eval()
-        for parameter in frozen.parameters():
-            parameter.requires_grad_(False)
+        frozen = frozen_copy(model).to(device)
         if cfg.train.freeze_batchnorm:
             freeze_batchnorm(model)
     model = model.to(device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimiser = make_optimiser(cfg, model)
     _record_worker(directory, rank=rank, world=world, device=device)
     state = _resume_state(cfg, directory)
     start, skipped, epoch, position = 0, 0, 0, 0
@@ -234,7 +232,7 @@ def _train(cfg: Config, stage: str) -> None:
         what = f"{len(labelled)} labelled frames" + (f" and video pairs ({cfg.scaling.video_source})" if pairs else "")
         print(f"[{stage} {cfg.run.name}] {world} worker(s) on {device}, {what}, steps {start}->{total}", flush=True)
 
-    tic = time.perf_counter()
+    log = RunLog(directory, total_steps=total, label=f"{stage} {cfg.run.name}", start_step=start)
     trained.train()
     logs: dict[str, float] = {}
     last_val: dict[str, float] = {}  # every report carries the latest val metrics (ASHA reads each one)
@@ -254,20 +252,19 @@ def _train(cfg: Config, stage: str) -> None:
                 pair_batch = collate(pairs, pair_ix)
             loss, logs = refine_loss(trained, frozen, body, _to_device(pair_batch, device), label_batch, cfg.loss,
                                      step=step, total_steps=total)
-        skipped += not _finite_step(loss, ddp, optimiser)
+        skipped += not finite_step(loss, ddp, optimiser)
         done = step + 1
         last = done == total
         logs = {**logs, "skipped_steps": float(skipped)}
         if rank == 0 and (done % cfg.train.log_every == 0 or last):
-            _log(directory, done, total, logs, tic=tic, start=start, label=f"{stage} {cfg.run.name}")
+            log.write(done, logs)
         report: dict[str, Any] = {}
         if done % cfg.train.eval_every == 0 or last:
             if rank == 0:
                 last_val = {f"val/{k}": v for k, v in evaluate(bare, body, val).items()}
                 report.update(last_val)
                 bare.train()
-                _log(directory, done, total, {k: v for k, v in report.items() if k.endswith("_mm")}, tic=tic,
-                     start=start, label=f"{stage} {cfg.run.name}")
+                log.write(done, {k: v for k, v in report.items() if k.endswith("_mm")})
         checkpoint_now = done % cfg.train.checkpoint_every == 0 or last
         if report or checkpoint_now:
             report.update({**last_val, "step": done, **logs})
@@ -279,52 +276,16 @@ def _train(cfg: Config, stage: str) -> None:
 
     if rank == 0:
         metrics: dict[str, Any] = {"kind": stage, "workers": world, "skipped_steps": skipped,
-                                   "train_seconds": time.perf_counter() - tic}
+                                   "train_seconds": log.elapsed}
+        test = labelled_frames(cfg, "test")  # decoded once for the model before and after
         if stage == "refine":
             metrics["pretrained"] = cfg.train.pretrained
             metrics.update({f"before/{k}": v for k, v in before.items()})
-            metrics.update({f"before/test/{k}": v for k, v in evaluate(frozen, body, labelled_frames(cfg, "test")).items()})
-        for split in ("val", "test"):
-            scores = evaluate(bare, body, labelled_frames(cfg, split))
-            metrics.update({f"{split}/{k}": v for k, v in scores.items()})
-            if split == "test":
-                metrics.update(scores)
+            metrics.update({f"before/test/{k}": v for k, v in evaluate(frozen, body, test).items()})
+        metrics.update(final_metrics(bare, body, {"val": val, "test": test}))
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_run_report(directory, metrics)
         print(f"[{stage} {cfg.run.name}] wrote {directory}/metrics.json and report.md", flush=True)
-
-
-def _finite_step(loss: Tensor, model: nn.Module, optimiser: torch.optim.Optimizer) -> bool:
-    """Backward and update unless the loss or a gradient is not finite.
-
-    Under DDP every rank must take the same decision, or the ranks' weights drift apart: the flag is
-    all-reduced (any rank non-finite -> every rank skips).
-    """
-    optimiser.zero_grad(set_to_none=True)
-    finite = torch.isfinite(loss.detach()).float()
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    if finite.item() < 1.0:
-        return False
-    loss.backward()
-    grads_ok = torch.tensor(float(all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)),
-                            device=loss.device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(grads_ok, op=torch.distributed.ReduceOp.MIN)
-    if grads_ok.item() < 1.0:
-        optimiser.zero_grad(set_to_none=True)
-        return False
-    optimiser.step()
-    return True
-
-
-def _log(directory: Path, step: int, total: int, logs: dict[str, float], *, tic: float, start: int, label: str) -> None:
-    elapsed = time.perf_counter() - tic
-    with (directory / "log.jsonl").open("a") as handle:
-        handle.write(json.dumps({"step": step, **logs, "wall_s": elapsed}) + "\n")
-    rate = (step - start) / elapsed if elapsed > 0 else float("nan")
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if not k.startswith("sup/"))
-    print(f"[{label}] step {step}/{total} ({elapsed:.0f} s, {rate:.2f} steps/s): {shown}", flush=True)
 
 
 def _report(cfg: Config, directory: Path, metrics: dict[str, Any], *, rank: int, checkpoint: bool,

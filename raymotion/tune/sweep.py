@@ -35,10 +35,9 @@ from ray import tune
 from raymotion.config import Config, apply_overrides, to_dict
 from raymotion.train.launch import (absolute_paths, build_trainer, ensure_benchmark, ensure_pretrained, init_ray,
                                     video_datasets)
-from raymotion.train.worker import run_directory
+from raymotion.train.report import HEADLINE_METRICS
 from raymotion.tune.search_space import SweepSpec, tune_domains
 
-HEADLINE = ("pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "accel_error_mm")
 
 
 def trial_driver(trial: dict[str, Any]) -> None:
@@ -129,8 +128,8 @@ def run_sweep(spec: SweepSpec) -> Path:
             metrics_file = folder / "trials" / row["trial"] / "metrics.json"
             if metrics_file.is_file():
                 final = json.loads(metrics_file.read_text())
-                row.update({f"test/{k}": final[k] for k in HEADLINE})
-                row.update({f"before/test/{k}": final.get(f"before/test/{k}") for k in HEADLINE})
+                row.update({f"test/{k}": final[k] for k in HEADLINE_METRICS})
+                row.update({f"before/test/{k}": final.get(f"before/test/{k}") for k in HEADLINE_METRICS})
             rows.append(row)
     write_results(folder, spec, rows)
     return folder
@@ -176,7 +175,7 @@ def write_results(folder: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> 
     group_keys = [k for k in spec.grid if k != "run.seed"]
     for row in rows:
         groups[tuple(row.get(k) for k in group_keys)].append(row)
-    shown = [metric] + [f"test/{m}" for m in HEADLINE]
+    shown = [metric] + [f"test/{m}" for m in HEADLINE_METRICS]
     lines = [f"# Sweep `{spec.tune.name}`", "", f"From `{spec.path.name}`; metric `{metric}` ({spec.tune.mode}).", "",
              "| " + " | ".join(group_keys or ["point"]) + " | trials | " + " | ".join(shown) + " |",
              "|" + "---|" * (len(group_keys or ["point"]) + 1 + len(shown))]

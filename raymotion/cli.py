@@ -9,6 +9,8 @@
     raymotion evaluate --checkpoint runs/ref5/checkpoint.pt [--split test]  # or --checkpoint mean
     raymotion mean-params --out mean_params.npz                            # regressor start point
     raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
+    raymotion precompute-flow [--set train.video_clips=24]  # the pair store of scaling.video_source=precomputed
+    raymotion bench-data [--max-clips 0] [--source streamed|precomputed]  # Ray Data vs a plain loop
 """
 
 from __future__ import annotations
@@ -70,6 +72,24 @@ def build_parser() -> argparse.ArgumentParser:
     gate = sub.add_parser("diagnose-flow", help="does the flow loss carry signal? (truth vs static meshes)")
     gate.add_argument("--max-clips", type=int, default=8, help="video clips to use (their labels are read)")
     _add_config_args(gate)
+    store = sub.add_parser("precompute-flow", help="write the refinement's frame pairs with flow once, as the "
+                           "Parquet pair store that scaling.video_source=precomputed reads (skips a finished one)")
+    _add_config_args(store)
+    bench = sub.add_parser("bench-data", help="pairs/s of the Ray Data pipeline against a plain single-process loop "
+                           "doing the same work (no training); data.root, data.bbox_scale, train.video_gap, "
+                           "flow.estimator and scaling.pair_store come from the config")
+    bench.add_argument("--max-clips", type=int, default=0,
+                       help="first clips of the video split to use (0: all; 64 in the default benchmark)")
+    bench.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: data.crop_size)")
+    bench.add_argument("--window", type=int, default=32, help="frames per decoded window of the pipeline")
+    bench.add_argument("--flow-actors", type=int, default=2, help="flow actors of the pipeline (1 CPU each)")
+    bench.add_argument("--decoder", default="auto", help="pipeline decoder: auto, pyav, dali_cpu, dali_mixed")
+    bench.add_argument("--source", choices=("streamed", "precomputed"), default="streamed",
+                       help="streamed: decode + crop + flow actors; precomputed: read the pair store back "
+                       "(computed first when missing, not timed)")
+    bench.add_argument("--plain-threads", type=int, default=0,
+                       help="OpenCV threads of the plain loop (0: OpenCV's own choice, one per core)")
+    _add_config_args(bench)
     return parser
 
 
@@ -126,6 +146,32 @@ def main(argv: list[str] | None = None) -> int:
         from raymotion.train.diagnose import run_flow_gate
 
         print(run_flow_gate(cfg, max_clips=args.max_clips))
+        return 0
+    if args.command == "precompute-flow":
+        from raymotion.data.flow_store import precompute_for_config
+        from raymotion.train.launch import absolute_paths, init_ray
+
+        cfg = absolute_paths(cfg)
+        init_ray(cfg)
+        try:
+            store = precompute_for_config(cfg)
+        except (ValueError, FileNotFoundError) as err:  # e.g. a store folder that is not a finished store
+            print(f"raymotion precompute-flow: {err}", file=sys.stderr)
+            return 2
+        how = "already there, reused" if store.reused else "written"
+        print(f"pair store {store.folder}: {store.rows} pairs, {how} ({store.seconds:.1f} s to compute)")
+        return 0
+    if args.command == "bench-data":
+        from raymotion.data.bench import BenchSettings, format_bench, run_bench
+        from raymotion.train.launch import absolute_paths, init_ray
+
+        cfg = absolute_paths(cfg)
+        settings = BenchSettings(
+            data_root=cfg.data.root, max_clips=args.max_clips or None, crop_size=args.crop_size or cfg.data.crop_size,
+            bbox_scale=cfg.data.bbox_scale, gap=cfg.train.video_gap, window=args.window, flow=cfg.flow.estimator,
+            flow_actors=args.flow_actors, decoder=args.decoder, source=args.source,
+            plain_threads=args.plain_threads, store_dir=cfg.scaling.pair_store)
+        print(format_bench(run_bench(settings, start_ray=lambda: init_ray(cfg))))
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

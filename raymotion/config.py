@@ -200,8 +200,21 @@ class DataConfig:
 class FlowConfig:
     """The frozen optical-flow estimator."""
 
-    estimator: Literal["dis", "farneback"] = _field(
-        "dis", "Optical flow: 'dis' = OpenCV DIS tuned for fine texture (CPU default), 'farneback'.")
+    estimator: Literal["dis", "farneback", "raft_small", "raft_large", "dali_of"] = _field(
+        "dis", "Optical flow: 'dis' = OpenCV DIS tuned for fine texture (CPU default), 'farneback' (CPU); "
+        "'raft_small', 'raft_large' = torchvision RAFT with the weights in flow.raft_weights (GPU or CPU); "
+        "'dali_of' = the GPU's hardware optical-flow engine through DALI (NVIDIA Turing or newer).")
+    raft_weights: str = _field(
+        "", "State dict (.pth) of the torchvision RAFT variant named by flow.estimator, loaded with "
+        "weights_only=True; required by 'raft_small'/'raft_large', nothing is ever downloaded. torchvision's "
+        "pretrained files come from Raft_Large_Weights.DEFAULT.url (raft_large_C_T_SKHT_V2-ff5fadd5.pth) and "
+        "Raft_Small_Weights.DEFAULT.url (raft_small_C_T_V2-01064c6d.pth) in torchvision.models.optical_flow.")
+    raft_iters: int = _field(
+        12, "RAFT's recurrent refinement iterations (num_flow_updates; torchvision's default 12). Fewer is "
+        "faster and coarser.", range=(1, 64))
+    device: Literal["auto", "cpu", "cuda"] = _field(
+        "auto", "Where RAFT runs: 'auto' = cuda when available, else cpu. 'dali_of' needs cuda; 'dis' and "
+        "'farneback' always run on the CPU.")
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -286,7 +299,9 @@ class TrainConfig:
     fraction_seed: int = _field(
         0, "Seed that picks which clips form the annotated fraction. Apart from run.seed, so that runs with "
         "different seeds refine with the very frames their base model was pretrained on.", range=(0, None))
-    lr: float = _field(1e-4, "Adam learning rate.", range=(0.0, 1.0))
+    lr: float = _field(1e-4, "Adam learning rate of refinement.", range=(0.0, 1.0))
+    pretrain_lr: float = _field(3e-4, "Adam learning rate of pretraining (from ImageNet-free initialisation, so "
+                                "higher than refinement's).", range=(0.0, 1.0))
     weight_decay: float = _field(0.0, "Adam weight decay.", range=(0.0, 1.0))
     batch_size: int = _field(32, "Labelled frames per step.", range=(1, None))
     pair_batch_size: int = _field(16, "Video frame pairs per refinement step.", range=(1, None))
@@ -302,6 +317,8 @@ class TrainConfig:
         "estimator", "Optical flow for refinement: flow.estimator on the crops, or the renderer's exact flow "
         "(an oracle upper bound; synthetic data only).")
     video_gap: int = _field(1, "Frame gap of video pairs.", range=(1, None))
+    video_clips: int = _field(0, "Refine on the first this many clips of the video split (0 = all): the amount "
+                              "of unannotated video, for gain-against-video curves.", range=(0, None))
     freeze_batchnorm: bool = _field(True, "Freeze BatchNorm statistics during refinement (METHOD.md 4).")
     max_eval_clips: int = _field(0, "Evaluate on at most this many clips of the split (0 = all).",
                                  range=(0, None))
@@ -336,10 +353,15 @@ class ScalingConfig:
     ray_num_cpus: int = _field(
         0, "Logical CPUs of a new local Ray instance: 0 = physical cores + 4, so Ray Data's tasks find CPUs "
         "beside the workers (FACTS.md: a pipeline hangs when actors take every CPU).", range=(0, None))
-    video_source: Literal["ray_data", "local"] = _field(
+    video_source: Literal["ray_data", "precomputed", "local"] = _field(
         "ray_data", "Video pairs for refinement: 'ray_data' streams them through the Ray Data pipeline "
-        "(decode, crop, flow) split across workers; 'local' reads them in each worker with the flow cache "
-        "(deterministic batches, bit-exact resume).")
+        "(decode, crop, flow) split across workers; 'precomputed' reads the same rows from a Parquet pair store "
+        "written once by that pipeline (`raymotion precompute-flow`; computed first when missing) and shared "
+        "by runs and sweep trials; 'local' reads them in each worker with the flow cache (deterministic "
+        "batches, bit-exact resume).")
+    pair_store: str = _field(
+        "", "Folder holding the pair stores of scaling.video_source=precomputed: '' = <data.root>/pairs. On a "
+        "multi-node cluster it must be on storage every node reads.")
     flow_actors: int = _field(1, "Optical-flow actors of the Ray Data pipeline.", range=(1, None))
     fail_at_step: int = _field(
         0, "Fault injection for tests: worker 0 kills its process once when it reaches this step (0 = never).",

@@ -87,3 +87,14 @@ def tiny_benchmark(tmp_path_factory):
     )
     generate(cfg, progress=False)
     return out_dir
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A small local Ray for one test module. address='local': never attach to another Ray instance on this
+    machine. 4 logical CPUs on 2 cores leave room for Ray Data's tasks beside the stage actors (FACTS.md:
+    actors taking every CPU hang a pipeline)."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

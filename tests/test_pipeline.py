@@ -60,14 +60,6 @@ def dataset(tmp_path_factory):
     return write_dataset(tmp_path_factory.mktemp("pairs"))
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 # ---- windows (pure) ---------------------------------------------------------------------------
 
 
@@ -169,6 +161,10 @@ def test_pipeline_auto_decoder_uses_dali_for_vp9(dataset, ray_local):
     summary = report.summary()
     assert summary["backends"] == {"dali_cpu": len(CLIP_FRAMES)}
     assert summary["decoded_frames"] == summary["used_frames"] == sum(CLIP_FRAMES)  # one window per clip
+    # train.video_clips: the first N clips only, as VideoPairs(max_clips=N)
+    first_two = collect(build_pair_dataset(dataset, crop_size=24, bbox_scale=1.3, window=16, flow=None, max_clips=2))
+    assert sorted(first_two) == sorted(k for k in pairs if k[0] in sorted({c for c, _ in pairs})[:2])
+    assert len(first_two) == sum(f - 1 for f in CLIP_FRAMES[:2])
 
 
 @pytest.mark.ray

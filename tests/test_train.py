@@ -58,6 +58,14 @@ def test_resumed_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
+def test_pretraining_and_refinement_each_use_their_learning_rate():
+    cfg = load_config(overrides={"train.lr": 1e-5, "train.pretrain_lr": 2e-3, "train.weight_decay": 0.01})
+    model = torch.nn.Linear(2, 1)
+    groups = {stage: loop.make_optimiser(cfg, model, stage).param_groups[0] for stage in ("pretrain", "refine")}
+    assert (groups["pretrain"]["lr"], groups["refine"]["lr"]) == (2e-3, 1e-5)
+    assert groups["pretrain"]["weight_decay"] == groups["refine"]["weight_decay"] == 0.01
+
+
 def test_non_finite_loss_is_not_trained_on():
     model = torch.nn.Linear(2, 1)
     optimiser = torch.optim.SGD(model.parameters(), lr=1.0)

@@ -3,7 +3,8 @@
 ``LabelledFrames`` feeds the supervised and anchoring batches; ``VideoPairs`` feeds the unannotated
 frame pairs of flow-consistency refinement. Both decode every clip once at construction, keep uint8
 crops in memory (flows as float16) and return torch tensors, so a plain DataLoader can batch them.
-The Ray Data pipeline does the same work with the same ``raymotion.data.crops`` functions.
+The Ray Data pipelines do the same work with the same ``raymotion.data.crops`` functions (and, for
+labelled frames, the same ``labelled_item``).
 
 Tensor naming legend: N = frames, P = pairs, T = frames of one clip, J = joints, S = crop side
 (pixels), H, W = image height and width; trailing digits are literal sizes.
@@ -41,6 +42,7 @@ from raymotion.data.crops import (
     to_normalised,
     transform_points,
 )
+from raymotion.config import FlowConfig
 from raymotion.data.decode import read_video
 from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
 from raymotion.synth.generate import read_manifest
@@ -126,6 +128,79 @@ def _read_labels(data_dir: Path, row: dict, columns: list[str]) -> dict[str, np.
     return labels
 
 
+def augmented_store_size(crop_size: int) -> int:
+    """Side (pixels) of the source crop kept per frame for augmentation: the final crop scaled up to
+    1 + SCALE_JITTER and turned by any angle fits inside it (the circumscribed circle of that square),
+    at the final crop's pixel density and with the same centre."""
+    return math.ceil(crop_size * (1.0 + SCALE_JITTER) * math.sqrt(2.0))
+
+
+LABELLED_ITEM_LABELS = ("joints2d", "joints2d_visible", "joints3d_cam", "eval_joints3d_cam", "pose_cam", "betas")
+"""The label columns ``labelled_item`` reads (besides the crop's ``center`` and ``side``)."""
+
+
+def labelled_item(source_HW3: np.ndarray, labels: dict[str, np.ndarray], *, crop_size: int,
+                  augmentation: Augmentation | None) -> dict[str, np.ndarray]:
+    """One labelled frame's model input and targets, from its stored crop and labels. Pure; numpy out.
+
+    ``LabelledFrames`` and the Ray Data pipeline (``raymotion.data.labelled_pipeline``) both build their
+    items with this function.
+
+    Args:
+        source_HW3: the frame's stored uint8 RGB crop. With ``augmentation=None``: the final (S, S, 3)
+            crop, used as is. Otherwise the (A, A, 3) source crop, A = ``augmented_store_size(S)``, with
+            the final crop's centre and pixel density; the item is resampled from it (the identity
+            ``Augmentation()`` resamples too).
+        labels: one frame's labels: center (2,) and side () of the un-augmented crop, image pixels
+            (``crops.crop_box``); joints2d (24, 2) image pixels; joints2d_visible (24,) bool;
+            joints3d_cam (24, 3) and eval_joints3d_cam (14, 3) metres, camera frame; pose_cam (24, 3)
+            axis-angle; betas (10,). Other keys are ignored.
+        crop_size: S, crop pixels.
+        augmentation: see ``LabelledFrames``; None for none.
+
+    Returns:
+        image (3, S, S) float32 ImageNet-normalised RGB; joints2d (24, 2) normalised crop coordinates;
+        joints2d_vis (24,) 1.0 where visible and inside the crop; joints3d (24, 3); eval_joints3d (14, 3);
+        pose_cam (24, 3); betas (10,); has_smpl () 1.0. All float32.
+    """
+    aug = augmentation or Augmentation()
+    if abs(aug.scale - 1.0) > SCALE_JITTER + 1e-9:
+        raise ValueError(f"augmentation scale={aug.scale} is outside the stored range 1 +/- {SCALE_JITTER}")
+    if augmentation is not None:
+        # The source crop shares the box centre and pixel density, so the final crop is the
+        # square of side scale * S around its centre.
+        half = source_HW3.shape[0] / 2.0
+        crop_HW3 = crop_image(source_HW3, center_2=(half, half), side=aug.scale * crop_size, size=crop_size,
+                              rotation_deg=aug.rotation_deg, flip=aug.flip)
+    else:
+        crop_HW3 = source_HW3
+    matrix_23 = crop_matrix(labels["center"], aug.scale * labels["side"], crop_size, aug.rotation_deg, aug.flip)
+    joints2d_J2 = to_normalised(transform_points(labels["joints2d"], matrix_23), size=crop_size)
+    visible_J = labels["joints2d_visible"].copy()
+    joints3d_J3 = rotate_points3d(labels["joints3d_cam"], aug.rotation_deg)
+    eval_joints3d_E3 = rotate_points3d(labels["eval_joints3d_cam"], aug.rotation_deg)
+    pose_J3 = rotate_pose(labels["pose_cam"], aug.rotation_deg)
+    if aug.flip:
+        # The crop is mirrored, so the joint at a left joint's pixel is now a right joint.
+        joints2d_J2 = joints2d_J2[list(SMPL_FLIP_PERM)]
+        visible_J = visible_J[list(SMPL_FLIP_PERM)]
+        joints3d_J3 = flip_points3d(joints3d_J3, SMPL_FLIP_PERM)
+        eval_joints3d_E3 = flip_points3d(eval_joints3d_E3, EVAL_FLIP_PERM)
+        pose_J3 = flip_pose(pose_J3)
+    visible_J &= (np.abs(joints2d_J2) <= 1.0).all(axis=1)
+    gain_3 = None if aug.gain_3 == (1.0, 1.0, 1.0) else np.asarray(aug.gain_3)
+    return {
+        "image": normalise_image(crop_HW3, gain_3=gain_3).numpy(),
+        "joints2d": np.asarray(joints2d_J2, dtype=np.float32),
+        "joints2d_vis": np.asarray(visible_J, dtype=np.float32),
+        "joints3d": np.asarray(joints3d_J3, dtype=np.float32),
+        "eval_joints3d": np.asarray(eval_joints3d_E3, dtype=np.float32),
+        "pose_cam": np.asarray(pose_J3, dtype=np.float32),
+        "betas": np.array(labels["betas"], dtype=np.float32),
+        "has_smpl": np.array(1.0, dtype=np.float32),
+    }
+
+
 def _check_crop_args(*, crop_size: int, bbox_scale: float) -> None:
     if crop_size < 8:
         raise ValueError(f"crop_size={crop_size} must be >= 8 pixels")
@@ -172,9 +247,8 @@ class LabelledFrames(Dataset):
         chosen = select_clips(len(rows), fraction=fraction, seed=seed, max_clips=max_clips)
         self.crop_size = crop_size
         self.augment = augment
-        # Stored crop side: the final crop, or the source crop that holds every augmented crop
-        # (scale up to 1 + SCALE_JITTER, any rotation: the circumscribed circle of that square).
-        self._store_size = math.ceil(crop_size * (1.0 + SCALE_JITTER) * math.sqrt(2.0)) if augment else crop_size
+        # Stored crop side: the final crop, or the source crop that holds every augmented crop.
+        self._store_size = augmented_store_size(crop_size) if augment else crop_size
         self.clip_ids = [rows[i][1]["clip_id"] for i in chosen]
 
         columns = list(_LABEL_SHAPES)
@@ -207,46 +281,13 @@ class LabelledFrames(Dataset):
         if augmentation is not None and not self.augment and augmentation != Augmentation():
             raise ValueError("this LabelledFrames was built with augment=False and keeps only the final crops; "
                              "build it with augment=True to apply an augmentation")
-        aug = augmentation or Augmentation()
-        if abs(aug.scale - 1.0) > SCALE_JITTER + 1e-9:
-            raise ValueError(f"augmentation scale={aug.scale} is outside the stored range 1 +/- {SCALE_JITTER}")
-        size = self.crop_size
         lab = {name: values[index] for name, values in self._labels.items()}
-        if self.augment:
-            # The source crop shares the box centre and pixel density, so the final crop is the
-            # square of side scale * S around its centre.
-            half = self._store_size / 2.0
-            crop_HW3 = crop_image(self._crops_NHW3[index], center_2=(half, half), side=aug.scale * size, size=size,
-                                  rotation_deg=aug.rotation_deg, flip=aug.flip)
-        else:
-            crop_HW3 = self._crops_NHW3[index]
-        matrix_23 = crop_matrix(lab["center"], aug.scale * lab["side"], size, aug.rotation_deg, aug.flip)
-        joints2d_J2 = to_normalised(transform_points(lab["joints2d"], matrix_23), size=size)
-        visible_J = lab["joints2d_visible"].copy()
-        joints3d_J3 = rotate_points3d(lab["joints3d_cam"], aug.rotation_deg)
-        eval_joints3d_E3 = rotate_points3d(lab["eval_joints3d_cam"], aug.rotation_deg)
-        pose_J3 = rotate_pose(lab["pose_cam"], aug.rotation_deg)
-        if aug.flip:
-            # The crop is mirrored, so the joint at a left joint's pixel is now a right joint.
-            joints2d_J2 = joints2d_J2[list(SMPL_FLIP_PERM)]
-            visible_J = visible_J[list(SMPL_FLIP_PERM)]
-            joints3d_J3 = flip_points3d(joints3d_J3, SMPL_FLIP_PERM)
-            eval_joints3d_E3 = flip_points3d(eval_joints3d_E3, EVAL_FLIP_PERM)
-            pose_J3 = flip_pose(pose_J3)
-        visible_J &= (np.abs(joints2d_J2) <= 1.0).all(axis=1)
-        gain_3 = None if aug.gain_3 == (1.0, 1.0, 1.0) else np.asarray(aug.gain_3)
-        return {
-            "image": normalise_image(crop_HW3, gain_3=gain_3),
-            "joints2d": torch.as_tensor(joints2d_J2, dtype=torch.float32),
-            "joints2d_vis": torch.as_tensor(visible_J, dtype=torch.float32),
-            "joints3d": torch.as_tensor(joints3d_J3, dtype=torch.float32),
-            "eval_joints3d": torch.as_tensor(eval_joints3d_E3, dtype=torch.float32),
-            "pose_cam": torch.as_tensor(pose_J3, dtype=torch.float32),
-            "betas": torch.as_tensor(lab["betas"], dtype=torch.float32),
-            "has_smpl": torch.tensor(1.0),
-            "clip_index": int(self._clip_index_N[index]),
-            "frame": int(self._frame_N[index]),
-        }
+        arrays = labelled_item(self._crops_NHW3[index], lab, crop_size=self.crop_size,
+                               augmentation=(augmentation or Augmentation()) if self.augment else None)
+        item: dict[str, torch.Tensor | int] = {name: torch.from_numpy(value) for name, value in arrays.items()}
+        item["clip_index"] = int(self._clip_index_N[index])
+        item["frame"] = int(self._frame_N[index])
+        return item
 
 
 def _estimated_crop_flows(cache: Path, estimator, crops: list[np.ndarray], *, gap: int,
@@ -278,6 +319,8 @@ class VideoPairs(Dataset):
     the two crops once at construction (forward crop1 -> crop2, backward crop2 -> crop1), or
     'ground_truth': the renderer's exact flow (flow.npz; gap 1 only) mapped to the crops with
     ``crops.crop_flow``, NaN (off the body) set to 0 and reported in the validity masks.
+    ``flow_config``: the ``flow`` config section, for estimators with settings (RAFT's weights and
+    iterations); the cache file is named by the estimator's ``tag``, so changed settings recompute.
 
     ``__getitem__`` returns a dict of tensors:
         image1, image2 (3, S, S) float32, ImageNet-normalised RGB of frames t and t + gap;
@@ -308,6 +351,7 @@ class VideoPairs(Dataset):
         crop_size: int,
         bbox_scale: float,
         flow: str = "dis",
+        flow_config: FlowConfig | None = None,
         gap: int = 1,
         max_clips: int | None = None,
         with_labels: bool = False,
@@ -333,7 +377,7 @@ class VideoPairs(Dataset):
         self.flow = flow
         self.gap = gap
         self.with_labels = with_labels
-        estimator = None if flow == GROUND_TRUTH_FLOW else make_flow_estimator(flow)
+        estimator = None if flow == GROUND_TRUTH_FLOW else make_flow_estimator(flow, flow_config)
         columns = list(_LABEL_SHAPES) if with_labels else ["box_xyxy"]
 
         crops, crop_params, labels, first, clip_index, t_index = [], [], [], [], [], []
@@ -354,7 +398,7 @@ class VideoPairs(Dataset):
             t_index += range(num_pairs)
             if estimator is not None:
                 cache = data_dir / row["path"]
-                cache = cache.with_name(f"flow_{flow}_{crop_size}px_x{bbox_scale:g}_gap{gap}.npz")
+                cache = cache.with_name(f"flow_{estimator.tag}_{crop_size}px_x{bbox_scale:g}_gap{gap}.npz")
                 forward_PSS2, backward_PSS2 = _estimated_crop_flows(cache, estimator, clip_crops, gap=gap, num_pairs=num_pairs)
                 flows_fwd += list(forward_PSS2)
                 flows_bwd += list(backward_PSS2)

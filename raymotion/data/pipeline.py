@@ -30,10 +30,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import ray
 
+from raymotion.config import FlowConfig
 from raymotion.data.crops import crop_box, crop_image
 from raymotion.data.decode import DECODER_BACKENDS, choose_decoder, read_video_window, video_codec
 from raymotion.data.manifest import pair_windows
-from raymotion.flow.estimator import make_flow_estimator
+from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
 from raymotion.synth.generate import read_manifest
 
 logger = logging.getLogger(__name__)
@@ -156,25 +157,12 @@ class DecodeCropStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        out: list[dict[str, np.ndarray]] = []
-        decoded_total = used_total = 0
-        for i in range(len(batch["clip_id"])):
-            window = {name: values[i] for name, values in batch.items()}
-            try:
-                rows, decoded, backend = self._window(window)
-            except (ValueError, FileNotFoundError) as err:
-                if self.bad_input == "fail":
-                    raise
-                message = f"skipped window frames {window['first_frame']}..{window['first_frame'] + window['num_frames'] - 1} of clip {window['clip_id']}: {err}"
-                logger.warning(message)
-                if self.report is not None:
-                    self.report.skip.remote(message)
-                continue
-            out.append(rows)
-            decoded_total += decoded
-            used_total += int(window["num_frames"])
-            if self.report is not None:
-                self.report.add_backend.remote(backend)
+        kept, decoded_total = each_window(
+            batch, self._window, bad_input=self.bad_input, report=self.report,
+            describe=lambda w: f"window frames {w['first_frame']}..{w['first_frame'] + w['num_frames'] - 1} "
+                               f"of clip {w['clip_id']}")
+        out = [rows for _, rows in kept]
+        used_total = sum(int(window["num_frames"]) for window, _ in kept)
         if self.report is not None:
             self.report.add.remote(windows=len(out), decoded_frames=decoded_total, used_frames=used_total,
                                    pairs=sum(len(r["t"]) for r in out), decode_crop_s=time.perf_counter() - start)
@@ -186,29 +174,71 @@ class DecodeCropStage:
         return {name: np.concatenate([r[name] for r in out]) for name in out[0]}
 
 
+def each_window(batch: dict[str, np.ndarray], work, *, bad_input: str, report, describe) -> tuple[list, int]:
+    """Run ``work(window) -> (rows, decoded frames, backend)`` on every window of a ``map_batches`` batch
+    under the bad-input policy: 'fail' re-raises, 'skip' logs ``skipped <describe(window)>: <error>``, tells
+    ``report`` (the stage's ``_ReportActor`` handle, or None) and goes on.
+
+    Returns ([(window, rows) of the windows kept], decoded frames summed over them).
+    """
+    kept, decoded_total = [], 0
+    for i in range(len(batch["clip_id"])):
+        window = {name: values[i] for name, values in batch.items()}
+        try:
+            rows, decoded, backend = work(window)
+        except (ValueError, FileNotFoundError) as err:
+            if bad_input == "fail":
+                raise
+            message = f"skipped {describe(window)}: {err}"
+            logger.warning(message)
+            if report is not None:
+                report.skip.remote(message)
+            continue
+        kept.append((window, rows))
+        decoded_total += decoded
+        if report is not None:
+            report.add_backend.remote(backend)
+    return kept, decoded_total
+
+
 class FlowStage:
     """``map_batches`` stage: adds flow_fwd (crop 1 -> crop 2) and flow_bwd (crop 2 -> crop 1), (2, S, S)
     float32 crop pixels, computed with a ``raymotion.flow.estimator`` estimator (default OpenCV DIS)."""
 
-    def __init__(self, *, flow: str, report: PipelineReport | None) -> None:
+    def __init__(self, *, flow: str, flow_config: FlowConfig | None, report: PipelineReport | None) -> None:
         # The actor holds one CPU; OpenCV's own thread pool would oversubscribe the cores that the other
         # actors hold (on 2 busy cores DIS took 38 ms per 128 px pair with 2 threads, 27 ms with 1).
         cv2.setNumThreads(1)
-        self.estimator = make_flow_estimator(flow)
+        self.estimator = make_flow_estimator(flow, flow_config)
         self.report = report.actor if report is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         image1, image2 = batch["image1"], batch["image2"]
         size = image1.shape[1] if image1.ndim == 4 else 0
-        forward = [self.estimator(a, b).transpose(2, 0, 1) for a, b in zip(image1, image2)]
-        backward = [self.estimator(b, a).transpose(2, 0, 1) for a, b in zip(image1, image2)]
-        empty = np.zeros((0, 2, size, size), np.float32)
-        batch["flow_fwd"] = np.stack(forward) if forward else empty
-        batch["flow_bwd"] = np.stack(backward) if backward else empty
+        if len(image1):  # one call per direction: RAFT and DALI run the whole batch on the device at once
+            batch["flow_fwd"] = self.estimator.batch(image1, image2).transpose(0, 3, 1, 2)
+            batch["flow_bwd"] = self.estimator.batch(image2, image1).transpose(0, 3, 1, 2)
+        else:
+            batch["flow_fwd"] = batch["flow_bwd"] = np.zeros((0, 2, size, size), np.float32)
         if self.report is not None:
-            self.report.add.remote(flow_s=time.perf_counter() - start, flow_pairs=len(forward))
+            self.report.add.remote(flow_s=time.perf_counter() - start, flow_pairs=len(image1))
         return batch
+
+
+def select_windows(data_root: str | Path, *, split: str, gap: int, window: int,
+                   max_clips: int | None) -> list[dict]:
+    """The windows ``build_pair_dataset`` decodes: those of the first ``max_clips`` clips of ``split`` that
+    hold a pair (None: every clip), in manifest order; rows as ``manifest.pair_windows``'s."""
+    if max_clips is not None and max_clips < 1:
+        raise ValueError(f"max_clips={max_clips} must be >= 1, or None for all clips")
+    windows = pair_windows(read_manifest(data_root).to_pylist(), split=split, gap=gap, window=window)
+    if max_clips is not None:
+        kept = set(sorted({w["clip_index"] for w in windows})[:max_clips])
+        windows = [w for w in windows if w["clip_index"] in kept]
+    if not windows:
+        raise ValueError(f"split {split!r} of {data_root} has no clip longer than gap={gap} frames")
+    return windows
 
 
 def build_pair_dataset(
@@ -220,11 +250,13 @@ def build_pair_dataset(
     gap: int = 1,
     window: int = 16,
     flow: str | None = "dis",
+    flow_config: FlowConfig | None = None,
     decoder: str = AUTO_DECODER,
     bad_input: str = "fail",
     decode_concurrency: int = 1,
     flow_concurrency: int = 1,
     flow_batch_size: int = 16,
+    max_clips: int | None = None,
     report: PipelineReport | None = None,
 ) -> ray.data.Dataset:
     """The frame pairs (t, t + gap) of every clip of a split, as a lazy Ray Data dataset (rows: module doc).
@@ -234,11 +266,13 @@ def build_pair_dataset(
         crop_size: S, crop side in pixels; bbox_scale: crop side / longest box side (1.3 usual).
         gap, window: see ``manifest.pair_windows``. For clips with one keyframe (the synthetic benchmark's),
             a window covering the whole clip decodes each frame exactly once.
-        flow: a flow estimator name ('dis', 'farneback'), or None for no flow stage.
+        flow: a flow estimator name (``flow.estimator.FLOW_ESTIMATORS``), or None for no flow stage.
+        flow_config: the ``flow`` config section, for estimators with settings (RAFT's weights, ...).
         decoder: 'auto' or one of ``decode.DECODER_BACKENDS``.
         bad_input: 'fail' (raise naming the file and frame) or 'skip' (drop the window, see module doc).
         decode_concurrency, flow_concurrency: actors per stage, each holding 1 CPU (1 GPU for DALI 'mixed').
             Keep CPUs free for Ray Data's own tasks: a pipeline hangs when actors take every CPU (FACTS.md).
+        max_clips: use the first this many clips of the split (None: all), as ``frames.VideoPairs`` does.
         report: collects counts and skipped windows (``PipelineReport``).
     """
     if bad_input not in BAD_INPUT_POLICIES:
@@ -249,11 +283,9 @@ def build_pair_dataset(
         raise ValueError(f"crop_size={crop_size} must be >= 8 pixels")
     if not bbox_scale > 0:
         raise ValueError(f"bbox_scale={bbox_scale} must be > 0 (1.3 = a 30 % margin around the box)")
-    if flow is not None:
-        make_flow_estimator(flow)  # fail here, on the driver, on an unknown name
-    windows = pair_windows(read_manifest(data_root).to_pylist(), split=split, gap=gap, window=window)
-    if not windows:
-        raise ValueError(f"split {split!r} of {data_root} has no clip longer than gap={gap} frames")
+    if flow is not None and flow not in FLOW_ESTIMATORS:  # fail here, on the driver; built in the actors
+        raise ValueError(f"unknown flow estimator {flow!r}; choose one of: {', '.join(FLOW_ESTIMATORS)}")
+    windows = select_windows(data_root, split=split, gap=gap, window=window, max_clips=max_clips)
     use_gpu = decoder == "dali_mixed" or (decoder == AUTO_DECODER and ray.cluster_resources().get("GPU", 0) > 0)
     dataset = ray.data.from_items(windows, override_num_blocks=min(len(windows), 64))
     dataset = dataset.map_batches(
@@ -267,6 +299,6 @@ def build_pair_dataset(
         dataset = dataset.map_batches(
             FlowStage, batch_size=flow_batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=1,
-            fn_constructor_kwargs={"flow": flow, "report": report},
+            fn_constructor_kwargs={"flow": flow, "flow_config": flow_config, "report": report},
         )
     return dataset

@@ -18,7 +18,7 @@ def run_flow_gate(cfg: Config, *, max_clips: int) -> str:
                   max_clips=max_clips, with_labels=True)
     pairs = {
         "ground_truth": VideoPairs(cfg.data.root, flow="ground_truth", **common),
-        cfg.flow.estimator: VideoPairs(cfg.data.root, flow=cfg.flow.estimator, **common),
+        cfg.flow.estimator: VideoPairs(cfg.data.root, flow=cfg.flow.estimator, flow_config=cfg.flow, **common),
     }
     rows = gate_table(body, pairs, seed=cfg.run.seed)
     out = Path(cfg.data.root) / f"flow_gate_{cfg.data.crop_size}px.json"

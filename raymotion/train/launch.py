@@ -24,6 +24,7 @@ import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from raymotion.config import Config, ConfigError, flatten, to_dict
+from raymotion.data.flow_store import precompute_for_config, read_pairs
 from raymotion.data.pipeline import build_pair_dataset
 from raymotion.synth.generate import MANIFEST
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
@@ -105,12 +106,19 @@ def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset]
 
 
 def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
-    """The refinement's Ray Data inputs: {'video': frame pairs with flow}, or {} for the local source."""
+    """The refinement's Ray Data inputs: {'video': frame pairs with flow}, streamed ('ray_data') or read from
+    the pair store ('precomputed', computed here first when missing), or {} for the local source."""
+    if cfg.scaling.video_source == "precomputed":
+        store = precompute_for_config(cfg)
+        print(f"video pairs: {store.rows} from the pair store {store.folder}"
+              + ("" if store.reused else f" (computed now in {store.seconds:.1f} s)"), flush=True)
+        return {"video": read_pairs(store.folder)}
     if cfg.scaling.video_source != "ray_data":
         return {}
     return {"video": build_pair_dataset(
         cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
-        gap=cfg.train.video_gap, window=64, flow=cfg.flow.estimator, flow_concurrency=cfg.scaling.flow_actors,
+        gap=cfg.train.video_gap, window=64, flow=cfg.flow.estimator, flow_config=cfg.flow,
+        flow_concurrency=cfg.scaling.flow_actors, max_clips=cfg.train.video_clips or None,
     )}
 
 
@@ -135,10 +143,22 @@ _BASE_KEYS_PREFIXES = ("synth.", "model.", "body.model", "data.crop_size", "data
                        "train.augment")
 
 
+# ... and how a base model is pretrained: part of the name of a pretraining run (reused by runs that share it).
+_PRETRAIN_RECIPE = ("train.pretrain_lr", "train.pretrain_steps", "train.batch_size", "train.weight_decay")
+
+
+def _shipped_match_key(key: str) -> bool:
+    return (key.startswith(_BASE_KEYS_PREFIXES) and key not in _SYNTH_KEYS_IGNORED
+            and key not in ("model.weights", "model.mean_params"))
+
+
+def defines_base_model(key: str) -> bool:
+    """Whether the dotted config ``key`` changes which base model a refinement starts from."""
+    return _shipped_match_key(key) or key in _PRETRAIN_RECIPE
+
+
 def _base_keys(cfg_dict: dict[str, Any]) -> dict[str, Any]:
-    flat = flatten(cfg_dict)
-    return {k: v for k, v in flat.items() if k.startswith(_BASE_KEYS_PREFIXES) and k not in _SYNTH_KEYS_IGNORED
-            and k not in ("model.weights", "model.mean_params")}
+    return {k: v for k, v in flatten(cfg_dict).items() if _shipped_match_key(k)}
 
 
 def shipped_base_model(cfg: Config) -> Path | None:
@@ -170,9 +190,13 @@ def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:
         print(f"train.pretrained is empty: using the shipped base model {base.name} (its recipe matches; "
               f"remake it with the command in raymotion/assets/base_models/README.md)", flush=True)
         return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pretrained=str(base)))
-    # Named by what defines a base model, so runs and sweep trials that need the same one share it.
-    digest = hashlib.sha1(json.dumps(_base_keys(to_dict(cfg)), sort_keys=True).encode()).hexdigest()[:8]
-    pre = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"base-f{cfg.train.fraction:g}-{digest}"))
+    # Named by what defines a base model (its data and model, and how it is pretrained), so runs and sweep
+    # trials that need the same one share it.
+    recipe = {k: v for k, v in flatten(to_dict(cfg)).items() if defines_base_model(k)}
+    digest = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
+    # Fault injection (scaling.fail_at_step) is meant for the run asked for, not the base model made for it.
+    pre = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"base-f{cfg.train.fraction:g}-{digest}"),
+                              scaling=dataclasses.replace(cfg.scaling, fail_at_step=0))
     pre = absolute_paths(pre)
     metrics_file = run_directory(pre) / "metrics.json"
     if not metrics_file.is_file():
@@ -195,12 +219,13 @@ def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
 
 def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
     """The checks of ``check_inputs`` that hold before the benchmark and base model exist."""
-    if stage == "refine" and cfg.scaling.video_source == "ray_data":
+    source = cfg.scaling.video_source
+    if stage == "refine" and source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
         if cfg.train.flow_source != "estimator":
-            raise ConfigError("scaling.video_source", "ray_data", "the Ray Data pipeline estimates flow; with "
+            raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "
                               "train.flow_source=ground_truth use scaling.video_source=local")
         if cfg.loss.video_kp2d_weight > 0:
-            raise ConfigError("scaling.video_source", "ray_data", "loss.video_kp2d_weight > 0 needs the stand-in "
+            raise ConfigError("scaling.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
                               "detector's keypoints, which the Ray Data pipeline does not carry; use "
                               "scaling.video_source=local")
     existing = run_directory(cfg) / CHECKPOINT_NAME

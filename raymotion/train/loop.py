@@ -120,8 +120,10 @@ def _start_run(cfg: Config) -> tuple[Path, dict[str, Any] | None]:
     return directory, state
 
 
-def make_optimiser(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+def make_optimiser(cfg: Config, model: nn.Module, stage: str) -> torch.optim.Optimizer:
+    """Adam at ``train.pretrain_lr`` for stage 'pretrain', ``train.lr`` for 'refine'."""
+    lr = cfg.train.pretrain_lr if stage == "pretrain" else cfg.train.lr
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.train.weight_decay)
 
 
 def _save(directory: Path, *, model: nn.Module, optimiser: torch.optim.Optimizer, step: int, cfg: Config, kind: str,
@@ -220,7 +222,7 @@ def pretrain(cfg: Config) -> dict[str, Any]:
     body = load_body_model(cfg.body)
     train_set = labelled_frames(cfg, "labelled", augment=cfg.train.augment, fraction=cfg.train.fraction)
     model = build_model(cfg)
-    optimiser = make_optimiser(cfg, model)
+    optimiser = make_optimiser(cfg, model, "pretrain")
     start, skipped = _resume(state, model, optimiser)
     total = cfg.train.pretrain_steps
     log = RunLog(directory, total_steps=total, label=f"pretrain {cfg.run.name}", start_step=start)
@@ -250,7 +252,7 @@ def refine(cfg: Config) -> dict[str, Any]:
     frozen = frozen_copy(model)
     if cfg.train.freeze_batchnorm:
         freeze_batchnorm(model)
-    optimiser = make_optimiser(cfg, model)
+    optimiser = make_optimiser(cfg, model, "refine")
     start, skipped = _resume(state, model, optimiser)
     labelled = labelled_frames(cfg, "labelled", augment=cfg.train.augment, fraction=cfg.train.fraction)
     pairs = VideoPairs(
@@ -259,7 +261,9 @@ def refine(cfg: Config) -> dict[str, Any]:
         crop_size=cfg.data.crop_size,
         bbox_scale=cfg.data.bbox_scale,
         flow=cfg.flow.estimator if cfg.train.flow_source == "estimator" else "ground_truth",
+        flow_config=cfg.flow,
         gap=cfg.train.video_gap,
+        max_clips=cfg.train.video_clips or None,
         with_labels=cfg.loss.video_kp2d_weight > 0,  # the stand-in detector reads the 2D joints only
     )
     total = cfg.train.refine_steps

@@ -12,7 +12,8 @@ Data per worker (rank r of R):
   and samples its step's batch from the items i = r (mod R), a pure function of (seed, step, rank);
 - video pairs (refinement): ``scaling.video_source='ray_data'`` reads the worker's split of the Ray Data
   pipeline (``ray.train.get_dataset_shard('video')``, decode + crop + flow, shuffled with a seeded local
-  buffer); ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames.
+  buffer); ``'precomputed'`` reads the same rows from the pair store (``data.flow_store``) the same way;
+  ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames.
 With one worker both sources give the single-process loop's batches exactly ('local') or in a seeded
 streaming order ('ray_data').
 
@@ -197,7 +198,7 @@ def _train(cfg: Config, stage: str) -> None:
         if cfg.train.freeze_batchnorm:
             freeze_batchnorm(model)
     model = model.to(device)
-    optimiser = make_optimiser(cfg, model)
+    optimiser = make_optimiser(cfg, model, stage)
     _record_worker(directory, rank=rank, world=world, device=device)
     state = _resume_state(cfg, directory)
     start, skipped, epoch, position = 0, 0, 0, 0
@@ -217,12 +218,14 @@ def _train(cfg: Config, stage: str) -> None:
     labelled = labelled_frames(cfg, "labelled", augment=cfg.train.augment, fraction=cfg.train.fraction)
     pairs: VideoPairs | _StreamedPairs | None = None
     if stage == "refine":
-        if cfg.scaling.video_source == "ray_data":
+        if cfg.scaling.video_source in ("ray_data", "precomputed"):
             pairs = _StreamedPairs(cfg, epoch=epoch, skip=position)
         else:
             pairs = VideoPairs(cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
                                flow=cfg.flow.estimator if cfg.train.flow_source == "estimator" else "ground_truth",
-                               gap=cfg.train.video_gap, with_labels=cfg.loss.video_kp2d_weight > 0)
+                               flow_config=cfg.flow,
+                               gap=cfg.train.video_gap, max_clips=cfg.train.video_clips or None,
+                               with_labels=cfg.loss.video_kp2d_weight > 0)
     total = cfg.train.pretrain_steps if stage == "pretrain" else cfg.train.refine_steps
     val = labelled_frames(cfg, "val") if rank == 0 else None
     if rank == 0:
@@ -235,7 +238,9 @@ def _train(cfg: Config, stage: str) -> None:
     log = RunLog(directory, total_steps=total, label=f"{stage} {cfg.run.name}", start_step=start)
     trained.train()
     logs: dict[str, float] = {}
-    last_val: dict[str, float] = {}  # every report carries the latest val metrics (ASHA reads each one)
+    # Every report carries the latest val metrics (Tune checks each report for its metric; ASHA reads it);
+    # until the first evaluation they are the starting model's.
+    last_val: dict[str, float] = dict(before)
     for step in range(start, total):
         _maybe_inject_fault(cfg, directory, step=step, rank=rank)
         label_ix = _shard_batch(len(labelled), cfg.train.batch_size, seed=cfg.run.seed + (stage == "refine"),

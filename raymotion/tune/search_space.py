@@ -20,6 +20,7 @@ what can be swept. Every value a spec can produce is validated against the confi
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,23 @@ class SweepSpec:
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values ([{}] without a grid)."""
-        keys = list(self.grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.grid[k] for k in keys))]
+        return _product(self.grid, list(self.grid))
+
+    def tuner_points(self, is_outer: Callable[[str], bool]) -> list[tuple[dict[str, Any], dict[str, list]]]:
+        """How the grid splits into Tuners: (one Tuner's fixed values, the grid it walks itself).
+
+        Keys for which ``is_outer`` holds (those that change the base model, e.g. train.fraction) get a Tuner per
+        combination. The others are walked inside the Tuner as ``tune.grid_search`` (its trials then run
+        side by side up to ``max_concurrent_trials``), unless the sweep also has a ``search`` space: Optuna
+        does not take grid_search, so then every grid combination gets its own Tuner.
+        """
+        outer = [k for k in self.grid if is_outer(k) or self.search]
+        inner = {k: v for k, v in self.grid.items() if k not in outer}
+        return [(point, inner) for point in _product(self.grid, outer)]
+
+
+def _product(grid: dict[str, list], keys: list[str]) -> list[dict[str, Any]]:
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def _fail(path: Path, where: str, problem: str) -> ValueError:

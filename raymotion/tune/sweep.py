@@ -1,14 +1,17 @@
-"""Ray Tune + Optuna sweeps of refinement runs, one Tuner per grid point (e.g. per annotation fraction).
+"""Ray Tune + Optuna sweeps of refinement runs, one Tuner per base model (e.g. per annotation fraction).
 
     run_sweep(load_sweep("tune_configs/loss_weights.yaml")) -> sweep folder
 
-Per grid point: the benchmark is rendered if missing and a base model found (shipped) or pretrained
-(``launch.ensure_pretrained``); then a Tuner samples the ``search`` space with OptunaSearch (TPE, seeded)
-behind a concurrency limit, or walks ``num_samples`` repeats when there is nothing to search, with ASHA on
+The grid splits by ``SweepSpec.tuner_points``: grid keys that change the base model
+(``launch.defines_base_model``) get a Tuner per combination; the others become ``tune.grid_search`` inside
+it (or Tuners of their own when the sweep also searches with Optuna). Per Tuner: the benchmark is rendered
+if missing and a base model found (shipped) or pretrained (``launch.ensure_pretrained``); then it samples
+the ``search`` space with OptunaSearch (TPE, seeded) behind a concurrency limit, or walks its grid and
+``num_samples`` repeats when there is nothing to search, with ASHA on
 the validation metric (reported at every ``train.eval_every`` step, ``time_attr='step'``). Each trial is a
 Train V2 driver function that builds the TorchTrainer and calls ``fit()`` (a Tuner cannot wrap a
 TorchTrainer directly in Train V2; FACTS.md), relaying the workers' reports with ``TuneReportCallback``.
-Trial names are ``<point>-<n>`` (n = 1, 2, ... in creation order); an interrupted sweep continues with
+Trial names are ``<point>-<n>`` (n: Tune's trial number, in creation order); an interrupted sweep continues with
 ``Tuner.restore`` when rerun.
 
 Outputs in ``<run.output_dir>/sweeps/<name>/``: ``results.csv`` (one row per trial: grid point, sampled
@@ -33,8 +36,9 @@ import yaml
 from ray import tune
 
 from raymotion.config import Config, apply_overrides, to_dict
-from raymotion.train.launch import (absolute_paths, build_trainer, ensure_benchmark, ensure_pretrained, init_ray,
-                                    video_datasets)
+from raymotion.data.flow_store import precompute_for_config
+from raymotion.train.launch import (absolute_paths, build_trainer, defines_base_model, ensure_benchmark,
+                                    ensure_pretrained, init_ray, video_datasets)
 from raymotion.train.report import HEADLINE_METRICS
 from raymotion.tune.search_space import SweepSpec, tune_domains
 
@@ -53,7 +57,7 @@ def trial_driver(trial: dict[str, Any]) -> None:
 
 
 def trial_name(point: str, trial: Any) -> str:
-    """``<point>-<n>``: n is Tune's trial number (the experiment tag's prefix, 1, 2, ... in creation order;
+    """``<point>-<n>``: n is Tune's trial number (the experiment tag's prefix, counted in creation order;
     Tune's trial ids are random), so reruns and restores give the same names."""
     return f"{point}-{trial.experiment_tag.split('_', 1)[0]}"
 
@@ -62,7 +66,7 @@ def point_name(point: dict[str, Any]) -> str:
     return "_".join(f"{k.split('.')[-1]}{v}" for k, v in point.items()) or "all"
 
 
-def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: Path) -> tune.Tuner:
+def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: Path, inner_grid: dict[str, list]) -> tune.Tuner:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
@@ -90,7 +94,8 @@ def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: Path) -> tune.Tuner
     return tune.Tuner(
         trainable,
         param_space={"base": to_dict(cfg), "point": point, "storage": str(folder / "trials"),
-                     "params": tune_domains(spec.search)},
+                     "params": {**tune_domains(spec.search),
+                                **{k: tune.grid_search(v) for k, v in inner_grid.items()}}},
         tune_config=tune.TuneConfig(
             search_alg=search_alg, scheduler=scheduler, num_samples=settings.num_samples,
             max_concurrent_trials=settings.max_concurrent_trials,
@@ -110,13 +115,15 @@ def run_sweep(spec: SweepSpec) -> Path:
     (folder / "sweep.yaml").write_text(spec.path.read_text())
     init_ray(first)
     rows: list[dict[str, Any]] = []
-    for point in spec.grid_points():
+    for point, inner_grid in spec.tuner_points(defines_base_model):
         cfg = absolute_paths(spec.base_config(point))
         ensure_benchmark(cfg)
         cfg = ensure_pretrained(cfg, resume=True)
+        if cfg.scaling.video_source == "precomputed":  # once here, not in every concurrent trial
+            precompute_for_config(cfg)
         name = point_name(point)
         before = _placement_groups("CREATED")
-        results = _tuner(spec, cfg, name, folder).fit()
+        results = _tuner(spec, cfg, name, folder, inner_grid).fit()
         release_leftover_placement_groups(before)
         for result in results:
             trial_cfg = result.config or {}

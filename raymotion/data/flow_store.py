@@ -1,0 +1,274 @@
+"""Frame pairs with optical flow, computed once by the Ray Data pipeline and stored as Parquet for reuse.
+
+Streaming (``pipeline.build_pair_dataset``) decodes, crops and estimates flow again in every run and in
+every sweep trial; flow dominates that work. A *pair store* keeps the pipeline's rows on disk instead:
+
+    precompute_pairs(spec) -> PairStore(folder, rows, seconds, reused)   # computes only when missing
+    precompute_for_config(cfg) -> PairStore                               # the spec of a refinement config
+    read_pairs(folder) -> ray.data.Dataset                                # the rows build_pair_dataset gives
+
+A store is a folder ``<out_dir>/<flow>_<S>px_gap<g>_<clips>_<hash>/`` (``out_dir`` defaults to
+``<data_root>/pairs``) named by everything that defines its rows (``PairSpec``: the benchmark's clips, split,
+crop side, box scale, gap, estimator name, decoder, clip count). Only estimators without settings fit that
+key ('dis', 'farneback': all the pipeline's ``FlowStage`` builds today). It holds Parquet files written by
+``Dataset.write_parquet`` and ``_DONE.json`` (format, key, row count, files, seconds, pipeline counts).
+It is written into a temporary sibling folder and renamed into place once complete, so a folder with that
+name is either finished or absent: a write that was interrupted leaves only a ``.tmp-*`` folder, which is
+never read (and is reported with a warning), and the next call computes the store again.
+
+Rows on disk are the pipeline's with the flows stored as float16 (half the bytes; rounding error at most
+0.004 px below 16 px of motion, 0.008 px below 32 px); ``read_pairs`` casts them back to float32, so its rows have the keys, dtypes and shapes of
+``build_pair_dataset``'s (module doc of raymotion/data/pipeline.py): image1, image2 (S, S, 3) uint8;
+flow_fwd, flow_bwd (2, S, S) float32; crop1, crop2 (3,) float32; clip_index, t int64.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+
+from raymotion.config import FlowConfig
+from raymotion.data.pipeline import AUTO_DECODER, PipelineReport, build_pair_dataset, select_windows
+
+if TYPE_CHECKING:
+    from raymotion.config import Config
+
+STORE_FORMAT = 1
+"""Bump when the layout or the meaning of stored rows changes: older stores then fail with a clear error."""
+DONE_FILE = "_DONE.json"
+DEFAULT_STORE_DIR = "pairs"
+"""Stores go to <data_root>/pairs unless ``out_dir`` (``scaling.pair_store``) says otherwise."""
+VIDEO_WINDOW = 64
+"""Frames per decoded window (as ``launch.video_datasets`` streams them); does not change the rows."""
+TARGET_FILE_BYTES = 64 << 20
+"""About this many bytes of rows per Parquet file: a few files per store, enough for parallel reads."""
+STORED_COLUMNS = ("image1", "image2", "crop1", "crop2", "clip_index", "t", "flow_fwd", "flow_bwd")
+FLOW_COLUMNS = ("flow_fwd", "flow_bwd")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PairSpec:
+    """What defines the rows of a store: two specs that are equal give the same rows.
+
+    ``data_root`` is a benchmark folder (docs/data_format.md); the store's key also covers the manifest
+    rows and the size and modification time of every clip and label file it reads, so a regenerated
+    benchmark gets a new store. The decoder is part of the key because PyAV and DALI convert colours
+    differently (tests/test_pipeline.py); 'auto' picks per clip as ``pipeline.DecodeCropStage`` does.
+    """
+
+    data_root: str
+    split: str = "video"
+    crop_size: int
+    bbox_scale: float
+    gap: int = 1
+    flow: str = "dis"
+    flow_config: FlowConfig = dataclasses.field(default_factory=FlowConfig)  # RAFT's weights, ... (in the key)
+    max_clips: int | None = None
+    decoder: str = AUTO_DECODER
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> PairSpec:
+        """The refinement pairs of a config, as ``launch.video_datasets`` streams them."""
+        return cls(data_root=str(Path(cfg.data.root).resolve()), split="video", crop_size=cfg.data.crop_size,
+                   bbox_scale=cfg.data.bbox_scale, gap=cfg.train.video_gap, flow=cfg.flow.estimator,
+                   flow_config=cfg.flow,
+                   max_clips=cfg.train.video_clips or None)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PairStore:
+    """A finished store: its folder, row count, the seconds its computation took, and whether this call
+    found it already written (``reused``) rather than computing it."""
+
+    folder: Path
+    rows: int
+    seconds: float
+    reused: bool
+
+
+def store_key(spec: PairSpec) -> dict[str, Any]:
+    """The JSON-able key a store is named by (and that its _DONE.json records)."""
+    root = Path(spec.data_root).resolve()
+    windows = select_windows(root, split=spec.split, gap=spec.gap, window=VIDEO_WINDOW, max_clips=spec.max_clips)
+    digest = hashlib.sha1()
+    seen: set[int] = set()
+    for w in windows:
+        if w["clip_index"] in seen:
+            continue
+        seen.add(w["clip_index"])
+        stats = [(name, os.stat(root / w[name])) for name in ("path", "labels_path") if w[name]]
+        digest.update(json.dumps({**w, **{f"{n}_stat": [s.st_size, s.st_mtime_ns] for n, s in stats}},
+                                 sort_keys=True, default=str).encode())
+    return {"format": STORE_FORMAT, **dataclasses.asdict(spec), "data_root": str(root),
+            "clips": len(seen), "pairs": sum(int(w["num_frames"]) - spec.gap for w in windows),
+            "benchmark": digest.hexdigest()[:16]}
+
+
+def store_folder(spec: PairSpec, out_dir: str | Path | None = None) -> Path:
+    """Where the store of ``spec`` lives (it need not exist): ``<out_dir>/<flow>_<S>px_gap<g>_<clips>_<hash>``."""
+    return _folder(spec, store_key(spec), out_dir)
+
+
+def _folder(spec: PairSpec, key: dict[str, Any], out_dir: str | Path | None) -> Path:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+    clips = "all" if spec.max_clips is None else f"{spec.max_clips}clips"
+    parent = Path(out_dir) if out_dir else Path(spec.data_root) / DEFAULT_STORE_DIR
+    return parent.resolve() / f"{spec.flow}_{spec.crop_size}px_gap{spec.gap}_{clips}_{digest}"
+
+
+def precompute_pairs(spec: PairSpec, *, out_dir: str | Path | None = None, window: int = VIDEO_WINDOW,
+                     flow_concurrency: int = 1, decode_concurrency: int = 1) -> PairStore:
+    """The store of ``spec``: read back when it is finished, otherwise computed with the Ray Data pipeline
+    and written atomically. Ray must be initialised.
+
+    Args:
+        spec: what the rows are (``PairSpec``).
+        out_dir: the folder that holds stores (None: ``<data_root>/pairs``). On a multi-node cluster it must
+            be on storage every node reads.
+        window, flow_concurrency, decode_concurrency: how the pipeline runs (``build_pair_dataset``); they
+            do not change the rows, so they are not part of the store's name.
+
+    Raises:
+        ValueError: the store folder exists but is not a finished store (the message names it), or the
+            pipeline wrote a different number of pairs than the clips hold.
+    """
+    key = store_key(spec)
+    folder = _folder(spec, key, out_dir)
+    if folder.exists():
+        return _reused(folder)
+    leftovers = sorted(folder.parent.glob(f".tmp-{folder.name}-*"))
+    if leftovers:
+        warnings.warn(f"ignoring {len(leftovers)} unfinished write(s) of this pair store (interrupted, or in progress "
+                      f"in another process): {', '.join(map(str, leftovers))}; delete them when no precompute-flow "
+                      "is running", stacklevel=2)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".tmp-{folder.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    report = PipelineReport()
+    start = time.perf_counter()
+    try:
+        dataset = build_pair_dataset(
+            spec.data_root, split=spec.split, crop_size=spec.crop_size, bbox_scale=spec.bbox_scale, gap=spec.gap,
+            window=window, flow=spec.flow, flow_config=spec.flow_config, decoder=spec.decoder,
+            decode_concurrency=decode_concurrency,
+            flow_concurrency=flow_concurrency, max_clips=spec.max_clips, report=report)
+        row_bytes = 2 * 3 * spec.crop_size**2 + 2 * 2 * 2 * spec.crop_size**2  # two uint8 crops, two float16 flows
+        dataset.map_batches(_to_stored, batch_format="numpy").write_parquet(
+            str(tmp), min_rows_per_file=max(1, TARGET_FILE_BYTES // row_bytes))
+        seconds = time.perf_counter() - start
+        files = sorted(p.name for p in tmp.glob("*.parquet"))
+        rows = sum(pq.ParquetFile(tmp / name).metadata.num_rows for name in files)
+        if rows != key["pairs"]:
+            raise ValueError(f"the pipeline wrote {rows} pairs to {tmp} but the {key['clips']} clips hold "
+                             f"{key['pairs']}; nothing was stored")
+        summary = report.summary()
+        done = {"format": STORE_FORMAT, "rows": rows, "files": files, "seconds": round(seconds, 3),
+                "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(), "key": key,
+                "pipeline": {"window": window, "flow_concurrency": flow_concurrency,
+                             **{k: summary[k] for k in ("decoded_frames", "used_frames", "decode_crop_s",
+                                                        "flow_s", "backends")}}}
+        (tmp / DONE_FILE).write_text(json.dumps(done, indent=2))
+        published = _publish(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a hard kill leaves it; it is never read (module doc)
+        raise
+    if not published:  # another process (a concurrent sweep trial) published the same store first
+        shutil.rmtree(tmp, ignore_errors=True)
+        return _reused(folder)
+    return PairStore(folder=folder, rows=rows, seconds=seconds, reused=False)
+
+
+def precompute_for_config(cfg: Config) -> PairStore:
+    """The store of a config's refinement pairs (``scaling.video_source=precomputed``), computed when
+    missing: ``PairSpec.from_config`` in ``scaling.pair_store`` with ``scaling.flow_actors`` flow actors."""
+    return precompute_pairs(PairSpec.from_config(cfg), out_dir=cfg.scaling.pair_store or None,
+                            flow_concurrency=cfg.scaling.flow_actors)
+
+
+def _publish(tmp: Path, folder: Path) -> bool:
+    """Rename the finished temporary folder into place (atomic on one filesystem); False when a finished
+    store with that name appeared meanwhile."""
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        if (folder / DONE_FILE).is_file():
+            return False
+        raise
+    return True
+
+
+def _reused(folder: Path) -> PairStore:
+    done = check_store(folder)
+    return PairStore(folder=folder, rows=done["rows"], seconds=done["seconds"], reused=True)
+
+
+def read_pairs(folder: str | Path) -> ray.data.Dataset:
+    """The rows of a finished store as a lazy Ray Data dataset, with build_pair_dataset's keys and dtypes
+    (flows cast back to float32). Checks the folder first (``_DONE.json``, files, row counts, columns).
+
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: ``folder`` is not a finished store of this format; the message names it.
+    """
+    folder = Path(folder).resolve()
+    done = check_store(folder)
+    dataset = ray.data.read_parquet([str(folder / name) for name in done["files"]])
+    return dataset.map_batches(_from_stored, batch_format="numpy")
+
+
+def _to_stored(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {**batch, **{name: batch[name].astype(np.float16) for name in FLOW_COLUMNS}}
+
+
+def _from_stored(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {**batch, **{name: batch[name].astype(np.float32) for name in FLOW_COLUMNS}}
+
+
+def check_store(folder: str | Path) -> dict[str, Any]:
+    """_DONE.json of a finished store (rows, files, seconds, written_at, key, pipeline counts), after checking
+    that the files it lists exist and hold its rows and columns. Errors as ``read_pairs``'s."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"pair store {folder} does not exist; write it with `raymotion precompute-flow` "
+                                "(or scaling.video_source=precomputed, which computes it when missing)")
+    fix = f"delete {folder} and run `raymotion precompute-flow` again"
+    if not (folder / DONE_FILE).is_file():
+        raise ValueError(f"{folder} is not a finished pair store: it has no {DONE_FILE} (an interrupted or foreign "
+                         f"write); {fix}")
+    try:
+        done = json.loads((folder / DONE_FILE).read_text())
+        files, rows, store_format = list(done["files"]), int(done["rows"]), done["format"]
+        float(done["seconds"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{folder / DONE_FILE} is unreadable ({err!r}); {fix}") from err
+    if store_format != STORE_FORMAT:
+        raise ValueError(f"{folder} is a pair store of format {store_format!r}, this raymotion reads format "
+                         f"{STORE_FORMAT}; {fix}")
+    found = 0
+    for name in files:
+        path = folder / name
+        try:
+            parquet = pq.ParquetFile(path)
+        except (OSError, ValueError) as err:  # missing, or not Parquet (ArrowInvalid)
+            raise ValueError(f"pair store {folder}: {name} is missing or unreadable ({err}); {fix}") from err
+        columns = set(parquet.schema_arrow.names)
+        if columns != set(STORED_COLUMNS):
+            raise ValueError(f"pair store {folder}: {name} has columns {sorted(columns)}, expected "
+                             f"{sorted(STORED_COLUMNS)}; {fix}")
+        found += parquet.metadata.num_rows
+    if found != rows or not files:
+        raise ValueError(f"pair store {folder}: its files hold {found} rows, {DONE_FILE} says {rows}; {fix}")
+    return done

@@ -29,7 +29,7 @@ from raymotion.data.crops import (
     transform_points,
 )
 from raymotion.geometry import axis_angle_to_rotmat, image_to_crop
-from raymotion.synth.generate import read_manifest
+from raymotion.data.manifest import read_manifest
 
 # ---- boxes and affine maps ------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from raymotion.data.crops import (
 from raymotion.data.decode import read_video_pyav
 from raymotion.data.frames import LabelledFrames, VideoPairs, select_clips
 from raymotion.geometry import axis_angle_to_rotmat
-from raymotion.synth.generate import read_manifest
+from raymotion.data.manifest import read_manifest
 from raymotion.synth.writer import write_video
 
 CROP_SIZE = 64

@@ -21,7 +21,7 @@ from raymotion.data.labelled_pipeline import (
     labelled_windows,
     row_augmentation,
 )
-from raymotion.synth.generate import read_manifest
+from raymotion.data.manifest import read_manifest
 from raymotion.synth.writer import write_video
 
 CROP_SIZE = 64

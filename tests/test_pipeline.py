@@ -80,6 +80,18 @@ def test_windows_hold_every_pair_exactly_once(gap, window):
     assert decoded / used <= 1 + gap / (window - gap)
 
 
+def test_flow_actors_reserve_a_gpu_only_for_gpu_estimators_on_gpu_clusters():
+    from raymotion.config import FlowConfig
+    from raymotion.data.pipeline import flow_stage_gpus
+
+    cases = [("dis", None, 4, 0.0), ("farneback", None, 1, 0.0), ("raft_small", None, 0, 0.0),
+             ("raft_large", None, 2, 1.0), ("raft_small", FlowConfig(device="cpu"), 2, 0.0),
+             ("raft_small", FlowConfig(device="cuda"), 2, 1.0), ("dali_of", FlowConfig(device="cpu"), 1, 1.0),
+             ("dali_of", None, 0, 0.0)]
+    for flow, cfg, gpus, expected in cases:
+        assert flow_stage_gpus(flow, cfg, cluster_gpus=gpus) == expected, (flow, cfg, gpus)
+
+
 def test_windows_reject_bad_arguments():
     rows = [{"clip_id": "c", "path": "", "labels_path": "", "frames": 5, "width": 8, "height": 8, "split": "video"}]
     with pytest.raises(ValueError, match="window=2 must be > gap=2"):

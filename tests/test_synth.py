@@ -7,7 +7,8 @@ import pytest
 from raymotion.config import SYNTH_PRESETS, load_config
 from raymotion.data.decode import read_video, read_video_dali_cpu, read_video_pyav
 from raymotion.flow.estimator import DISFlow
-from raymotion.synth.generate import generate, read_manifest
+from raymotion.data.manifest import read_manifest
+from raymotion.synth.generate import generate
 from raymotion.synth.scene import look_at, plan_clips
 
 pytestmark = pytest.mark.render

@@ -125,6 +125,9 @@ def plot(series: dict, curve: list | None, out: Path) -> None:
             xs, ys, es = zip(*pts)
             ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)
     ax.set_xscale("log")
+    ticks = sorted({100 * f for f, _ in series})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("annotated fraction of the labelled pool (%)")
     ax.set_ylabel("test PA-MPJPE (mm)")
     ax.legend(fontsize=8)
@@ -158,7 +161,7 @@ def main() -> None:
     curve = None
     video_csv = args.sweeps / "video_amount" / "results.csv"
     if video_csv.is_file():
-        from raymotion.synth.generate import read_manifest
+        from raymotion.data.manifest import read_manifest
 
         frames = [int(r["frames"]) for r in read_manifest(args.data_root).to_pylist() if r["split"] == "video"]
         curve_text, curve = video_curve(rows, read_rows(video_csv), frames)

@@ -34,7 +34,7 @@ from raymotion.data.decode import read_video
 from raymotion.data.flow_store import PairSpec, check_store, precompute_pairs, read_pairs
 from raymotion.data.pipeline import AUTO_DECODER, PipelineReport, build_pair_dataset, select_windows
 from raymotion.flow.estimator import make_flow_estimator
-from raymotion.synth.generate import read_manifest
+from raymotion.data.manifest import read_manifest
 
 SOURCES = ("streamed", "precomputed")
 TARGET_RATIO = 1.6

@@ -45,7 +45,7 @@ from raymotion.data.crops import (
 from raymotion.config import FlowConfig
 from raymotion.data.decode import read_video
 from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
-from raymotion.synth.generate import read_manifest
+from raymotion.data.manifest import read_manifest
 
 LABELLED_SPLITS = ("labelled", "val", "test")
 """Splits whose labels ``LabelledFrames`` may read (never 'video': its labels are not for training)."""

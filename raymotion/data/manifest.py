@@ -1,4 +1,6 @@
-"""Manifest rows -> windows of consecutive frames for the frame-pair pipeline. Pure Python; no Ray, no DALI.
+"""A benchmark folder's manifest (``read_manifest``, docs/data_format.md) and its rows -> windows of consecutive
+frames for the frame-pair pipeline. Pure Python and pyarrow; no torch, no Ray, no DALI (pipeline actors
+import this, and their start-up time is part of every run).
 
 A window is a run of consecutive frames of one clip that a pipeline decodes in one go (decoding in order
 is 2-5x faster than seeking per pair, FACTS.md). Consecutive windows overlap by ``gap`` frames, so that
@@ -14,6 +16,20 @@ keyframe interval, or the whole clip for short clips).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.parquet"
+
+
+def read_manifest(data_dir: str | Path) -> pa.Table:
+    """The manifest of a benchmark folder, with a clear error when it is missing."""
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest at {path}: generate the data with `raymotion synth --set synth.out_dir={data_dir}`")
+    return pq.read_table(path)
 
 
 def pair_windows(manifest_rows: Sequence[dict], *, split: str, gap: int, window: int) -> list[dict]:

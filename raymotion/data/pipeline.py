@@ -33,9 +33,8 @@ import ray
 from raymotion.config import FlowConfig
 from raymotion.data.crops import crop_box, crop_image
 from raymotion.data.decode import DECODER_BACKENDS, choose_decoder, read_video_window, video_codec
-from raymotion.data.manifest import pair_windows
+from raymotion.data.manifest import pair_windows, read_manifest
 from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
-from raymotion.synth.generate import read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +240,19 @@ def select_windows(data_root: str | Path, *, split: str, gap: int, window: int,
     return windows
 
 
+GPU_FLOW_ESTIMATORS = ("raft_small", "raft_large", "dali_of")
+
+
+def flow_stage_gpus(flow: str, flow_config: FlowConfig | None, *, cluster_gpus: float) -> float:
+    """GPUs each flow actor reserves: 1 for an estimator that runs on a GPU (RAFT unless ``flow.device`` is
+    'cpu'; DALI's optical-flow engine always) when the cluster has GPUs, else 0 (OpenCV runs on a CPU)."""
+    if flow not in GPU_FLOW_ESTIMATORS or cluster_gpus <= 0:
+        return 0.0
+    if flow != "dali_of" and flow_config is not None and flow_config.device == "cpu":
+        return 0.0
+    return 1.0
+
+
 def build_pair_dataset(
     data_root: str | Path,
     *,
@@ -270,7 +282,8 @@ def build_pair_dataset(
         flow_config: the ``flow`` config section, for estimators with settings (RAFT's weights, ...).
         decoder: 'auto' or one of ``decode.DECODER_BACKENDS``.
         bad_input: 'fail' (raise naming the file and frame) or 'skip' (drop the window, see module doc).
-        decode_concurrency, flow_concurrency: actors per stage, each holding 1 CPU (1 GPU for DALI 'mixed').
+        decode_concurrency, flow_concurrency: actors per stage, each holding 1 CPU (and 1 GPU for DALI
+            'mixed' decoding, and for a GPU flow estimator on a cluster with GPUs: ``flow_stage_gpus``).
             Keep CPUs free for Ray Data's own tasks: a pipeline hangs when actors take every CPU (FACTS.md).
         max_clips: use the first this many clips of the split (None: all), as ``frames.VideoPairs`` does.
         report: collects counts and skipped windows (``PipelineReport``).
@@ -299,6 +312,7 @@ def build_pair_dataset(
         dataset = dataset.map_batches(
             FlowStage, batch_size=flow_batch_size, batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=1,
+            num_gpus=flow_stage_gpus(flow, flow_config, cluster_gpus=ray.cluster_resources().get("GPU", 0)),
             fn_constructor_kwargs={"flow": flow, "flow_config": flow_config, "report": report},
         )
     return dataset

@@ -24,12 +24,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from raymotion.body.body_model import BodyModel, load_body_model
+from raymotion.body.body_model import load_body_model
 from raymotion.body.joints import NUM_SMPL_JOINTS, SMPL_PARENTS
 from raymotion.config import Config
+from raymotion.data.manifest import MANIFEST
 from raymotion.geometry import axis_angle_to_rotmat, rotmat_to_axis_angle
 from raymotion.geometry.rasterize import Raster, rasterize, surface_flow
 from raymotion.synth.motions import motion_clip, sample_motion_params
@@ -46,7 +46,6 @@ from raymotion.synth.scene import (
 from raymotion.synth.textures import background_image, body_vertex_colors
 from raymotion.synth.writer import VIDEO_SUFFIX, ClipDir, atomic_write_table, write_table, write_video
 
-MANIFEST = "manifest.parquet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,11 +323,3 @@ def generate(cfg: Config, *, progress: bool = True) -> Path:
         frames = sum(p.num_frames for p in todo)
         print(f"rendered {len(todo)} clips, {frames} frames in {elapsed:.1f} s ({frames / elapsed:.1f} frames/s)")
     return out_dir / MANIFEST
-
-
-def read_manifest(data_dir: str | Path) -> pa.Table:
-    """The manifest of a benchmark folder, with a clear error when it is missing."""
-    path = Path(data_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"no manifest at {path}: generate the data with `raymotion synth --set synth.out_dir={data_dir}`")
-    return pq.read_table(path)

@@ -18,7 +18,7 @@ from raymotion.body.joints import NUM_SMPL_JOINTS, SMPL_PARENTS
 from raymotion.config import Config
 from raymotion.data.decode import read_video_pyav
 from raymotion.flow.estimator import make_flow_estimator
-from raymotion.synth.generate import read_manifest
+from raymotion.data.manifest import read_manifest
 from raymotion.synth.scene import SPLITS
 
 PREVIEW_SCALE = 2

@@ -26,7 +26,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from raymotion.config import Config, ConfigError, flatten, to_dict
 from raymotion.data.flow_store import precompute_for_config, read_pairs
 from raymotion.data.pipeline import build_pair_dataset
-from raymotion.synth.generate import MANIFEST
+from raymotion.data.manifest import MANIFEST
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from raymotion.train.report import before_after_table
 from raymotion.train.worker import pretrain_fn_per_worker, refine_fn_per_worker, run_directory

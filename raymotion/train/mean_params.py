@@ -17,7 +17,7 @@ from raymotion.body.joints import NUM_SMPL_JOINTS
 from raymotion.data.crops import crop_box
 from raymotion.geometry import axis_angle_to_rotmat, rotmat_to_rot6d
 from raymotion.models.regressor import MeanParams
-from raymotion.synth.generate import read_manifest
+from raymotion.data.manifest import read_manifest
 
 
 def _project_to_rotation(matrix_33: torch.Tensor) -> torch.Tensor:

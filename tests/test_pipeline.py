@@ -136,14 +136,16 @@ def collect(ds):
 
 
 @pytest.mark.ray
-def test_pipeline_pairs_are_complete_and_match_video_pairs(dataset, ray_local, tmp_path):
+@pytest.mark.parametrize("fuse", [True, False], ids=["decode+flow in one stage", "decode and flow stages"])
+def test_pipeline_pairs_are_complete_and_match_video_pairs(dataset, ray_local, tmp_path, fuse):
     from raymotion.data.frames import VideoPairs
     from raymotion.data.pipeline import PipelineReport, build_pair_dataset
 
     root = shutil.copytree(dataset, tmp_path / "copy")  # VideoPairs caches flow beside the clips
     reference = VideoPairs(root, crop_size=32, bbox_scale=1.3, flow="dis", gap=2)
     report = PipelineReport()
-    ds = build_pair_dataset(root, crop_size=32, bbox_scale=1.3, gap=2, window=5, decoder="pyav", report=report)
+    ds = build_pair_dataset(root, crop_size=32, bbox_scale=1.3, gap=2, window=5, decoder="pyav", fuse=fuse,
+                            report=report)
     pairs = collect(ds)
     assert len(pairs) == len(reference) == sum(f - 2 for f in CLIP_FRAMES)
     mean = np.asarray(IMAGENET_MEAN)[:, None, None]

@@ -8,7 +8,8 @@ flow forward and backward per pair. The plain loop decodes whole clips with PyAV
 leaves OpenCV its own thread pool (``plain_threads=0``; DIS runs parts of each field in parallel); each
 pipeline actor holds one CPU and runs OpenCV single-threaded (``pipeline.FlowStage``).
 
-Sources: 'streamed' times ``build_pair_dataset`` (decode actor + ``flow_actors`` flow actors);
+Sources: 'streamed' times ``build_pair_dataset`` (``flow_actors`` actors that decode and estimate flow, on
+a CPU machine; a decode actor feeding flow actors where a GPU is used);
 'precomputed' times reading the pair store back (``flow_store.read_pairs``), after computing the store
 when it is missing (reported apart, never in the read time).
 
@@ -224,7 +225,8 @@ def format_bench(result: BenchResult) -> str:
     """The result as the table and lines ``raymotion bench-data`` prints."""
     s = result.settings
     if s.source == "streamed":
-        side, actors = "Ray Data pipeline", f"{s.flow_actors} flow + 1 decode actors (cv2 threads 1 each)"
+        side, actors = "Ray Data pipeline", (f"{s.flow_actors} decode+flow actors (fused on CPU; cv2 threads 1 "
+                                             "each)")
     else:
         side, actors = "Ray Data read of the pair store", "read tasks"
     lines = [

@@ -5,6 +5,7 @@ streaming instead of in memory. Each clip is cut into windows of consecutive fra
 (``raymotion.data.manifest.pair_windows``), so every frame is decoded about once per epoch.
 
     windows (from_items) -> map_batches(DecodeCropStage) -> map_batches(FlowStage) -> rows, one per pair
+    windows (from_items) -> map_batches(DecodeFlowStage: both in one actor; CPU-only)  -> the same rows
 
 Rows (numpy): image1, image2 (S, S, 3) uint8 RGB crops of frames t and t + gap (normalise on the
 training side with ``crops.normalise_image``: uint8 moves 4x fewer bytes); flow_fwd, flow_bwd (2, S, S)
@@ -240,6 +241,22 @@ def select_windows(data_root: str | Path, *, split: str, gap: int, window: int,
     return windows
 
 
+class DecodeFlowStage:
+    """``map_batches`` stage: ``DecodeCropStage`` then ``FlowStage`` in one actor, for CPU-only work.
+
+    Decoding is small next to CPU flow (about 1:15 for DIS at 128 px), so on a CPU machine one actor per
+    core doing both beats a decode actor feeding flow actors: one process fewer to start and no crops
+    handed between processes. On GPUs the stages stay apart (NVDEC decode, flow on GPU actors).
+    """
+
+    def __init__(self, *, decode: dict, flow: dict) -> None:
+        self.decode = DecodeCropStage(**decode)
+        self.flow = FlowStage(**flow)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.flow(self.decode(batch))
+
+
 GPU_FLOW_ESTIMATORS = ("raft_small", "raft_large", "dali_of")
 
 
@@ -269,6 +286,7 @@ def build_pair_dataset(
     flow_concurrency: int = 1,
     flow_batch_size: int = 16,
     max_clips: int | None = None,
+    fuse: bool | None = None,
     report: PipelineReport | None = None,
 ) -> ray.data.Dataset:
     """The frame pairs (t, t + gap) of every clip of a split, as a lazy Ray Data dataset (rows: module doc).
@@ -286,6 +304,9 @@ def build_pair_dataset(
             'mixed' decoding, and for a GPU flow estimator on a cluster with GPUs: ``flow_stage_gpus``).
             Keep CPUs free for Ray Data's own tasks: a pipeline hangs when actors take every CPU (FACTS.md).
         max_clips: use the first this many clips of the split (None: all), as ``frames.VideoPairs`` does.
+        fuse: decode and flow in the same ``flow_concurrency`` actors (``DecodeFlowStage``; decode_concurrency
+            and flow_batch_size then unused), or in two stages. None: fused when neither stage uses a GPU.
+            The rows are the same either way (tested).
         report: collects counts and skipped windows (``PipelineReport``).
     """
     if bad_input not in BAD_INPUT_POLICIES:
@@ -299,20 +320,30 @@ def build_pair_dataset(
     if flow is not None and flow not in FLOW_ESTIMATORS:  # fail here, on the driver; built in the actors
         raise ValueError(f"unknown flow estimator {flow!r}; choose one of: {', '.join(FLOW_ESTIMATORS)}")
     windows = select_windows(data_root, split=split, gap=gap, window=window, max_clips=max_clips)
-    use_gpu = decoder == "dali_mixed" or (decoder == AUTO_DECODER and ray.cluster_resources().get("GPU", 0) > 0)
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpu = decoder == "dali_mixed" or (decoder == AUTO_DECODER and cluster_gpus > 0)
+    flow_gpus = flow_stage_gpus(flow, flow_config, cluster_gpus=cluster_gpus) if flow is not None else 0.0
+    if fuse is None:
+        fuse = not use_gpu and not flow_gpus
+    decode_kwargs = {"data_root": str(data_root), "crop_size": crop_size, "bbox_scale": bbox_scale, "gap": gap,
+                     "decoder": decoder, "bad_input": bad_input, "report": report}
+    flow_kwargs = {"flow": flow, "flow_config": flow_config, "report": report}
     dataset = ray.data.from_items(windows, override_num_blocks=min(len(windows), 64))
+    if flow is not None and fuse:
+        return dataset.map_batches(
+            DecodeFlowStage, batch_size=1, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=1,
+            num_gpus=max(1.0 if use_gpu else 0.0, flow_gpus),
+            fn_constructor_kwargs={"decode": decode_kwargs, "flow": flow_kwargs})
     dataset = dataset.map_batches(
         DecodeCropStage, batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=decode_concurrency),
-        num_cpus=1, num_gpus=1 if use_gpu else 0,
-        fn_constructor_kwargs={"data_root": str(data_root), "crop_size": crop_size, "bbox_scale": bbox_scale,
-                               "gap": gap, "decoder": decoder, "bad_input": bad_input, "report": report},
+        num_cpus=1, num_gpus=1 if use_gpu else 0, fn_constructor_kwargs=decode_kwargs,
     )
     if flow is not None:
         dataset = dataset.map_batches(
             FlowStage, batch_size=flow_batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=1,
-            num_gpus=flow_stage_gpus(flow, flow_config, cluster_gpus=ray.cluster_resources().get("GPU", 0)),
-            fn_constructor_kwargs={"flow": flow, "flow_config": flow_config, "report": report},
+            compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=1, num_gpus=flow_gpus,
+            fn_constructor_kwargs=flow_kwargs,
         )
     return dataset

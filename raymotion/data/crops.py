@@ -62,6 +62,14 @@ COLOUR_GAIN_RANGE = (0.6, 1.4)
 # ---- boxes and affine maps ------------------------------------------------------------------
 
 
+def check_crop_args(*, crop_size: int, bbox_scale: float) -> None:
+    """Raise a ValueError naming the bad value unless ``crop_size`` >= 8 px and ``bbox_scale`` > 0."""
+    if crop_size < 8:
+        raise ValueError(f"crop_size={crop_size} must be >= 8 pixels")
+    if not bbox_scale > 0:
+        raise ValueError(f"bbox_scale={bbox_scale} must be > 0 (1.3 = a 30 % margin around the box)")
+
+
 def crop_box(box_xyxy_N4: np.ndarray, *, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """The square crop around person boxes: centred on the box, side = scale * max(w, h).
 

@@ -29,6 +29,7 @@ from raymotion.data.crops import (
     SCALE_JITTER,
     SMPL_FLIP_PERM,
     Augmentation,
+    check_crop_args,
     crop_box,
     crop_flow,
     crop_image,
@@ -201,13 +202,6 @@ def labelled_item(source_HW3: np.ndarray, labels: dict[str, np.ndarray], *, crop
     }
 
 
-def _check_crop_args(*, crop_size: int, bbox_scale: float) -> None:
-    if crop_size < 8:
-        raise ValueError(f"crop_size={crop_size} must be >= 8 pixels")
-    if not bbox_scale > 0:
-        raise ValueError(f"bbox_scale={bbox_scale} must be > 0 (1.3 = a 30 % margin around the box)")
-
-
 class LabelledFrames(Dataset):
     """Every frame of a seeded fraction of the labelled clips, cropped around its own box.
 
@@ -241,7 +235,7 @@ class LabelledFrames(Dataset):
         augment: bool = False,
         max_clips: int | None = None,
     ) -> None:
-        _check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
         data_dir = Path(data_dir)
         rows = _split_rows(data_dir, split, LABELLED_SPLITS)
         chosen = select_clips(len(rows), fraction=fraction, seed=seed, max_clips=max_clips)
@@ -356,7 +350,7 @@ class VideoPairs(Dataset):
         max_clips: int | None = None,
         with_labels: bool = False,
     ) -> None:
-        _check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
         flow_choices = (GROUND_TRUTH_FLOW, *FLOW_ESTIMATORS)
         if flow not in flow_choices:
             raise ValueError(f"flow={flow!r} is not a flow source; choose one of: {', '.join(flow_choices)}")

@@ -53,19 +53,19 @@ import ray
 import torch
 
 from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
-from raymotion.data.crops import Augmentation, crop_box, crop_image, sample_augmentation
-from raymotion.data.decode import DECODER_BACKENDS, choose_decoder, read_video_window, video_codec
+from raymotion.data.crops import Augmentation, check_crop_args, crop_box, crop_image, sample_augmentation
+from raymotion.data.decode import read_video_window
 from raymotion.data.frames import (
     LABELLED_ITEM_LABELS,
     LABELLED_SPLITS,
-    _check_crop_args,
     _read_labels,
     _split_rows,
     augmented_store_size,
     labelled_item,
     select_clips,
 )
-from raymotion.data.pipeline import AUTO_DECODER, BAD_INPUT_POLICIES, PipelineReport, each_window
+from raymotion.data.pipeline import (AUTO_DECODER, DecoderChoice, PipelineReport, check_decode_args, decoder_uses_gpu,
+                                     each_window)
 
 logger = logging.getLogger(__name__)
 
@@ -146,19 +146,10 @@ class LabelledDecodeStage:
         self.data_root = Path(data_root)
         self.crop_size, self.bbox_scale = crop_size, bbox_scale
         self.store_size = augmented_store_size(crop_size) if augment else crop_size
-        self.decoder, self.bad_input = decoder, bad_input
+        self.bad_input = bad_input
         self.report = report.actor if report is not None else None
         cv2.setNumThreads(1)  # one CPU per actor
-        self.cuda_available = bool(ray.get_gpu_ids())  # a GPU only if Ray gave this actor one
-        self._logged: set[str] = set()
-
-    def _backend(self, path: Path) -> str:
-        backend = self.decoder if self.decoder != AUTO_DECODER else choose_decoder(
-            video_codec(path), cuda_available=self.cuda_available)
-        if backend not in self._logged:
-            self._logged.add(backend)
-            logger.info("decoding labelled clips with %s (decoder=%r; first clip %s)", backend, self.decoder, path)
-        return backend
+        self._backend = DecoderChoice(decoder, what="labelled clips")
 
     def _clip(self, window: dict) -> tuple[dict[str, np.ndarray], int, str]:
         path = self.data_root / window["path"]
@@ -264,11 +255,8 @@ def build_labelled_dataset(
             most this many tasks of 1 CPU. Keep CPUs free for Ray Data's own tasks and the trainers: a
             pipeline hangs when actors take every CPU (FACTS.md).
     """
-    _check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
-    if bad_input not in BAD_INPUT_POLICIES:
-        raise ValueError(f"bad_input={bad_input!r}; choose one of: {', '.join(BAD_INPUT_POLICIES)}")
-    if decoder not in (AUTO_DECODER, *DECODER_BACKENDS):
-        raise ValueError(f"decoder={decoder!r}; choose one of: {', '.join((AUTO_DECODER, *DECODER_BACKENDS))}")
+    check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+    check_decode_args(bad_input=bad_input, decoder=decoder)
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1 (passes over the labelled frames)")
     if concurrency < 1:
@@ -277,7 +265,7 @@ def build_labelled_dataset(
         raise ValueError(f"seed={seed} and fraction_seed={fraction_seed} must be >= 0")
     windows = labelled_windows(data_root, split=split, fraction=fraction, fraction_seed=fraction_seed,
                                epochs=epochs, seed=seed)
-    use_gpu = decoder == "dali_mixed" or (decoder == AUTO_DECODER and ray.cluster_resources().get("GPU", 0) > 0)
+    use_gpu = decoder_uses_gpu(decoder, cluster_gpus=ray.cluster_resources().get("GPU", 0))
     dataset = ray.data.from_items(windows, override_num_blocks=min(len(windows), MAX_WINDOW_BLOCKS))
     dataset = dataset.map_batches(
         LabelledDecodeStage, batch_size=CLIPS_PER_DECODE_BATCH, batch_format="numpy",

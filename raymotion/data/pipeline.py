@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import ray
 
 from raymotion.config import FlowConfig
-from raymotion.data.crops import crop_box, crop_image
+from raymotion.data.crops import check_crop_args, crop_box, crop_image
 from raymotion.data.decode import DECODER_BACKENDS, choose_decoder, read_video_window, video_codec
 from raymotion.data.manifest import pair_windows, read_manifest
 from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
@@ -93,6 +93,30 @@ def _check_boxes(box_T4: np.ndarray, *, width: int, height: int, first_frame: in
                          f"outside the {width}x{height} frame")
 
 
+class DecoderChoice:
+    """A stage actor's decoder per clip: ``decoder`` if forced, else 'auto' picks from the clip's codec
+    (``decode.choose_decoder``: DALI 'mixed' when Ray gave this actor a GPU, DALI CPU for VP8/VP9/MJPEG,
+    PyAV otherwise). Logs each backend the first time it is used. Build it inside the actor."""
+
+    def __init__(self, decoder: str, *, what: str) -> None:
+        self.decoder, self.what = decoder, what
+        # Ray's assignment, not torch.cuda: the actor may hold a GPU only if it asked for one, and this
+        # keeps torch out of the check.
+        self.cuda_available = bool(ray.get_gpu_ids())
+        self._logged: set[str] = set()
+
+    def __call__(self, path: Path) -> str:
+        if self.decoder != AUTO_DECODER:
+            backend = self.decoder
+        else:
+            backend = choose_decoder(video_codec(path), cuda_available=self.cuda_available)
+        if backend not in self._logged:
+            self._logged.add(backend)
+            logger.info("decoding %s with %s (decoder=%r, CUDA %s; first clip %s)", self.what, backend, self.decoder,
+                        "available" if self.cuda_available else "unavailable", path)
+        return backend
+
+
 class DecodeCropStage:
     """``map_batches`` stage: windows -> one row per frame pair, with both frames cropped by their own box.
 
@@ -106,24 +130,10 @@ class DecodeCropStage:
                  bad_input: str, report: PipelineReport | None) -> None:
         self.data_root = Path(data_root)
         self.crop_size, self.bbox_scale, self.gap = crop_size, bbox_scale, gap
-        self.decoder, self.bad_input = decoder, bad_input
+        self.bad_input = bad_input
         self.report = report.actor if report is not None else None
         cv2.setNumThreads(1)  # one CPU per actor (see FlowStage)
-        # A GPU is usable here only if Ray gave this actor one (build_pair_dataset asks for it when the
-        # cluster has GPUs); checking ray's assignment also avoids importing torch in the actor.
-        self.cuda_available = bool(ray.get_gpu_ids())
-        self._logged: set[str] = set()
-
-    def _backend(self, path: Path) -> str:
-        if self.decoder != AUTO_DECODER:
-            backend = self.decoder
-        else:
-            backend = choose_decoder(video_codec(path), cuda_available=self.cuda_available)
-        if backend not in self._logged:
-            self._logged.add(backend)
-            logger.info("decoding with %s (decoder=%r, CUDA %s; first clip %s)", backend, self.decoder,
-                        "available" if self.cuda_available else "unavailable", path)
-        return backend
+        self._backend = DecoderChoice(decoder, what="video windows")
 
     def _window(self, window: dict) -> tuple[dict[str, np.ndarray], int, str]:
         path = self.data_root / window["path"]
@@ -270,6 +280,19 @@ def flow_stage_gpus(flow: str, flow_config: FlowConfig | None, *, cluster_gpus: 
     return 1.0
 
 
+def check_decode_args(*, bad_input: str, decoder: str) -> None:
+    """Raise a ValueError listing the valid choices unless ``bad_input`` and ``decoder`` are known."""
+    if bad_input not in BAD_INPUT_POLICIES:
+        raise ValueError(f"bad_input={bad_input!r}; choose one of: {', '.join(BAD_INPUT_POLICIES)}")
+    if decoder not in (AUTO_DECODER, *DECODER_BACKENDS):
+        raise ValueError(f"decoder={decoder!r}; choose one of: {', '.join((AUTO_DECODER, *DECODER_BACKENDS))}")
+
+
+def decoder_uses_gpu(decoder: str, *, cluster_gpus: float) -> bool:
+    """Whether a decode stage reserves a GPU: DALI 'mixed' (NVDEC) asked for, or 'auto' on a GPU cluster."""
+    return decoder == "dali_mixed" or (decoder == AUTO_DECODER and cluster_gpus > 0)
+
+
 def build_pair_dataset(
     data_root: str | Path,
     *,
@@ -309,19 +332,13 @@ def build_pair_dataset(
             The rows are the same either way (tested).
         report: collects counts and skipped windows (``PipelineReport``).
     """
-    if bad_input not in BAD_INPUT_POLICIES:
-        raise ValueError(f"bad_input={bad_input!r}; choose one of: {', '.join(BAD_INPUT_POLICIES)}")
-    if decoder not in (AUTO_DECODER, *DECODER_BACKENDS):
-        raise ValueError(f"decoder={decoder!r}; choose one of: {', '.join((AUTO_DECODER, *DECODER_BACKENDS))}")
-    if crop_size < 8:
-        raise ValueError(f"crop_size={crop_size} must be >= 8 pixels")
-    if not bbox_scale > 0:
-        raise ValueError(f"bbox_scale={bbox_scale} must be > 0 (1.3 = a 30 % margin around the box)")
+    check_decode_args(bad_input=bad_input, decoder=decoder)
+    check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
     if flow is not None and flow not in FLOW_ESTIMATORS:  # fail here, on the driver; built in the actors
         raise ValueError(f"unknown flow estimator {flow!r}; choose one of: {', '.join(FLOW_ESTIMATORS)}")
     windows = select_windows(data_root, split=split, gap=gap, window=window, max_clips=max_clips)
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpu = decoder == "dali_mixed" or (decoder == AUTO_DECODER and cluster_gpus > 0)
+    use_gpu = decoder_uses_gpu(decoder, cluster_gpus=cluster_gpus)
     flow_gpus = flow_stage_gpus(flow, flow_config, cluster_gpus=cluster_gpus) if flow is not None else 0.0
     if fuse is None:
         fuse = not use_gpu and not flow_gpus

@@ -24,7 +24,7 @@ from raymotion.body.body_model import load_body_model
 from raymotion.config import load_config
 from raymotion.geometry import weak_perspective_project
 from raymotion.losses.consistency import flow_consistency_loss, flow_visibility
-from raymotion.train.loop import build_model
+from raymotion.train.components import build_model
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Ray Train against the plain single-process loop, and 2 workers against 1, side by side in one run.
+"""Ray Train 1 worker against local mode, and 2 workers against 1, side by side in one run.
 
     python benchmarks/bench_train.py --pretrained runs/base-f10/checkpoint.pt [--steps 40] [--stage refine]
         [--data data/synth/default] [--crop-size 64]
@@ -6,12 +6,13 @@
 Three refinement runs of the same config (the embedded-default recipe: small CNN, 64 px crops, low-res
 body, 16 pairs + 32 labelled frames per worker and step, video pairs read locally with the flow cache, so
 that the data pipeline is not what is measured), all with one torch thread per process:
-  plain  - ``raymotion.train.loop.refine``, one process;
+  local  - the training function in Ray Train's local mode (``num_workers=0``: this process, no DDP), what
+           ``raymotion refine`` runs;
   ray x1 - Ray Train, 1 worker (DDP wrapper, ray.train.report, checkpoints);
   ray x2 - Ray Train, 2 workers (gloo all-reduce), each with its own batch: twice the samples per step.
 Steady-state speed is taken from log.jsonl's wall clock between the first logged step after warm-up and
 the last step (start-up and final evaluation excluded); start-up is reported apart. Prints samples/s,
-the overhead of Ray Train x1 against plain (Ray's published figure: within 2.5 % of native DDP) and the
+the overhead of Ray Train x1 against local mode (Ray's published figure: within 2.5 % of native DDP) and the
 scaling of x2 against x1 (the limit on this 2-core machine is 2.0x).
 """
 
@@ -28,7 +29,6 @@ from pathlib import Path
 import torch
 
 from raymotion.config import load_config
-from raymotion.train import loop
 from raymotion.train.launch import run_training
 
 RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
@@ -61,10 +61,10 @@ def main() -> None:
             "scaling.threads_per_worker": 1}
     results = {}
     try:
-        cfg = load_config(RECIPE, {**base, "run.name": "plain"})
+        cfg = load_config(RECIPE, {**base, "run.name": "local"})
         tic = time.perf_counter()
-        loop.refine(cfg)
-        results["plain"] = (*steady_rate(runs / "plain", skip=skip), time.perf_counter() - tic, 1)
+        run_training(cfg, "refine", local=True)
+        results["local"] = (*steady_rate(runs / "local", skip=skip), time.perf_counter() - tic, 1)
         for workers in (1, 2):
             name = f"ray{workers}"
             cfg = load_config(RECIPE, {**base, "run.name": name, "scaling.num_workers": workers})
@@ -79,8 +79,8 @@ def main() -> None:
     print(f"{'run':8s} {'workers':>7s} {'steps/s':>8s} {'samples/s':>10s} {'first logged step at':>21s} {'total s':>8s}")
     for name, (rate, start, total, workers) in results.items():
         print(f"{name:8s} {workers:7d} {rate:8.3f} {rate * batch * workers:10.1f} {start:20.1f}s {total:8.1f}")
-    plain, one, two = results["plain"][0], results["ray1"][0], results["ray2"][0] * 2
-    print(f"\nRay Train x1 / plain loop: {one / plain:.3f} (overhead {100 * (1 - one / plain):+.1f} %)")
+    local, one, two = results["local"][0], results["ray1"][0], results["ray2"][0] * 2
+    print(f"\nRay Train x1 / local mode, steps/s: {one / local:.3f} (overhead {100 * (1 - one / local):+.1f} %)")
     print(f"Ray Train x2 / x1, samples/s: {two / one:.2f}x (limit 2.0x on 2 cores)")
 
 

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _args  # noqa: E402
 
-from raymotion.train.loop import evaluate_checkpoint  # noqa: E402
+from raymotion.train.components import evaluate_checkpoint  # noqa: E402
 
 if __name__ == "__main__":
     parser = _args.parser(__doc__.splitlines()[0])

@@ -4,7 +4,7 @@
     raymotion config [--config run.yaml] [--set ...]     # print the resolved config as YAML
     raymotion config --describe                          # every key, its type, default and meaning
     raymotion synth [--preset tiny|default|large] [--preview] [--report] [--set synth.num_workers=2 ...]
-    raymotion pretrain --set train.fraction=0.05 --set run.name=pre5      # supervised, on a fraction
+    raymotion pretrain --set train.fraction=0.05 --set run.name=pre5 [--resume]  # supervised, on a fraction
     raymotion refine --set train.pretrained=runs/pre5/checkpoint.pt --set run.name=ref5
     raymotion evaluate --checkpoint runs/ref5/checkpoint.pt [--split test]  # or --checkpoint mean
     raymotion mean-params --out mean_params.npz                            # regressor start point
@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (("pretrain", "supervised pretraining on train.fraction of the labelled pool"),
                        ("refine", "flow-consistency refinement of train.pretrained on unannotated video")):
-        _add_config_args(sub.add_parser(name, help=text))
+        stage = sub.add_parser(name, help=text + " (the Ray Train loop in local mode: this process)")
+        stage.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
+        _add_config_args(stage)
     evaluate = sub.add_parser("evaluate", help="score a checkpoint on the val or test split")
     evaluate.add_argument("--checkpoint", required=True,
                           help="a run's checkpoint.pt, or 'mean' for the constant mean-pose baseline")
@@ -124,13 +126,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command in ("pretrain", "refine"):
         from raymotion.eval.evaluate import METRIC_KEYS
-        from raymotion.train import loop
+        from raymotion.train.launch import run_training
 
-        metrics = (loop.pretrain if args.command == "pretrain" else loop.refine)(cfg)
+        try:
+            metrics = run_training(cfg, args.command, resume=args.resume, local=True)
+        except (ValueError, FileNotFoundError, FileExistsError) as err:  # checked before training starts
+            print(f"raymotion {args.command}: {err}", file=sys.stderr)
+            return 2
         print(json.dumps({k: metrics[k] for k in METRIC_KEYS}, indent=2))
         return 0
     if args.command == "evaluate":
-        from raymotion.train.loop import evaluate_checkpoint
+        from raymotion.train.components import evaluate_checkpoint
 
         print(json.dumps(evaluate_checkpoint(cfg, args.checkpoint, split=args.split), indent=2))
         return 0
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         init_ray(cfg)
         try:
             store = precompute_for_config(cfg)
-        except (ValueError, FileNotFoundError) as err:  # e.g. a store folder that is not a finished store
+        except (ValueError, OSError) as err:  # a broken store; an unreachable bucket (the message says what to check)
             print(f"raymotion precompute-flow: {err}", file=sys.stderr)
             return 2
         how = "already there, reused" if store.reused else "written"
@@ -170,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             data_root=cfg.data.root, max_clips=args.max_clips or None, crop_size=args.crop_size or cfg.data.crop_size,
             bbox_scale=cfg.data.bbox_scale, gap=cfg.train.video_gap, window=args.window, flow=cfg.flow.estimator,
             flow_actors=args.flow_actors, decoder=args.decoder, source=args.source,
-            plain_threads=args.plain_threads, store_dir=cfg.scaling.pair_store)
+            plain_threads=args.plain_threads, store_dir=cfg.scaling.pair_store,
+            decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus)
         print(format_bench(run_bench(settings, start_ray=lambda: init_ray(cfg))))
         return 0
     raise AssertionError(f"unhandled command {args.command}")

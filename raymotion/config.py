@@ -360,15 +360,39 @@ class ScalingConfig:
         "by runs and sweep trials; 'local' reads them in each worker with the flow cache (deterministic "
         "batches, bit-exact resume).")
     pair_store: str = _field(
-        "", "Folder holding the pair stores of scaling.video_source=precomputed: '' = <data.root>/pairs. On a "
-        "multi-node cluster it must be on storage every node reads.")
-    flow_actors: int = _field(1, "Optical-flow actors of the Ray Data pipeline.", range=(1, None))
+        "", "Folder holding the pair stores of scaling.video_source=precomputed: '' = <data.root>/pairs. A local "
+        "or NFS path, or s3://bucket/prefix; on a multi-node cluster it must be on storage every node reads.")
+    flow_actors: int = _field(
+        1, "Optical-flow actors of the Ray Data pipeline (1 CPU and scaling.flow_gpus each). On a CPU-only "
+        "pipeline (scaling.decode_gpus=0 and scaling.flow_gpus=0) each of them also decodes and crops.",
+        range=(1, None))
+    decode_actors: int = _field(
+        1, "Decode+crop actors of the Ray Data pipeline (1 CPU and scaling.decode_gpus each) when decoding and "
+        "flow are separate stages, i.e. when either reserves a GPU share; unused on a CPU-only pipeline.",
+        range=(1, None))
+    decode_gpus: float = _field(
+        0.0, "GPU share each decode actor reserves: 0 = decode on the CPU (DALI CPU for VP8/VP9/MJPEG, PyAV "
+        "otherwise); > 0 = NVDEC through DALI 'mixed', e.g. 0.25 = four decode actors per GPU. A share in "
+        "[0, 1] or a whole number (Ray's rule). Reserved from the cluster, never taken from a training worker's "
+        "GPU (see raymotion/train/plan.py).", range=(0.0, None))
+    flow_gpus: float = _field(
+        0.0, "GPU share each flow actor reserves: > 0 runs 'raft_small'/'raft_large'/'dali_of' on that GPU; 0 runs "
+        "the estimator on the CPU ('dali_of' has no CPU version and is refused with 0). A share in [0, 1] or a "
+        "whole number.", range=(0.0, None))
+    schedule_timeout_s: float = _field(
+        300.0, "Seconds a launch waits for the cluster to place its resource plan (workers and pipeline actors; "
+        "on an autoscaling cluster this covers starting nodes) before it fails naming what did not fit.",
+        range=(1.0, None))
     fail_at_step: int = _field(
         0, "Fault injection for tests: worker 0 kills its process once when it reaches this step (0 = never).",
         range=(0, None))
 
     def __post_init__(self) -> None:
         _validate_fields(self)
+        for key in ("decode_gpus", "flow_gpus"):
+            value = getattr(self, key)
+            if value > 1 and not float(value).is_integer():  # Ray refuses fractional GPUs above one
+                raise ConfigError(key, value, "expected a GPU share in [0, 1] or a whole number of GPUs")
 
 
 # Size presets of the benchmark: overrides of SynthConfig's defaults (which are the 'default' preset).
@@ -637,14 +661,19 @@ def load_config(path: str | Path | None = None,
         raise
 
 
+def config_yaml(cfg: Config) -> str:
+    """``cfg`` as the YAML text of a run's ``config.yaml``; ``load_config`` reads it back."""
+    return ("# Resolved raymotion config; load with raymotion.config.load_config(path).\n"
+            + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write ``cfg`` as YAML, atomically (temp file + os.replace); ``load_config`` reads it back."""
+    """Write ``cfg`` as YAML to a local ``path``, atomically (temp file + os.replace)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            f.write("# Resolved raymotion config; load with raymotion.config.load_config(path).\n")
-            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+            f.write(config_yaml(cfg))
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -98,3 +98,88 @@ def ray_local():
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# The S3 endpoint tests talk to: a moto server in this process, reached over TCP like a real store.
+S3_TEST_BUCKET = "raymotion-test"
+# Removed from os.environ while the S3 test server runs: where a developer has them set they would win
+# over (AWS_ENDPOINT_URL_S3) or mix with (AWS_PROFILE, AWS_SESSION_TOKEN) the test endpoint and credentials.
+S3_TEST_ENV_REMOVED = ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN")
+
+
+class S3TestServer:
+    """What ``s3_server`` returns: the endpoint, the test bucket, and a way to see what landed in it."""
+
+    def __init__(self, endpoint: str, bucket: str) -> None:
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.bucket_uri = f"s3://{bucket}"
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every key under ``prefix`` (no leading ``/``; ``"run1/"``), sorted; folder markers end in ``/``.
+
+        Note that pyarrow writes ``prefix/`` marker objects for ``mkdir`` and after deleting the last file
+        of a folder, so assert on the keys you expect, not on the full listing, where that matters.
+        """
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        keys: list[str] = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3 endpoint (moto's ThreadedMotoServer on 127.0.0.1, a free port) holding the bucket
+    ``raymotion-test``, for the whole test session. Returns an ``S3TestServer`` (``.endpoint``,
+    ``.bucket_uri`` = ``"s3://raymotion-test"``, ``.keys(prefix)``).
+
+    It sets os.environ for the session (restored at teardown): AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY (``testing``), AWS_DEFAULT_REGION and AWS_REGION (us-east-1),
+    AWS_EC2_METADATA_DISABLED; it removes AWS_ENDPOINT_URL_S3, AWS_PROFILE and AWS_SESSION_TOKEN.
+
+    Ray: worker processes inherit the environment of the ``ray.init`` that starts them, so these
+    variables must be set BEFORE ray.init for workers to reach this server. pytest sets up
+    session-scoped fixtures before module-scoped ones, so a test requesting both ``s3_server`` and
+    ``ray_local`` is fine; but in a module where Ray may start before the first S3 test, add
+    ``pytestmark = pytest.mark.usefixtures("s3_server")`` at the top of the module. Keys written by one
+    test stay for the session: give each test its own prefix (e.g. from ``uuid4``).
+    """
+    import logging
+    import os
+
+    server_module = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra: pip install -e '.[dev]'")
+    boto3 = pytest.importorskip("boto3")
+
+    werkzeug_log = logging.getLogger("werkzeug")
+    log_level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.WARNING)  # one INFO line per request otherwise
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    previous = {name: os.environ.get(name) for name in (*env, *S3_TEST_ENV_REMOVED)}
+    os.environ.update(env)
+    for name in S3_TEST_ENV_REMOVED:
+        os.environ.pop(name, None)
+    try:
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=S3_TEST_BUCKET)
+        yield S3TestServer(endpoint, S3_TEST_BUCKET)
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()
+        werkzeug_log.setLevel(log_level)

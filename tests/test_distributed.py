@@ -1,5 +1,7 @@
 """Ray Train refinement: a killed worker is restarted from the last checkpoint, a stopped run resumes with
-``--resume``, and both reproduce the single-process loop's loss curve exactly (CPU, one thread, fixed seed).
+``--resume``, and both reproduce the local-mode run's loss curve exactly (the same training function in
+this process; CPU, one thread, fixed seed). Two workers with evaluation and checkpoint intervals that do
+not align finish (every rank reports at the same steps).
 Also: a bad config fails before any worker starts, naming the key. (The Ray Data source is exercised by
 tests/test_job_submit.py, whose job uses it.)"""
 
@@ -12,12 +14,11 @@ import pytest
 import torch
 
 from raymotion.config import ConfigError, load_config
-from raymotion.train import loop
 from raymotion.train.checkpoint import load_checkpoint
 
 ray = pytest.importorskip("ray")
 from raymotion.train import launch  # noqa: E402
-from raymotion.train.worker import FAULT_MARKER  # noqa: E402
+from raymotion.train.worker import FAULT_MARKER, worker_starts  # noqa: E402
 
 pytestmark = [pytest.mark.render, pytest.mark.ray]
 REPO = Path(__file__).resolve().parent.parent
@@ -41,13 +42,14 @@ def train_config(root, runs, name, **overrides):
 @pytest.fixture(scope="module")
 def pretrained(tiny_benchmark, tmp_path_factory):
     runs = tmp_path_factory.mktemp("pre")
-    loop.pretrain(train_config(tiny_benchmark, runs, "pre", **{"train.pretrain_steps": 2}))
+    launch.run_training(train_config(tiny_benchmark, runs, "pre", **{"train.pretrain_steps": 2}), "pretrain", local=True)
     return runs / "pre" / "checkpoint.pt"
 
 
 def losses_by_step(directory):
     """step -> loss from log.jsonl; a step logged twice (re-run after a restart) keeps its last value."""
     rows = [json.loads(line) for line in (directory / "log.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "loss" in r]
     return {r["step"]: r["loss"] for r in rows if "loss" in r}, [r["step"] for r in rows if "loss" in r]
 
 
@@ -58,8 +60,8 @@ def refine_config(root, runs, name, pretrained, **overrides):
 
 def test_ray_train_reproduces_the_plain_loop_through_a_killed_worker_and_a_stopped_run(
         ray_local, tiny_benchmark, pretrained, tmp_path):
-    # The reference: the single-process loop (same step function, same batches for one worker).
-    loop.refine(refine_config(tiny_benchmark, tmp_path, "plain", pretrained))
+    # The reference: the same training function in Ray Train's local mode (this process, one worker).
+    launch.run_training(refine_config(tiny_benchmark, tmp_path, "plain", pretrained), "refine", local=True)
     reference, _ = losses_by_step(tmp_path / "plain")
     assert sorted(reference) == [1, 2, 3, 4, 5, 6]
 
@@ -76,7 +78,7 @@ def test_ray_train_reproduces_the_plain_loop_through_a_killed_worker_and_a_stopp
     stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
     assert stats and all(torch.equal(before[k], after[k]) for k in stats)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith("weight"))  # it did train
-    starts = [json.loads(line) for line in (tmp_path / "killed" / "workers.jsonl").read_text().splitlines()]
+    starts = worker_starts(tmp_path / "killed")  # one file per worker start, never a shared append
     assert len(starts) == 2 and starts[0]["pid"] != starts[1]["pid"]  # a new worker process
 
     # No restarts allowed: the run fails; a new launch refuses to overwrite it, and with resume=True it
@@ -95,10 +97,10 @@ def test_ray_train_reproduces_the_plain_loop_through_a_killed_worker_and_a_stopp
 
 
 def test_bad_config_fails_before_any_worker_starts(tmp_path, monkeypatch):
-    run = subprocess.run([sys.executable, str(REPO / "jobs" / "refine.py"), "--set", "scaling.num_workers=0"],
+    run = subprocess.run([sys.executable, str(REPO / "jobs" / "refine.py"), "--set", "scaling.num_workers=-1"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 2
-    assert "scaling.num_workers=0" in run.stderr and "ray" not in run.stdout.lower()
+    assert "scaling.num_workers=-1" in run.stderr and "ray" not in run.stdout.lower()
     monkeypatch.setattr(launch, "init_ray", lambda cfg: pytest.fail("Ray started before the config was checked"))
     cfg = train_config(tmp_path, tmp_path, "x", **{"train.pretrained": str(tmp_path / "missing.pt")})
     with pytest.raises(ConfigError, match="train.pretrained"):
@@ -106,3 +108,32 @@ def test_bad_config_fails_before_any_worker_starts(tmp_path, monkeypatch):
     cfg = train_config(tmp_path, tmp_path, "y", **{"loss.video_kp2d_weight": 0.1})
     with pytest.raises(ConfigError, match="scaling.video_source='ray_data'.*scaling.video_source=local"):
         launch.refine_job(cfg)
+
+
+def test_two_workers_with_eval_and_checkpoint_intervals_that_do_not_align_finish(
+        ray_local, tiny_benchmark, pretrained, tmp_path):
+    """Before: only rank 0 reported at evaluation steps, so at step 3 it waited in report (a barrier) while
+    rank 1 waited in the next all-reduce: a hang until the collective timeout, then again after a restart."""
+    sets = {"body.model": "anny_lowres", "data.root": str(tiny_benchmark), "data.crop_size": 64,
+            "run.output_dir": str(tmp_path), "run.name": "two", "train.fraction": 1.0, "train.batch_size": 4,
+            "train.pair_batch_size": 2, "train.log_every": 1, "train.max_eval_clips": 1,
+            "train.pretrained": str(pretrained), "scaling.video_source": "local", "scaling.num_workers": 2,
+            "train.refine_steps": 5, "train.eval_every": 3, "train.checkpoint_every": 2, "scaling.max_failures": 0}
+    # The job in its own process with a timeout: a regression fails here instead of hanging CI.
+    run = subprocess.run([sys.executable, str(REPO / "jobs" / "refine.py")]
+                         + [arg for k, v in sets.items() for arg in ("--set", f"{k}={v}")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=420)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["workers"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val/pa_mpjpe_mm" in r] == [3, 5]  # evaluated at 3 and the last step
+    assert sorted({r["step"] for r in rows if "loss" in r}) == [1, 2, 3, 4, 5]
+    assert load_checkpoint(tmp_path / "two" / "checkpoint.pt")["step"] == 5
+
+
+def test_reports_are_made_at_the_same_steps_on_every_rank_with_fresh_validation_only():
+    from raymotion.train.worker import report_steps
+
+    evals, checkpoints = report_steps(7, eval_every=3, checkpoint_every=2)
+    assert evals == {3, 6, 7} and checkpoints == {2, 4, 6, 7}

@@ -140,6 +140,26 @@ def blob_centre(difference_HW: np.ndarray) -> np.ndarray:
     return np.array([(xs * weight_HW).sum(), (ys * weight_HW).sum()]) / weight_HW.sum()
 
 
+@pytest.mark.parametrize("world", [2, 3])
+def test_a_workers_shard_holds_exactly_its_frames_and_its_share_of_the_memory(tiny, world):
+    """Item i of shard r is frame r + i * world of the whole fraction; the shards partition it, and each
+    holds about 1/world of the crops (before: every worker decoded and held the whole fraction)."""
+    whole = LabelledFrames(tiny, split="labelled", crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE)
+    shards = [LabelledFrames(tiny, split="labelled", crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, shard=(r, world))
+              for r in range(world)]
+    assert sum(len(s) for s in shards) == len(whole)
+    for r, shard in enumerate(shards):
+        assert len(shard) == len(range(r, len(whole), world))
+        for i in (0, len(shard) - 1):
+            a, b = shard[i], whole[r + i * world]
+            assert (a["clip_index"], a["frame"]) == (b["clip_index"], b["frame"])
+            torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
+            torch.testing.assert_close(a["joints3d"], b["joints3d"], rtol=0, atol=0)
+        assert shard.nbytes <= whole.nbytes / world + whole.nbytes / len(whole)  # its share, to one frame
+    with pytest.raises(ValueError, match="rank"):
+        LabelledFrames(tiny, split="labelled", crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, shard=(world, world))
+
+
 @pytest.mark.render
 def test_augmented_2d_joints_land_on_a_blob_drawn_at_the_joint(tiny, dotted):
     dotted_dir, marked = dotted

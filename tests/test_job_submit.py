@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from raymotion.config import load_config
-from raymotion.train import loop
+from raymotion.train.launch import run_training
 
 pytest.importorskip("ray.dashboard")
 pytestmark = [pytest.mark.render, pytest.mark.ray]
@@ -48,7 +48,8 @@ def test_ray_job_submit_runs_the_refine_job(tiny_benchmark, head_node, tmp_path)
     overrides = {"body.model": "anny_lowres", "data.root": str(tiny_benchmark), "data.crop_size": 64,
                  "run.output_dir": str(runs), "train.fraction": 1.0, "train.batch_size": 4,
                  "train.pair_batch_size": 2, "train.max_eval_clips": 1}
-    loop.pretrain(load_config(overrides={**overrides, "run.name": "pre", "train.pretrain_steps": 2}))
+    run_training(load_config(overrides={**overrides, "run.name": "pre", "train.pretrain_steps": 2}), "pretrain",
+                 local=True)
     sets = {**overrides, "run.name": "submitted", "train.refine_steps": 2, "train.log_every": 1,
             "train.pretrained": str(runs / "pre" / "checkpoint.pt")}
     command = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",

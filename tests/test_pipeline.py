@@ -80,16 +80,25 @@ def test_windows_hold_every_pair_exactly_once(gap, window):
     assert decoded / used <= 1 + gap / (window - gap)
 
 
-def test_flow_actors_reserve_a_gpu_only_for_gpu_estimators_on_gpu_clusters():
-    from raymotion.config import FlowConfig
-    from raymotion.data.pipeline import flow_stage_gpus
+def test_gpu_shares_are_refused_where_the_stage_cannot_use_them_or_needs_one():
+    """The pipeline takes its GPU shares as given (scaling.decode_gpus / scaling.flow_gpus), never from a
+    cluster snapshot; what it refuses, by argument, is listed by stage_gpu_problems (also used by the plan)."""
+    from raymotion.data.pipeline import stage_gpu_problems
 
-    cases = [("dis", None, 4, 0.0), ("farneback", None, 1, 0.0), ("raft_small", None, 0, 0.0),
-             ("raft_large", None, 2, 1.0), ("raft_small", FlowConfig(device="cpu"), 2, 0.0),
-             ("raft_small", FlowConfig(device="cuda"), 2, 1.0), ("dali_of", FlowConfig(device="cpu"), 1, 1.0),
-             ("dali_of", None, 0, 0.0)]
-    for flow, cfg, gpus, expected in cases:
-        assert flow_stage_gpus(flow, cfg, cluster_gpus=gpus) == expected, (flow, cfg, gpus)
+    cases = [  # decoder, decode_gpus, flow, flow.device, flow_gpus -> the arguments at fault
+        ("auto", 0.0, "dis", "auto", 0.0, []), ("auto", 0.25, "raft_small", "auto", 0.5, []),
+        ("dali_mixed", 1.0, "dali_of", "auto", 2.0, []), ("auto", 0.0, "raft_large", "auto", 0.0, []),
+        ("auto", 0.0, None, "auto", 0.0, []),
+        ("dali_mixed", 0.0, "dis", "auto", 0.0, ["decode_gpus"]), ("pyav", 0.5, "dis", "auto", 0.0, ["decode_gpus"]),
+        ("auto", 1.5, "dis", "auto", 0.0, ["decode_gpus"]), ("auto", 0.0, "dali_of", "auto", 0.0, ["flow_gpus"]),
+        ("auto", 0.0, "dali_of", "cpu", 0.0, ["flow_gpus"]), ("auto", 0.0, "raft_small", "cuda", 0.0, ["flow_gpus"]),
+        ("auto", 0.0, "dis", "auto", 1.0, ["flow_gpus"]), ("auto", 0.0, "raft_small", "cpu", 0.5, ["flow_gpus"]),
+        ("auto", 0.0, None, "auto", 0.5, ["flow_gpus"]),
+    ]
+    for decoder, decode_gpus, flow, device, flow_gpus, expected in cases:
+        problems = stage_gpu_problems(decoder=decoder, decode_gpus=decode_gpus, flow=flow, flow_device=device,
+                                      flow_gpus=flow_gpus)
+        assert [name for name, _, _ in problems] == expected, (decoder, decode_gpus, flow, device, flow_gpus, problems)
 
 
 def test_windows_reject_bad_arguments():

@@ -1,4 +1,5 @@
-"""Pretrain -> refine -> evaluate on the tiny benchmark; checkpoints, resume, non-finite steps, the flow gate."""
+"""Pretrain -> refine -> evaluate on the tiny benchmark through the one training loop in Ray Train's local mode
+(what `raymotion pretrain`/`refine` run); checkpoints, resume, non-finite steps, the flow gate."""
 
 import json
 
@@ -9,8 +10,9 @@ from raymotion.config import load_config
 from raymotion.data.frames import VideoPairs
 from raymotion.body.body_model import load_body_model
 from raymotion.eval.flow_gate import gate_table
-from raymotion.train import loop
+from raymotion.train import components, update
 from raymotion.train.checkpoint import load_checkpoint
+from raymotion.train.launch import run_training
 
 pytestmark = pytest.mark.render
 
@@ -24,7 +26,15 @@ def train_config(root, runs, name, **overrides):
     return load_config(overrides={
         "body.model": "anny_lowres", "data.root": str(root), "data.crop_size": 64, "run.output_dir": str(runs),
         "run.name": name, "train.fraction": 1.0, "train.batch_size": 4, "train.pair_batch_size": 2,
-        "train.log_every": 1, "train.checkpoint_every": 2, **overrides})
+        "train.log_every": 1, "train.checkpoint_every": 2, "scaling.video_source": "local", **overrides})
+
+
+def pretrain(cfg, **kwargs):
+    return run_training(cfg, "pretrain", local=True, **kwargs)
+
+
+def refine(cfg, **kwargs):
+    return run_training(cfg, "refine", local=True, **kwargs)
 
 
 def read_log(directory):
@@ -32,26 +42,28 @@ def read_log(directory):
 
 
 def test_pretrain_refine_evaluate_write_runs(tiny_root, tmp_path):
-    metrics = loop.pretrain(train_config(tiny_root, tmp_path, "pre", **{"train.pretrain_steps": 3}))
+    metrics = pretrain(train_config(tiny_root, tmp_path, "pre", **{"train.pretrain_steps": 3}))
     for key in ("mpjpe_mm", "pa_mpjpe_mm", "pve_mm", "accel_error_mm"):
         assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
     state = load_checkpoint(tmp_path / "pre" / "checkpoint.pt")  # weights_only=True inside
     assert state["step"] == 3 and state["kind"] == "pretrain"
-    refined = loop.refine(train_config(tiny_root, tmp_path, "ref", **{
+    refined = refine(train_config(tiny_root, tmp_path, "ref", **{
         "train.refine_steps": 2, "train.pretrained": str(tmp_path / "pre" / "checkpoint.pt"),
         "loss.texture_weight": 0.1, "loss.video_kp2d_weight": 0.1}))
     assert json.loads((tmp_path / "ref" / "metrics.json").read_text())["pa_mpjpe_mm"] == refined["pa_mpjpe_mm"]
-    logs = read_log(tmp_path / "ref")
+    logs = [row for row in read_log(tmp_path / "ref") if "loss" in row]
     assert logs[-1]["step"] == 2 and "flow" in logs[-1] and "texture" in logs[-1] and "video_kp2d" in logs[-1]
     assert (tmp_path / "ref" / "config.yaml").is_file()
 
 
 def test_resumed_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path):
-    loop.pretrain(train_config(tiny_root, tmp_path, "whole", **{"train.pretrain_steps": 4}))
-    loop.pretrain(train_config(tiny_root, tmp_path, "split", **{"train.pretrain_steps": 2}))
-    loop.pretrain(train_config(tiny_root, tmp_path, "split", **{"train.pretrain_steps": 4}))  # resumes at 2
+    pretrain(train_config(tiny_root, tmp_path, "whole", **{"train.pretrain_steps": 4}))
+    pretrain(train_config(tiny_root, tmp_path, "split", **{"train.pretrain_steps": 2}))
+    with pytest.raises(FileExistsError, match="--resume"):  # nothing is overwritten by accident
+        pretrain(train_config(tiny_root, tmp_path, "split", **{"train.pretrain_steps": 4}))
+    pretrain(train_config(tiny_root, tmp_path, "split", **{"train.pretrain_steps": 4}), resume=True)  # at 2
     whole, split = read_log(tmp_path / "whole"), read_log(tmp_path / "split")
-    assert [r["loss"] for r in whole] == [r["loss"] for r in split]
+    assert [r["loss"] for r in whole if "loss" in r] == [r["loss"] for r in split if "loss" in r]
     a = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")["model"]
     for key in a:
@@ -61,7 +73,7 @@ def test_resumed_run_reproduces_the_uninterrupted_run(tiny_root, tmp_path):
 def test_pretraining_and_refinement_each_use_their_learning_rate():
     cfg = load_config(overrides={"train.lr": 1e-5, "train.pretrain_lr": 2e-3, "train.weight_decay": 0.01})
     model = torch.nn.Linear(2, 1)
-    groups = {stage: loop.make_optimiser(cfg, model, stage).param_groups[0] for stage in ("pretrain", "refine")}
+    groups = {stage: components.make_optimiser(cfg, model, stage).param_groups[0] for stage in ("pretrain", "refine")}
     assert (groups["pretrain"]["lr"], groups["refine"]["lr"]) == (2e-3, 1e-5)
     assert groups["pretrain"]["weight_decay"] == groups["refine"]["weight_decay"] == 0.01
 
@@ -70,17 +82,17 @@ def test_non_finite_loss_is_not_trained_on():
     model = torch.nn.Linear(2, 1)
     optimiser = torch.optim.SGD(model.parameters(), lr=1.0)
     before = [p.clone() for p in model.parameters()]
-    assert not loop.finite_step(model(torch.ones(1, 2)).sum() * float("nan"), model, optimiser)
+    assert not update.finite_step(model(torch.ones(1, 2)).sum() * float("nan"), model, optimiser)
     for old, new in zip(before, model.parameters()):
         torch.testing.assert_close(old, new)
-    assert loop.finite_step(model(torch.ones(1, 2)).sum(), model, optimiser)
+    assert update.finite_step(model(torch.ones(1, 2)).sum(), model, optimiser)
 
 
 def test_refine_without_a_checkpoint_names_the_key(tiny_root, tmp_path):
     with pytest.raises(ValueError, match="train.pretrained"):
-        loop.refine(train_config(tiny_root, tmp_path, "ref"))
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        loop.refine(train_config(tiny_root, tmp_path, "ref", **{"train.pretrained": str(tmp_path / "missing.pt")}))
+        refine(train_config(tiny_root, tmp_path, "ref"))
+    with pytest.raises(ValueError, match="train.pretrained.*missing.pt"):
+        refine(train_config(tiny_root, tmp_path, "ref", **{"train.pretrained": str(tmp_path / "missing.pt")}))
 
 
 def test_flow_loss_at_the_true_meshes_beats_the_static_prediction(tiny_root):
@@ -93,3 +105,17 @@ def test_flow_loss_at_the_true_meshes_beats_the_static_prediction(tiny_root):
     assert improved.truth_over_static_mean < 0.3 and improved.truth_over_static_median < 0.1
     assert improved.truth_beats_static >= 0.9
     assert improved.jitter_over_truth_mean > 10  # jitter is punished
+
+
+def test_the_cli_runs_the_same_training_function_and_resumes_only_when_asked(tiny_root, tmp_path, capsys):
+    from raymotion.cli import main
+
+    sets = ["--set", "body.model=anny_lowres", "--set", f"data.root={tiny_root}", "--set", "data.crop_size=64",
+            "--set", f"run.output_dir={tmp_path}", "--set", "run.name=cli", "--set", "train.batch_size=4",
+            "--set", "train.pretrain_steps=2", "--set", "train.max_eval_clips=1"]
+    assert main(["pretrain", *sets]) == 0
+    assert load_checkpoint(tmp_path / "cli" / "checkpoint.pt")["kind"] == "pretrain"  # the worker's format
+    assert main(["pretrain", *sets]) == 2  # refuses to overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main(["pretrain", "--resume", *sets, "--set", "train.pretrain_steps=3"]) == 0
+    assert load_checkpoint(tmp_path / "cli" / "checkpoint.pt")["step"] == 3

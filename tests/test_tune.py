@@ -1,8 +1,13 @@
 """Sweep files: every shipped one parses with every key checked; bad ones name the file and key; the smoke
-sweep runs (Optuna + ASHA over Train V2 driver functions) and writes its results."""
+sweep runs (Optuna + ASHA over Train V2 driver functions) and writes its results, to S3 when
+scaling.storage_path says so; the leftover-placement-group cleanup touches only the sweep's own groups."""
 
 import csv
+import io
 import json
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,11 @@ from raymotion.tune.search_space import load_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEPS = sorted((REPO / "tune_configs").glob("*.yaml"))
+
+
+def _csv_rows(path) -> list[dict[str, str]]:
+    """The rows of a results.csv on any storage (a StoragePath)."""
+    return list(csv.DictReader(io.StringIO(path.read_text(), newline="")))
 
 
 def test_the_shipped_sweeps_exist():
@@ -58,25 +68,32 @@ def test_bad_sweep_files_name_the_file_and_the_key(tmp_path, text, match):
 
 @pytest.mark.render
 @pytest.mark.ray
-def test_smoke_sweep_runs_two_trials_and_writes_results(tiny_benchmark, tmp_path):
+def test_smoke_sweep_runs_two_trials_and_writes_results_to_the_storage_path(tiny_benchmark, tmp_path, s3_server):
+    """scaling.storage_path on an object store: the Tuner state, the trials and every result file go there,
+    nothing of the sweep to run.output_dir (the head's local disk under `ray job submit`)."""
     ray = pytest.importorskip("ray")
     from raymotion.tune.sweep import run_sweep
 
+    storage = f"{s3_server.bucket_uri}/{uuid.uuid4().hex[:8]}"
     spec = load_sweep(REPO / "tune_configs" / "smoke.yaml")
     spec.base.update({"data.root": str(tiny_benchmark), "run.output_dir": str(tmp_path), "body.model": "anny_lowres",
-                      "train.max_eval_clips": 1})
-    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
+                      "train.max_eval_clips": 1, "scaling.storage_path": storage})
+    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)  # after s3_server's env
     try:
         folder = run_sweep(spec)
         free, total = ray.available_resources().get("CPU", 0), ray.cluster_resources().get("CPU", 0)
     finally:
         ray.shutdown()
-    rows = list(csv.DictReader((folder / "results.csv").open()))
+    assert folder.uri == f"{storage}/sweeps/smoke"
+    rows = _csv_rows(folder / "results.csv")
     assert len(rows) == 2 and {r["point"] for r in rows} == {"fraction1.0"}
     assert sorted(r["trial"] for r in rows) == ["fraction1.0-1", "fraction1.0-2"]  # deterministic names
     assert all(float(r["val/pa_mpjpe_mm"]) > 0 for r in rows)
     assert len({r["loss.flow_weight"] for r in rows}) == 2  # Optuna sampled two different weights
-    assert (folder / "results.md").is_file() and (folder / "best_fraction1.0.yaml").is_file()
+    assert all((folder / name).is_file() for name in ("results.md", "best_fraction1.0.yaml", "sweep.yaml"))
+    assert (folder / "fraction1.0").is_dir()  # the Tuner's state, for Tuner.restore
+    assert [p.name for p in (folder / "trials").iterdir()] == ["fraction1.0-1", "fraction1.0-2"]
+    assert not (tmp_path / "sweeps").exists()
     assert free == total  # trials gave their CPUs back
 
 
@@ -100,14 +117,129 @@ def test_an_interrupted_sweep_is_restored_and_its_trial_resumes(tiny_benchmark, 
     ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
     try:
         folder = run_sweep(load_sweep(path))
-        first = list(csv.DictReader((folder / "results.csv").open()))
+        first = _csv_rows(folder / "results.csv")
         folder = run_sweep(load_sweep(path))
-        second = list(csv.DictReader((folder / "results.csv").open()))
+        second = _csv_rows(folder / "results.csv")
     finally:
         ray.shutdown()
     assert len(first) == 1 and not first[0].get("test/pa_mpjpe_mm")  # interrupted: no final metrics
     assert len(second) == 1 and second[0]["trial"] == first[0]["trial"] and float(second[0]["test/pa_mpjpe_mm"]) > 0
     trial = folder / "trials" / first[0]["trial"]
-    steps = [r["step"] for r in map(json.loads, (trial / "log.jsonl").open()) if "loss" in r]
+    steps = [r["step"] for r in map(json.loads, (trial / "log.jsonl").read_text().splitlines()) if "loss" in r]
     assert (trial / ".fault_injected").is_file()
     assert steps == [2, 4]  # step 2 once: the second run continued after step 2's checkpoint, not from scratch
+
+
+def test_the_sweep_folder_follows_scaling_storage_path(tmp_path):
+    from raymotion.config import load_config
+    from raymotion.tune.sweep import sweep_folder
+
+    cfg = load_config(overrides={"run.output_dir": str(tmp_path / "runs")})
+    assert sweep_folder(cfg, "s").uri == str(tmp_path / "runs" / "sweeps" / "s")
+    cfg = load_config(overrides={"run.output_dir": str(tmp_path / "runs"), "scaling.storage_path": "s3://b/shared"})
+    assert sweep_folder(cfg, "s").uri == "s3://b/shared/sweeps/s"
+
+
+def test_sweep_results_are_written_to_an_object_store(s3_server, tmp_path):
+    """write_results renders every file in memory and writes it through raymotion.storage (no local path)."""
+    from raymotion.storage import StoragePath
+    from raymotion.tune.sweep import write_results
+
+    path = tmp_path / "fractions.yaml"
+    path.write_text("grid: {train.fraction: [0.05, 0.1], run.seed: [0, 1]}\n"
+                    "search: {loss.flow_weight: {uniform: [0, 1]}}\ntune: {name: fractions}")
+    spec = load_sweep(path)
+    rows = [{"point": f"fraction{f}_seed{s}", "train.fraction": f, "run.seed": s, "loss.flow_weight": 0.1 * (s + 1),
+             "val/pa_mpjpe_mm": 100.0 - 100 * f + s, "test/pa_mpjpe_mm": 99.0 - 100 * f + s}
+            for f in (0.05, 0.1) for s in (0, 1)]
+    prefix = f"sweep-{uuid.uuid4().hex[:8]}"
+    folder = StoragePath(f"{s3_server.bucket_uri}/{prefix}")
+    write_results(folder, spec, rows)
+    keys = set(s3_server.keys(prefix + "/"))
+    assert {f"{prefix}/{name}" for name in ("results.csv", "results.md", "curve.png",
+                                           "best_fraction0.05_seed0.yaml")} <= keys
+    assert [float(r["val/pa_mpjpe_mm"]) for r in _csv_rows(folder / "results.csv")] == [95.0, 96.0, 90.0, 91.0]
+    assert (folder / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 0.1 | 2 | 90.5 +/- 0.7 |" in (folder / "results.md").read_text()
+
+
+# A second driver on the same cluster: another job's placement groups, made while the sweep's Tuner runs.
+# It prints their ids and keeps its job alive until its stdin closes.
+_OTHER_JOB = """
+import sys
+import ray
+from ray.util.placement_group import placement_group
+
+ray.init(address=sys.argv[1], log_to_driver=False)
+groups = [placement_group([{"CPU": 0.25}]), placement_group([{"CPU": 0.25}], lifetime="detached")]
+ray.get([g.ready() for g in groups])
+print(" ".join(g.id.hex() for g in groups), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.ray
+def test_leftover_placement_groups_of_this_job_are_released_and_no_other(tmp_path):
+    """ray-project/ray#54305 as a sweep meets it: a group made by an actor of this job (a Train V2 controller)
+    that died during the Tuner stays until the job ends; it is removed. Groups of another job (live or
+    detached), this job's detached ones and those from before the Tuner stay."""
+    ray = pytest.importorskip("ray")
+    from ray.util.placement_group import placement_group, placement_group_table
+
+    from raymotion.tune.sweep import live_placement_groups, release_leftover_placement_groups
+
+    @ray.remote(num_cpus=0)
+    class Controller:
+        def make_group(self) -> str:
+            group = placement_group([{"CPU": 0.25}])
+            ray.get(group.ready())
+            return group.id.hex()
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    other = None
+    try:
+        earlier = placement_group([{"CPU": 0.25}])
+        ray.get(earlier.ready())
+        before = set(live_placement_groups())  # what run_sweep records before a Tuner
+        other = subprocess.Popen([sys.executable, "-c", _OTHER_JOB, ray.get_runtime_context().gcs_address],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        other_ids = other.stdout.readline().split()
+        assert len(other_ids) == 2, "the second driver did not start"
+        controller = Controller.remote()
+        leftover = ray.get(controller.make_group.remote())
+        ray.kill(controller)  # as Tune kills a stopped trial and, with it, the controller it owns
+        mine_detached = placement_group([{"CPU": 0.25}], lifetime="detached")
+        ray.get(mine_detached.ready())
+        assert live_placement_groups()[leftover].creator_job_id.hex() == ray.get_runtime_context().get_job_id()
+
+        assert release_leftover_placement_groups(before) == 1
+        state = {pg_id: info["state"] for pg_id, info in placement_group_table().items()}
+        assert state[leftover] == "REMOVED"
+        kept = [*other_ids, earlier.id.hex(), mine_detached.id.hex()]
+        assert [state[pg_id] for pg_id in kept] == ["CREATED"] * 4
+        assert release_leftover_placement_groups(before) == 0
+    finally:
+        if other is not None:
+            other.stdin.close()
+            other.wait(timeout=30)
+        ray.shutdown()  # a local cluster: its detached groups go with it
+
+
+def test_only_reports_with_a_fresh_metric_reach_tune():
+    """Workers report at checkpoint steps without validation metrics (never a stale copy); Tune refuses a
+    result without its metric, so those reports stay with Ray Train."""
+    pytest.importorskip("ray")
+    from raymotion.tune.sweep import FreshMetricReport
+
+    class Queue:
+        def __init__(self):
+            self.items = []
+
+        def put(self, item):
+            self.items.append(item)
+
+    relay = FreshMetricReport.__new__(FreshMetricReport)  # outside a Tune session: no real queue
+    relay.metric, relay._training_actor_item_queue = "val/pa_mpjpe_mm", Queue()
+    relay.after_report(None, [{"step": 2, "loss": 1.0}, {"step": 2}], None)  # a checkpoint-only step
+    relay.after_report(None, [{"step": 3, "val/pa_mpjpe_mm": 90.0}, {"step": 3}], None)
+    assert relay._training_actor_item_queue.items == [{"step": 3, "val/pa_mpjpe_mm": 90.0}]

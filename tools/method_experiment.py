@@ -3,8 +3,8 @@
     python tools/method_experiment.py --pretrained raymotion/assets/base_models/small_cnn64_f10.pt \\
         --seeds 0 1 2 --steps 200 --out docs/results/method
 
-Single-process refinement runs (``raymotion.train.loop.refine``, the same step function the Ray workers
-call) of one base model on the default benchmark, with the main job's recipe (jobs/embedded_default.yaml)
+Single-process refinement runs (the Ray Train loop in local mode, ``launch.run_training(local=True)``, with
+the video pairs read in-process: ``scaling.video_source=local``) of one base model on the default benchmark, with the main job's recipe (jobs/embedded_default.yaml)
 and these variants, each with every seed (``run.seed``: batch order and augmentation; the annotated
 fraction stays the base model's, ``train.fraction_seed``):
 
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from raymotion.config import load_config
-from raymotion.train import loop
+from raymotion.train.launch import run_training
 from raymotion.train.checkpoint import load_checkpoint
 
 RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
@@ -72,9 +72,10 @@ def main() -> None:
             for seed in args.seeds:
                 cfg = load_config(RECIPE, [*args.overrides, *(f"{k}={v}" for k, v in {
                     "run.output_dir": str(runs), "run.name": f"{name}_s{seed}", "run.seed": seed,
-                    "train.pretrained": args.pretrained, "train.refine_steps": args.steps, **extra}.items())])
+                    "train.pretrained": args.pretrained, "train.refine_steps": args.steps,
+                    "scaling.video_source": "local", **extra}.items())])
                 start = time.perf_counter()
-                metrics = loop.refine(cfg)
+                metrics = run_training(cfg, "refine", local=True)
                 metrics["wall_s"] = time.perf_counter() - start
                 (args.out / "runs" / f"{name}_s{seed}.json").write_text(json.dumps(metrics, indent=2))
                 rows.append({"variant": name, "seed": seed, **{m: metrics[m] for m in METRICS},

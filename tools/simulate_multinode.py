@@ -6,7 +6,7 @@ A head node and two worker nodes (each its own raylet) form one cluster. A refin
 workers and ``scaling.placement_strategy=SPREAD`` starts; once a checkpoint past ``--kill-after`` steps is in
 the shared storage folder, one worker node is removed. Ray Train restarts the worker group on the nodes left
 (``scaling.max_failures``), it resumes from the last checkpoint, and the run finishes. The script prints
-where each worker ran (``workers.jsonl``), the checkpoints in storage and the steps logged twice (the ones
+where each worker ran (``workers/``, one file per worker start), the checkpoints in storage and the steps logged twice (the ones
 re-run after the restart), and exits non-zero when any of that did not happen.
 """
 
@@ -24,6 +24,7 @@ from ray.cluster_utils import Cluster
 
 from raymotion.config import load_config
 from raymotion.train.launch import run_training
+from raymotion.train.worker import worker_starts
 
 RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
 
@@ -59,7 +60,7 @@ def main() -> int:
             log = run_dir / "log.jsonl"
             steps = [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.is_file() else []
             if steps and max(steps) >= args.kill_after and (run_dir / "checkpoint.pt").is_file():
-                workers = [json.loads(line) for line in (run_dir / "workers.jsonl").read_text().splitlines()]
+                workers = worker_starts(run_dir)
                 victim = next(n for n in nodes if n.node_id in {w["node_id"] for w in workers})
                 print(f"removing node {victim.node_id[:8]} at step {max(steps)}", flush=True)
                 removed["node_id"] = victim.node_id
@@ -72,7 +73,7 @@ def main() -> int:
     metrics = run_training(cfg, "refine")
     wall = time.perf_counter() - tic
 
-    workers = [json.loads(line) for line in (run_dir / "workers.jsonl").read_text().splitlines()]
+    workers = worker_starts(run_dir)
     steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     repeated = sorted({s for s in steps if steps.count(s) > 1})

@@ -8,8 +8,8 @@ flow forward and backward per pair. The plain loop decodes whole clips with PyAV
 leaves OpenCV its own thread pool (``plain_threads=0``; DIS runs parts of each field in parallel); each
 pipeline actor holds one CPU and runs OpenCV single-threaded (``pipeline.FlowStage``).
 
-Sources: 'streamed' times ``build_pair_dataset`` (``flow_actors`` actors that decode and estimate flow, on
-a CPU machine; a decode actor feeding flow actors where a GPU is used);
+Sources: 'streamed' times ``build_pair_dataset`` on the CPU (``flow_actors`` actors that each decode and
+estimate flow; no GPU share is reserved, so a forced 'dali_mixed' decoder is refused by name);
 'precomputed' times reading the pair store back (``flow_store.read_pairs``), after computing the store
 when it is missing (reported apart, never in the read time).
 
@@ -67,6 +67,10 @@ class BenchSettings:
     """'precomputed': the folder holding pair stores ('' = <data_root>/pairs)."""
     batch_size: int = 64
     """Rows per batch the consumer (this process) takes from the pipeline."""
+    decode_gpus: float = 0.0
+    """GPU share per decode actor (``scaling.decode_gpus``; > 0: NVDEC)."""
+    flow_gpus: float = 0.0
+    """GPU share per flow actor (``scaling.flow_gpus``; > 0: RAFT / dali_of on the GPU)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -189,7 +193,8 @@ def run_bench(settings: BenchSettings, *, start_ray: Callable[[], None]) -> Benc
         dataset = build_pair_dataset(
             settings.data_root, split="video", crop_size=settings.crop_size, bbox_scale=settings.bbox_scale,
             gap=settings.gap, window=settings.window, flow=settings.flow, decoder=settings.decoder,
-            flow_concurrency=settings.flow_actors, max_clips=settings.max_clips, report=report)
+            flow_concurrency=settings.flow_actors, max_clips=settings.max_clips, report=report,
+            decode_gpus=settings.decode_gpus, flow_gpus=settings.flow_gpus)
         pairs, pipeline_s, first_s, first_pairs = _consume(dataset, settings.batch_size, start=start)
         summary = report.summary()
         counts = {"decoded_frames": summary["decoded_frames"], "used_frames": summary["used_frames"],

@@ -275,6 +275,21 @@ def normalise_image(crop_HW3: np.ndarray, *, gain_3: np.ndarray | None = None) -
     return torch.from_numpy(np.ascontiguousarray(image_HW3.transpose(2, 0, 1)))
 
 
+def normalise_batch_images(images_BSS3: torch.Tensor) -> torch.Tensor:
+    """A batch of uint8 RGB crops -> (B, 3, S, S) float32 ImageNet-normalised, on the input's device.
+
+    The training side of the Ray Data rows (uint8 moves 4x fewer bytes). Ray's ``iter_torch_batches``
+    delivers batches on the worker's device (CUDA on GPU workers), so the constants are built on that
+    device here, never cached on the CPU.
+
+    Args:
+        images_BSS3: (B, S, S, 3) uint8 (or float 0..255) RGB, any device.
+    """
+    mean_13 = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=images_BSS3.device).view(1, 3, 1, 1)
+    std_13 = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=images_BSS3.device).view(1, 3, 1, 1)
+    return (images_BSS3.permute(0, 3, 1, 2).float() / 255.0 - mean_13) / std_13
+
+
 # ---- augmentation -----------------------------------------------------------------------------
 
 

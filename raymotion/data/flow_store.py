@@ -8,27 +8,46 @@ every sweep trial; flow dominates that work. A *pair store* keeps the pipeline's
     read_pairs(folder) -> ray.data.Dataset                                # the rows build_pair_dataset gives
 
 A store is a folder ``<out_dir>/<flow>_<S>px_gap<g>_<clips>_<hash>/`` (``out_dir`` defaults to
-``<data_root>/pairs``) named by everything that defines its rows (``PairSpec``: the benchmark's clips, split,
-crop side, box scale, gap, estimator name, decoder, clip count). Only estimators without settings fit that
-key ('dis', 'farneback': all the pipeline's ``FlowStage`` builds today). It holds Parquet files written by
-``Dataset.write_parquet`` and ``_DONE.json`` (format, key, row count, files, seconds, pipeline counts).
-It is written into a temporary sibling folder and renamed into place once complete, so a folder with that
-name is either finished or absent: a write that was interrupted leaves only a ``.tmp-*`` folder, which is
-never read (and is reported with a warning), and the next call computes the store again.
+``<data_root>/pairs``; ``scaling.pair_store`` may be a local or NFS folder or an object store such as
+``s3://bucket/prefix``, through ``raymotion.storage``) named by everything that defines its rows (``PairSpec``:
+the benchmark's clips, split, crop side, box scale, gap, estimator name, decoder, clip count). Only estimators
+without settings fit that key ('dis', 'farneback': all the pipeline's ``FlowStage`` builds today)::
+
+    <store>/attempt-<host>-<pid>-<uuid8>/*.parquet   # one write's files (Dataset.write_parquet)
+    <store>/_DONE.json                                # format, key, rows, files, seconds, pipeline counts
+
+Publication works the same on every backend (object stores cannot rename a folder): each write puts its
+Parquet files in its own attempt folder, checks their row count, and then writes ``_DONE.json`` LAST and
+atomically (``StoragePath.write_text``); it lists the files of that attempt (paths relative to the store).
+A store is finished exactly when ``_DONE.json`` exists, and ``read_pairs`` reads exactly the files it lists,
+never a listing of the folder. So:
+
+  * an interrupted write leaves an attempt folder and no ``_DONE.json``: it is never read, and the next call
+    computes the store again in a new attempt folder. Attempt folders it finds are reported with a warning
+    and left in place: nothing tells an attempt of a killed process from one still running elsewhere
+    (a concurrent sweep trial, another node), so only a person deletes them.
+  * two writers racing each write a complete attempt; a writer that finds ``_DONE.json`` already there when
+    it is about to publish deletes its own attempt and reuses the published store; when both publish, the
+    last ``_DONE.json`` wins. Files named by a published ``_DONE.json`` are never deleted, so a reader that
+    read either list sees a complete, consistent store.
+
+Stores of the earlier layout (Parquet files beside ``_DONE.json``, published by renaming a temporary folder)
+read unchanged: their ``_DONE.json`` lists files relative to the store as well.
 
 Rows on disk are the pipeline's with the flows stored as float16 (half the bytes; rounding error at most
-0.004 px below 16 px of motion, 0.008 px below 32 px); ``read_pairs`` casts them back to float32, so its rows have the keys, dtypes and shapes of
-``build_pair_dataset``'s (module doc of raymotion/data/pipeline.py): image1, image2 (S, S, 3) uint8;
-flow_fwd, flow_bwd (2, S, S) float32; crop1, crop2 (3,) float32; clip_index, t int64.
+0.004 px below 16 px of motion, 0.008 px below 32 px); ``read_pairs`` casts them back to float32, so its
+rows have the keys, dtypes and shapes of ``build_pair_dataset``'s (module doc of raymotion/data/pipeline.py):
+image1, image2 (S, S, 3) uint8; flow_fwd, flow_bwd (2, S, S) float32; crop1, crop2 (3,) float32; clip_index,
+t int64.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import socket
 import time
 import uuid
@@ -43,13 +62,18 @@ import ray
 
 from raymotion.config import FlowConfig
 from raymotion.data.pipeline import AUTO_DECODER, PipelineReport, build_pair_dataset, select_windows
+from raymotion.storage import StoragePath
 
 if TYPE_CHECKING:
     from raymotion.config import Config
 
 STORE_FORMAT = 1
-"""Bump when the layout or the meaning of stored rows changes: older stores then fail with a clear error."""
+"""Bump when the meaning of stored rows or of ``_DONE.json`` changes: older stores then fail with a clear
+error. Where the files sit is not part of it: ``_DONE.json`` names them (module doc)."""
 DONE_FILE = "_DONE.json"
+"""Written last: a store is finished exactly when it exists (module doc)."""
+ATTEMPT_PREFIX = "attempt-"
+"""Each write's Parquet files go to ``<store>/attempt-<host>-<pid>-<uuid8>/``."""
 DEFAULT_STORE_DIR = "pairs"
 """Stores go to <data_root>/pairs unless ``out_dir`` (``scaling.pair_store``) says otherwise."""
 VIDEO_WINDOW = 64
@@ -91,10 +115,10 @@ class PairSpec:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PairStore:
-    """A finished store: its folder, row count, the seconds its computation took, and whether this call
-    found it already written (``reused``) rather than computing it."""
+    """A finished store: its folder (local, NFS or object store), row count, the seconds its computation took,
+    and whether this call found it already written (``reused``) rather than computing it."""
 
-    folder: Path
+    folder: StoragePath
     rows: int
     seconds: float
     reused: bool
@@ -118,61 +142,69 @@ def store_key(spec: PairSpec) -> dict[str, Any]:
             "benchmark": digest.hexdigest()[:16]}
 
 
-def store_folder(spec: PairSpec, out_dir: str | Path | None = None) -> Path:
-    """Where the store of ``spec`` lives (it need not exist): ``<out_dir>/<flow>_<S>px_gap<g>_<clips>_<hash>``."""
+def store_folder(spec: PairSpec, out_dir: str | os.PathLike[str] | StoragePath | None = None) -> StoragePath:
+    """Where the store of ``spec`` lives (it need not exist): ``<out_dir>/<flow>_<S>px_gap<g>_<clips>_<hash>``.
+    It is finished when ``store_folder(...) / DONE_FILE`` exists."""
     return _folder(spec, store_key(spec), out_dir)
 
 
-def _folder(spec: PairSpec, key: dict[str, Any], out_dir: str | Path | None) -> Path:
+def _folder(spec: PairSpec, key: dict[str, Any], out_dir: str | os.PathLike[str] | StoragePath | None) -> StoragePath:
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     clips = "all" if spec.max_clips is None else f"{spec.max_clips}clips"
-    parent = Path(out_dir) if out_dir else Path(spec.data_root) / DEFAULT_STORE_DIR
-    return parent.resolve() / f"{spec.flow}_{spec.crop_size}px_gap{spec.gap}_{clips}_{digest}"
+    parent = StoragePath(out_dir or Path(spec.data_root) / DEFAULT_STORE_DIR)
+    return parent / f"{spec.flow}_{spec.crop_size}px_gap{spec.gap}_{clips}_{digest}"
 
 
-def precompute_pairs(spec: PairSpec, *, out_dir: str | Path | None = None, window: int = VIDEO_WINDOW,
-                     flow_concurrency: int = 1, decode_concurrency: int = 1) -> PairStore:
+def precompute_pairs(spec: PairSpec, *, out_dir: str | os.PathLike[str] | StoragePath | None = None,
+                     window: int = VIDEO_WINDOW, flow_concurrency: int = 1, decode_concurrency: int = 1,
+                     decode_gpus: float = 0.0, flow_gpus: float = 0.0) -> PairStore:
     """The store of ``spec``: read back when it is finished, otherwise computed with the Ray Data pipeline
-    and written atomically. Ray must be initialised.
+    into a new attempt folder and published by writing ``_DONE.json`` last (module doc). Ray must be
+    initialised.
 
     Args:
         spec: what the rows are (``PairSpec``).
-        out_dir: the folder that holds stores (None: ``<data_root>/pairs``). On a multi-node cluster it must
-            be on storage every node reads.
+        out_dir: the folder that holds stores: a local or NFS path or an object-store URI (``s3://bucket/p``;
+            None: ``<data_root>/pairs``). On a multi-node cluster it must be storage every node reads.
         window, flow_concurrency, decode_concurrency: how the pipeline runs (``build_pair_dataset``); they
             do not change the rows, so they are not part of the store's name.
+        decode_gpus, flow_gpus: GPU share per decode / flow actor (``build_pair_dataset``; 0 = CPU). Not in
+            the name either; with decoder 'auto' a GPU share means NVDEC, whose colours differ slightly from
+            the CPU decoders' (``_DONE.json`` records the backends used).
 
     Raises:
-        ValueError: the store folder exists but is not a finished store (the message names it), or the
-            pipeline wrote a different number of pairs than the clips hold.
+        ValueError: the store has a ``_DONE.json`` but is broken (``check_store``; the message names it), or
+            the pipeline wrote a different number of pairs than the clips hold.
     """
     key = store_key(spec)
     folder = _folder(spec, key, out_dir)
-    if folder.exists():
+    if (folder / DONE_FILE).is_file():
         return _reused(folder)
-    leftovers = sorted(folder.parent.glob(f".tmp-{folder.name}-*"))
+    leftovers = [p for p in folder.iterdir() if p.name.startswith(ATTEMPT_PREFIX)]
     if leftovers:
         warnings.warn(f"ignoring {len(leftovers)} unfinished write(s) of this pair store (interrupted, or in progress "
                       f"in another process): {', '.join(map(str, leftovers))}; delete them when no precompute-flow "
                       "is running", stacklevel=2)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".tmp-{folder.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    attempt = folder / f"{ATTEMPT_PREFIX}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     report = PipelineReport()
     start = time.perf_counter()
     try:
         dataset = build_pair_dataset(
             spec.data_root, split=spec.split, crop_size=spec.crop_size, bbox_scale=spec.bbox_scale, gap=spec.gap,
             window=window, flow=spec.flow, flow_config=spec.flow_config, decoder=spec.decoder,
-            decode_concurrency=decode_concurrency,
-            flow_concurrency=flow_concurrency, max_clips=spec.max_clips, report=report)
+            decode_concurrency=decode_concurrency, flow_concurrency=flow_concurrency, decode_gpus=decode_gpus,
+            flow_gpus=flow_gpus, max_clips=spec.max_clips, report=report)
         row_bytes = 2 * 3 * spec.crop_size**2 + 2 * 2 * 2 * spec.crop_size**2  # two uint8 crops, two float16 flows
         dataset.map_batches(_to_stored, batch_format="numpy").write_parquet(
-            str(tmp), min_rows_per_file=max(1, TARGET_FILE_BYTES // row_bytes))
+            attempt.path, filesystem=attempt.filesystem, min_rows_per_file=max(1, TARGET_FILE_BYTES // row_bytes))
         seconds = time.perf_counter() - start
-        files = sorted(p.name for p in tmp.glob("*.parquet"))
-        rows = sum(pq.ParquetFile(tmp / name).metadata.num_rows for name in files)
+        files = [f"{attempt.name}/{p.name}" for p in attempt.iterdir() if p.name.endswith(".parquet")]
+        rows = 0
+        for name in files:
+            with _parquet_file(folder / name) as parquet:
+                rows += parquet.metadata.num_rows
         if rows != key["pairs"]:
-            raise ValueError(f"the pipeline wrote {rows} pairs to {tmp} but the {key['clips']} clips hold "
+            raise ValueError(f"the pipeline wrote {rows} pairs to {attempt} but the {key['clips']} clips hold "
                              f"{key['pairs']}; nothing was stored")
         summary = report.summary()
         done = {"format": STORE_FORMAT, "rows": rows, "files": files, "seconds": round(seconds, 3),
@@ -180,52 +212,67 @@ def precompute_pairs(spec: PairSpec, *, out_dir: str | Path | None = None, windo
                 "pipeline": {"window": window, "flow_concurrency": flow_concurrency,
                              **{k: summary[k] for k in ("decoded_frames", "used_frames", "decode_crop_s",
                                                         "flow_s", "backends")}}}
-        (tmp / DONE_FILE).write_text(json.dumps(done, indent=2))
-        published = _publish(tmp, folder)
+        published = _publish(folder, done)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # a hard kill leaves it; it is never read (module doc)
+        _discard(attempt)
         raise
     if not published:  # another process (a concurrent sweep trial) published the same store first
-        shutil.rmtree(tmp, ignore_errors=True)
+        _discard(attempt)
         return _reused(folder)
     return PairStore(folder=folder, rows=rows, seconds=seconds, reused=False)
 
 
 def precompute_for_config(cfg: Config) -> PairStore:
     """The store of a config's refinement pairs (``scaling.video_source=precomputed``), computed when
-    missing: ``PairSpec.from_config`` in ``scaling.pair_store`` with ``scaling.flow_actors`` flow actors."""
-    return precompute_pairs(PairSpec.from_config(cfg), out_dir=cfg.scaling.pair_store or None,
-                            flow_concurrency=cfg.scaling.flow_actors)
+    missing: ``PairSpec.from_config`` in ``scaling.pair_store`` with the pipeline's actors and GPU shares
+    from ``scaling.flow_actors``, ``scaling.decode_actors``, ``scaling.flow_gpus``, ``scaling.decode_gpus``."""
+    s = cfg.scaling
+    return precompute_pairs(PairSpec.from_config(cfg), out_dir=s.pair_store or None, flow_concurrency=s.flow_actors,
+                            decode_concurrency=s.decode_actors, decode_gpus=s.decode_gpus, flow_gpus=s.flow_gpus)
 
 
-def _publish(tmp: Path, folder: Path) -> bool:
-    """Rename the finished temporary folder into place (atomic on one filesystem); False when a finished
-    store with that name appeared meanwhile."""
-    try:
-        os.rename(tmp, folder)
-    except OSError:
-        if (folder / DONE_FILE).is_file():
-            return False
-        raise
+def _publish(folder: StoragePath, done: dict[str, Any]) -> bool:
+    """Write ``_DONE.json`` (atomically; from then on the store is finished); False, writing nothing, when
+    another writer published the store meanwhile. The check and the write are not one step: when two
+    writers both publish, the last ``_DONE.json`` wins, and both name complete files (module doc)."""
+    marker = folder / DONE_FILE
+    if marker.is_file():
+        return False
+    marker.write_text(json.dumps(done, indent=2))
     return True
 
 
-def _reused(folder: Path) -> PairStore:
+def _discard(attempt: StoragePath) -> None:
+    """Delete this call's own unpublished attempt folder, best effort: a failure here must not hide the error
+    being raised or fail a run whose store another writer published; what stays is never read (module doc)."""
+    with contextlib.suppress(OSError):
+        attempt.delete_dir()
+
+
+def _reused(folder: StoragePath) -> PairStore:
     done = check_store(folder)
     return PairStore(folder=folder, rows=done["rows"], seconds=done["seconds"], reused=True)
 
 
-def read_pairs(folder: str | Path) -> ray.data.Dataset:
-    """The rows of a finished store as a lazy Ray Data dataset, with build_pair_dataset's keys and dtypes
-    (flows cast back to float32). Checks the folder first (``_DONE.json``, files, row counts, columns).
+def _parquet_file(path: StoragePath) -> pq.ParquetFile:
+    """The Parquet file at ``path`` opened for its metadata (use as a context manager: it closes the file)."""
+    return pq.ParquetFile(path.path, filesystem=path.filesystem)
+
+
+def read_pairs(folder: str | os.PathLike[str] | StoragePath) -> ray.data.Dataset:
+    """The rows of a finished store (local path or object-store URI) as a lazy Ray Data dataset, with
+    build_pair_dataset's keys and dtypes (flows cast back to float32). Reads exactly the files its
+    ``_DONE.json`` lists, after checking them (``check_store``: files, row counts, columns).
 
     Raises:
         FileNotFoundError: ``folder`` does not exist.
         ValueError: ``folder`` is not a finished store of this format; the message names it.
     """
-    folder = Path(folder).resolve()
+    folder = StoragePath(folder)
     done = check_store(folder)
-    dataset = ray.data.read_parquet([str(folder / name) for name in done["files"]])
+    # partitioning=None: the listed files are the dataset; no columns from key=value folders on the way there.
+    dataset = ray.data.read_parquet([(folder / name).path for name in done["files"]], filesystem=folder.filesystem,
+                                    partitioning=None)
     return dataset.map_batches(_from_stored, batch_format="numpy")
 
 
@@ -237,38 +284,40 @@ def _from_stored(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**batch, **{name: batch[name].astype(np.float32) for name in FLOW_COLUMNS}}
 
 
-def check_store(folder: str | Path) -> dict[str, Any]:
+def check_store(folder: str | os.PathLike[str] | StoragePath) -> dict[str, Any]:
     """_DONE.json of a finished store (rows, files, seconds, written_at, key, pipeline counts), after checking
     that the files it lists exist and hold its rows and columns. Errors as ``read_pairs``'s."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"pair store {folder} does not exist; write it with `raymotion precompute-flow` "
-                                "(or scaling.video_source=precomputed, which computes it when missing)")
+    folder = StoragePath(folder)
+    marker = folder / DONE_FILE
+    if not marker.is_file():
+        if not folder.is_dir():
+            raise FileNotFoundError(f"pair store {folder} does not exist; write it with `raymotion precompute-flow` "
+                                    "(or scaling.video_source=precomputed, which computes it when missing)")
+        raise ValueError(f"{folder} is not a finished pair store: it has no {DONE_FILE} (a write that was "
+                         "interrupted or is still running, or not a pair store); `raymotion precompute-flow` "
+                         "computes the store of a config again")
     fix = f"delete {folder} and run `raymotion precompute-flow` again"
-    if not (folder / DONE_FILE).is_file():
-        raise ValueError(f"{folder} is not a finished pair store: it has no {DONE_FILE} (an interrupted or foreign "
-                         f"write); {fix}")
     try:
-        done = json.loads((folder / DONE_FILE).read_text())
-        files, rows, store_format = list(done["files"]), int(done["rows"]), done["format"]
+        done = json.loads(marker.read_text())
+        rows, store_format = int(done["rows"]), done["format"]
+        paths = [folder / name for name in done["files"]]  # refuses '..' and absolute names
         float(done["seconds"])
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{folder / DONE_FILE} is unreadable ({err!r}); {fix}") from err
+        raise ValueError(f"{marker} is unreadable ({err!r}); {fix}") from err
     if store_format != STORE_FORMAT:
         raise ValueError(f"{folder} is a pair store of format {store_format!r}, this raymotion reads format "
                          f"{STORE_FORMAT}; {fix}")
     found = 0
-    for name in files:
-        path = folder / name
+    for name, path in zip(done["files"], paths, strict=True):
         try:
-            parquet = pq.ParquetFile(path)
+            with _parquet_file(path) as parquet:
+                columns, num_rows = set(parquet.schema_arrow.names), parquet.metadata.num_rows
         except (OSError, ValueError) as err:  # missing, or not Parquet (ArrowInvalid)
             raise ValueError(f"pair store {folder}: {name} is missing or unreadable ({err}); {fix}") from err
-        columns = set(parquet.schema_arrow.names)
         if columns != set(STORED_COLUMNS):
             raise ValueError(f"pair store {folder}: {name} has columns {sorted(columns)}, expected "
                              f"{sorted(STORED_COLUMNS)}; {fix}")
-        found += parquet.metadata.num_rows
-    if found != rows or not files:
+        found += num_rows
+    if found != rows or not paths:
         raise ValueError(f"pair store {folder}: its files hold {found} rows, {DONE_FILE} says {rows}; {fix}")
     return done

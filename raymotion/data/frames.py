@@ -205,6 +205,10 @@ def labelled_item(source_HW3: np.ndarray, labels: dict[str, np.ndarray], *, crop
 class LabelledFrames(Dataset):
     """Every frame of a seeded fraction of the labelled clips, cropped around its own box.
 
+    ``shard=(rank, world)`` keeps only the frames n = rank (mod world) of that list (a Ray Train worker's
+    share; clips with none of them are not even decoded), so each worker holds 1/world of the crops; with
+    (0, 1) every frame. Item i of shard r is frame r + i * world of the unsharded dataset.
+
     ``__getitem__`` returns a dict of tensors:
         image (3, S, S) float32, ImageNet-normalised RGB;
         joints2d (24, 2) normalised crop coordinates; joints2d_vis (24,) 1.0 where the label says
@@ -234,8 +238,12 @@ class LabelledFrames(Dataset):
         seed: int = 0,
         augment: bool = False,
         max_clips: int | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        rank, num_shards = shard
+        if not 0 <= rank < num_shards:
+            raise ValueError(f"shard={shard}: the rank must be in [0, {num_shards}) (a worker's (rank, world size))")
         data_dir = Path(data_dir)
         rows = _split_rows(data_dir, split, LABELLED_SPLITS)
         chosen = select_clips(len(rows), fraction=fraction, seed=seed, max_clips=max_clips)
@@ -247,18 +255,28 @@ class LabelledFrames(Dataset):
 
         columns = list(_LABEL_SHAPES)
         crops, labels, clip_index, frame_index = [], [], [], []
+        first = 0  # index of the clip's first frame among all frames of the chosen clips
         for i in chosen:
             manifest_index, row = rows[i]
+            # This shard's frames of the clip: global frame indices n = rank (mod num_shards).
+            kept_T = np.arange((rank - first) % num_shards, row["frames"], num_shards)
+            first += row["frames"]
+            if len(kept_T) == 0:
+                continue  # nothing of this clip in the shard: not even decoded
             frames_THW3 = read_video(data_dir / row["path"], expected_frames=row["frames"])
             clip_labels = _read_labels(data_dir, row, columns)
             center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)
             store_side_T = side_T * (self._store_size / crop_size)
-            for t in range(row["frames"]):
+            for t in kept_T:
                 crops.append(crop_image(frames_THW3[t], center_2=center_T2[t], side=store_side_T[t], size=self._store_size))
             clip_labels["center"], clip_labels["side"] = center_T2, side_T
-            labels.append(clip_labels)
-            clip_index += [manifest_index] * row["frames"]
-            frame_index += range(row["frames"])
+            labels.append({name: values[kept_T] for name, values in clip_labels.items()})
+            clip_index += [manifest_index] * len(kept_T)
+            frame_index += kept_T.tolist()
+            del frames_THW3  # only the shard's crops are kept: memory is bounded by the shard
+        if not crops:
+            raise ValueError(f"{first} labelled frames cannot be split into {num_shards} shards: lower "
+                             "scaling.num_workers")
         self._crops_NHW3 = np.stack(crops)
         self._labels = {name: np.concatenate([clip[name] for clip in labels]) for name in labels[0]}
         self._clip_index_N = np.asarray(clip_index)
@@ -266,6 +284,11 @@ class LabelledFrames(Dataset):
 
     def __len__(self) -> int:
         return len(self._crops_NHW3)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the stored crops and the labels."""
+        return self._crops_NHW3.nbytes + sum(values.nbytes for values in self._labels.values())
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         return self.get(index, augmentation=sample_augmentation() if self.augment else None)

@@ -64,7 +64,7 @@ from raymotion.data.frames import (
     labelled_item,
     select_clips,
 )
-from raymotion.data.pipeline import (AUTO_DECODER, DecoderChoice, PipelineReport, check_decode_args, decoder_uses_gpu,
+from raymotion.data.pipeline import (AUTO_DECODER, DecoderChoice, PipelineReport, check_decode_args, stage_gpu_problems,
                                      each_window)
 
 logger = logging.getLogger(__name__)
@@ -236,6 +236,7 @@ def build_labelled_dataset(
     bad_input: str = "fail",
     report: PipelineReport | None = None,
     concurrency: int = 1,
+    decode_gpus: float = 0.0,
 ) -> ray.data.Dataset:
     """Every frame of a seeded fraction of a split's clips, as a lazy Ray Data dataset (rows: module doc).
 
@@ -244,16 +245,19 @@ def build_labelled_dataset(
         split: one of ``frames.LABELLED_SPLITS``.
         crop_size: S, crop side in pixels; bbox_scale: crop side / longest box side (1.3 usual).
         fraction, fraction_seed: which clips (``frames.select_clips``; ``train.fraction`` and
-            ``train.fraction_seed``, as ``train.loop.labelled_frames`` passes them to ``LabelledFrames``).
+            ``train.fraction_seed``, as ``train.components.labelled_frames`` passes them to ``LabelledFrames``).
         augment: draw a ``crops.Augmentation`` per row (module doc); False gives ``LabelledFrames`` items.
         seed: seeds the augmentation and the clip order of each epoch (``run.seed``).
         epochs: passes over the frames in one pass over the dataset, each with fresh augmentations.
         decoder: 'auto' or one of ``decode.DECODER_BACKENDS`` (``LabelledFrames`` decodes with 'pyav').
         bad_input: 'fail' (raise naming the file and frame) or 'skip' (drop the clip, see module doc).
         report: collects counts and skipped clips (``pipeline.PipelineReport``; Ray must be initialised).
-        concurrency: decode actors, each holding 1 CPU (1 GPU for DALI 'mixed'); the item stage runs at
+        concurrency: decode actors, each holding 1 CPU (and ``decode_gpus``); the item stage runs at
             most this many tasks of 1 CPU. Keep CPUs free for Ray Data's own tasks and the trainers: a
             pipeline hangs when actors take every CPU (FACTS.md).
+        decode_gpus: GPU share each decode actor reserves (``scaling.decode_gpus``): 0 decodes on the CPU;
+            > 0 lets 'auto' (and requires 'dali_mixed') decode with NVDEC. A config value, never a snapshot
+            of the cluster (train/plan.py).
     """
     check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
     check_decode_args(bad_input=bad_input, decoder=decoder)
@@ -265,11 +269,13 @@ def build_labelled_dataset(
         raise ValueError(f"seed={seed} and fraction_seed={fraction_seed} must be >= 0")
     windows = labelled_windows(data_root, split=split, fraction=fraction, fraction_seed=fraction_seed,
                                epochs=epochs, seed=seed)
-    use_gpu = decoder_uses_gpu(decoder, cluster_gpus=ray.cluster_resources().get("GPU", 0))
+    problems = stage_gpu_problems(decoder=decoder, decode_gpus=decode_gpus, flow=None, flow_device="auto", flow_gpus=0.0)
+    if problems:
+        raise ValueError("; ".join(f"{name}={value} (scaling.{name}): {why}" for name, value, why in problems))
     dataset = ray.data.from_items(windows, override_num_blocks=min(len(windows), MAX_WINDOW_BLOCKS))
     dataset = dataset.map_batches(
         LabelledDecodeStage, batch_size=CLIPS_PER_DECODE_BATCH, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1, num_gpus=1 if use_gpu else 0,
+        compute=ray.data.ActorPoolStrategy(size=concurrency), num_cpus=1, num_gpus=decode_gpus,
         fn_constructor_kwargs={"data_root": str(data_root), "crop_size": crop_size, "bbox_scale": bbox_scale,
                                "augment": augment, "decoder": decoder, "bad_input": bad_input, "report": report},
     )

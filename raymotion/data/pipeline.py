@@ -7,6 +7,15 @@ streaming instead of in memory. Each clip is cut into windows of consecutive fra
     windows (from_items) -> map_batches(DecodeCropStage) -> map_batches(FlowStage) -> rows, one per pair
     windows (from_items) -> map_batches(DecodeFlowStage: both in one actor; CPU-only)  -> the same rows
 
+GPUs are asked for, never guessed: ``build_pair_dataset(decode_gpus=..., flow_gpus=...)`` (the config's
+``scaling.decode_gpus`` / ``scaling.flow_gpus``) is the GPU share each decode / flow actor reserves, 0 = CPU.
+A snapshot of the cluster's GPUs cannot decide it: on a warm cluster those GPUs may all be held by training
+workers (a GPU-asking actor would never start), and on an autoscaling cluster with a CPU-only head there are
+none yet. Whether the whole run fits is checked before training starts (``raymotion.train.plan``). An actor
+that reserved no GPU runs its work on the CPU even where CUDA is visible: Ray 2.60 leaves
+CUDA_VISIBLE_DEVICES alone for actors that asked for no GPU (``ray._private.accelerators.accelerator``),
+so ``torch.cuda.is_available()`` there would put RAFT on GPU 0 beside a training worker.
+
 Rows (numpy): image1, image2 (S, S, 3) uint8 RGB crops of frames t and t + gap (normalise on the
 training side with ``crops.normalise_image``: uint8 moves 4x fewer bytes); flow_fwd, flow_bwd (2, S, S)
 float32, crop pixels (dx, dy), as ``VideoPairs``; crop1, crop2 (3,) float32 (center x, center y, side),
@@ -22,6 +31,7 @@ Legend: T = frames of a window, P = pairs, S = crop side (pixels); trailing digi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -41,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 BAD_INPUT_POLICIES = ("fail", "skip")
 AUTO_DECODER = "auto"
+ACTOR_CPUS = 1.0
+"""CPUs every stage actor reserves: its OpenCV / decoder work runs on one thread (``FlowStage``)."""
 
 
 @ray.remote(num_cpus=0)
@@ -268,16 +280,58 @@ class DecodeFlowStage:
 
 
 GPU_FLOW_ESTIMATORS = ("raft_small", "raft_large", "dali_of")
+"""Flow estimators that can use a GPU; 'dali_of' can use nothing else."""
+CPU_DECODERS = ("pyav", "dali_cpu")
 
 
-def flow_stage_gpus(flow: str, flow_config: FlowConfig | None, *, cluster_gpus: float) -> float:
-    """GPUs each flow actor reserves: 1 for an estimator that runs on a GPU (RAFT unless ``flow.device`` is
-    'cpu'; DALI's optical-flow engine always) when the cluster has GPUs, else 0 (OpenCV runs on a CPU)."""
-    if flow not in GPU_FLOW_ESTIMATORS or cluster_gpus <= 0:
-        return 0.0
-    if flow != "dali_of" and flow_config is not None and flow_config.device == "cpu":
-        return 0.0
-    return 1.0
+def stage_gpu_problems(*, decoder: str, decode_gpus: float, flow: str | None, flow_device: str,
+                       flow_gpus: float) -> list[tuple[str, float, str]]:
+    """What is wrong with the GPU shares of a pair pipeline, as (argument, value, why) triples; [] = nothing.
+
+    The arguments are ``build_pair_dataset``'s and, with the prefix 'scaling.', the config's keys, so the
+    pipeline (ValueError) and the resource plan (ConfigError) report the same problems. A GPU share that the
+    stage's work never uses is refused too: it would hold a GPU (or part of one) away from training.
+
+    Args:
+        decoder: 'auto' or one of ``decode.DECODER_BACKENDS``.
+        decode_gpus, flow_gpus: GPU share per decode / flow actor: 0, a share in (0, 1] or a whole number.
+        flow: the flow estimator name, or None for no flow stage.
+        flow_device: ``flow.device`` ('auto', 'cpu', 'cuda'; where RAFT runs).
+    """
+    problems = []
+    for name, value in (("decode_gpus", decode_gpus), ("flow_gpus", flow_gpus)):
+        if value < 0 or (value > 1 and not float(value).is_integer()):
+            problems.append((name, value, "expected 0 (CPU), a GPU share in (0, 1] or a whole number of GPUs"))
+    if decoder == "dali_mixed" and decode_gpus == 0:
+        problems.append(("decode_gpus", decode_gpus, "decoder='dali_mixed' decodes with NVDEC on a GPU and a decode "
+                         "actor with decode_gpus=0 reserves none: set decode_gpus > 0 (e.g. 0.25) or use decoder "
+                         f"'{AUTO_DECODER}', {' or '.join(repr(d) for d in CPU_DECODERS)}"))
+    if decoder in CPU_DECODERS and decode_gpus > 0:
+        problems.append(("decode_gpus", decode_gpus, f"decoder={decoder!r} decodes on the CPU and would hold that GPU "
+                         f"share unused: set decode_gpus=0, or decoder '{AUTO_DECODER}' or 'dali_mixed' for NVDEC"))
+    if flow is None:
+        if flow_gpus > 0:
+            problems.append(("flow_gpus", flow_gpus, "there is no flow stage (flow=None): set flow_gpus=0"))
+    elif flow_gpus == 0 and flow == "dali_of":
+        problems.append(("flow_gpus", flow_gpus, "flow estimator 'dali_of' runs on the GPU's optical-flow engine only "
+                         "and a flow actor with flow_gpus=0 reserves no GPU: set flow_gpus > 0 (e.g. 1 or 0.5), or "
+                         "choose a CPU estimator: 'dis', 'farneback', or RAFT with flow.device=auto or cpu"))
+    elif flow_gpus == 0 and flow in GPU_FLOW_ESTIMATORS and flow_device == "cuda":
+        problems.append(("flow_gpus", flow_gpus, f"flow.device='cuda' asks {flow!r} for a GPU and a flow actor with "
+                         "flow_gpus=0 reserves none: set flow_gpus > 0, or flow.device=auto or cpu for RAFT on the CPU"))
+    elif flow_gpus > 0 and (flow not in GPU_FLOW_ESTIMATORS or (flow != "dali_of" and flow_device == "cpu")):
+        where = "flow.device='cpu' runs it" if flow in GPU_FLOW_ESTIMATORS else "it runs"
+        problems.append(("flow_gpus", flow_gpus, f"flow estimator {flow!r} would hold that GPU share unused ({where} on "
+                         "the CPU): set flow_gpus=0, or use 'raft_small', 'raft_large' or 'dali_of' on the GPU"))
+    return problems
+
+
+def actor_flow_config(flow: str, flow_config: FlowConfig | None, *, flow_gpus: float) -> FlowConfig | None:
+    """The flow config a flow actor builds its estimator from: RAFT on the CPU when the actor reserved no
+    GPU (CUDA may still be visible to it: module doc), otherwise ``flow_config`` as given."""
+    if flow_gpus == 0 and flow in GPU_FLOW_ESTIMATORS and flow_config is not None and flow_config.device == "auto":
+        return dataclasses.replace(flow_config, device="cpu")
+    return flow_config
 
 
 def check_decode_args(*, bad_input: str, decoder: str) -> None:
@@ -286,11 +340,6 @@ def check_decode_args(*, bad_input: str, decoder: str) -> None:
         raise ValueError(f"bad_input={bad_input!r}; choose one of: {', '.join(BAD_INPUT_POLICIES)}")
     if decoder not in (AUTO_DECODER, *DECODER_BACKENDS):
         raise ValueError(f"decoder={decoder!r}; choose one of: {', '.join((AUTO_DECODER, *DECODER_BACKENDS))}")
-
-
-def decoder_uses_gpu(decoder: str, *, cluster_gpus: float) -> bool:
-    """Whether a decode stage reserves a GPU: DALI 'mixed' (NVDEC) asked for, or 'auto' on a GPU cluster."""
-    return decoder == "dali_mixed" or (decoder == AUTO_DECODER and cluster_gpus > 0)
 
 
 def build_pair_dataset(
@@ -307,6 +356,8 @@ def build_pair_dataset(
     bad_input: str = "fail",
     decode_concurrency: int = 1,
     flow_concurrency: int = 1,
+    decode_gpus: float = 0.0,
+    flow_gpus: float = 0.0,
     flow_batch_size: int = 16,
     max_clips: int | None = None,
     fuse: bool | None = None,
@@ -321,46 +372,57 @@ def build_pair_dataset(
             a window covering the whole clip decodes each frame exactly once.
         flow: a flow estimator name (``flow.estimator.FLOW_ESTIMATORS``), or None for no flow stage.
         flow_config: the ``flow`` config section, for estimators with settings (RAFT's weights, ...).
-        decoder: 'auto' or one of ``decode.DECODER_BACKENDS``.
+        decoder: 'auto' or one of ``decode.DECODER_BACKENDS``. 'auto' picks per clip inside the actor from what
+            Ray gave it (``DecoderChoice``): NVDEC when the actor holds a GPU share, a CPU decoder otherwise.
         bad_input: 'fail' (raise naming the file and frame) or 'skip' (drop the window, see module doc).
-        decode_concurrency, flow_concurrency: actors per stage, each holding 1 CPU (and 1 GPU for DALI
-            'mixed' decoding, and for a GPU flow estimator on a cluster with GPUs: ``flow_stage_gpus``).
+        decode_concurrency, flow_concurrency: actors per stage, each holding 1 CPU (plus its GPU share).
             Keep CPUs free for Ray Data's own tasks: a pipeline hangs when actors take every CPU (FACTS.md).
+        decode_gpus: GPU share each decode actor reserves (``scaling.decode_gpus``): 0 = CPU decoding;
+            > 0 = NVDEC, e.g. 0.25 = four decode actors per GPU. 'dali_mixed' needs > 0.
+        flow_gpus: GPU share each flow actor reserves (``scaling.flow_gpus``): > 0 runs RAFT / 'dali_of' on
+            it; 0 runs the estimator on the CPU ('dali_of' needs > 0). Shares: ``stage_gpu_problems``.
         max_clips: use the first this many clips of the split (None: all), as ``frames.VideoPairs`` does.
-        fuse: decode and flow in the same ``flow_concurrency`` actors (``DecodeFlowStage``; decode_concurrency
-            and flow_batch_size then unused), or in two stages. None: fused when neither stage uses a GPU.
-            The rows are the same either way (tested).
+        fuse: decode and flow in the same ``flow_concurrency`` actors (``DecodeFlowStage``, each reserving the
+            larger GPU share; decode_concurrency and flow_batch_size then unused), or in two stages.
+            None: fused when neither stage reserves a GPU. The rows are the same either way (tested).
         report: collects counts and skipped windows (``PipelineReport``).
+
+    Raises:
+        ValueError: a bad argument, naming it (and for the GPU shares the ``scaling.*`` key that sets it).
     """
     check_decode_args(bad_input=bad_input, decoder=decoder)
     check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
     if flow is not None and flow not in FLOW_ESTIMATORS:  # fail here, on the driver; built in the actors
         raise ValueError(f"unknown flow estimator {flow!r}; choose one of: {', '.join(FLOW_ESTIMATORS)}")
+    flow_device = flow_config.device if flow_config is not None else "auto"
+    problems = stage_gpu_problems(decoder=decoder, decode_gpus=decode_gpus, flow=flow, flow_device=flow_device,
+                                  flow_gpus=flow_gpus)
+    if problems:
+        name, value, why = problems[0]
+        raise ValueError(f"{name}={value!r} (scaling.{name}): {why}")
     windows = select_windows(data_root, split=split, gap=gap, window=window, max_clips=max_clips)
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpu = decoder_uses_gpu(decoder, cluster_gpus=cluster_gpus)
-    flow_gpus = flow_stage_gpus(flow, flow_config, cluster_gpus=cluster_gpus) if flow is not None else 0.0
     if fuse is None:
-        fuse = not use_gpu and not flow_gpus
+        fuse = decode_gpus == 0 and flow_gpus == 0
     decode_kwargs = {"data_root": str(data_root), "crop_size": crop_size, "bbox_scale": bbox_scale, "gap": gap,
                      "decoder": decoder, "bad_input": bad_input, "report": report}
-    flow_kwargs = {"flow": flow, "flow_config": flow_config, "report": report}
+    flow_kwargs = {"flow": flow, "flow_config": actor_flow_config(flow, flow_config, flow_gpus=flow_gpus),
+                   "report": report}
     dataset = ray.data.from_items(windows, override_num_blocks=min(len(windows), 64))
     if flow is not None and fuse:
         return dataset.map_batches(
             DecodeFlowStage, batch_size=1, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=1,
-            num_gpus=max(1.0 if use_gpu else 0.0, flow_gpus),
+            compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=ACTOR_CPUS,
+            num_gpus=max(decode_gpus, flow_gpus),
             fn_constructor_kwargs={"decode": decode_kwargs, "flow": flow_kwargs})
     dataset = dataset.map_batches(
         DecodeCropStage, batch_size=1, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=decode_concurrency),
-        num_cpus=1, num_gpus=1 if use_gpu else 0, fn_constructor_kwargs=decode_kwargs,
+        num_cpus=ACTOR_CPUS, num_gpus=decode_gpus, fn_constructor_kwargs=decode_kwargs,
     )
     if flow is not None:
         dataset = dataset.map_batches(
             FlowStage, batch_size=flow_batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=1, num_gpus=flow_gpus,
+            compute=ray.data.ActorPoolStrategy(size=flow_concurrency), num_cpus=ACTOR_CPUS, num_gpus=flow_gpus,
             fn_constructor_kwargs=flow_kwargs,
         )
     return dataset

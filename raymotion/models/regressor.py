@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import timm
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -185,6 +184,8 @@ def _resnet(name: str, feature_dim: int) -> Callable[[], tuple[nn.Module, int, t
 def _hrnet_w32() -> tuple[nn.Module, int, tuple[str, ...]]:
     # num_classes=0 keeps timm's classification neck (incre blocks + 1x1 conv to 2048) and its
     # global average pool, so the output is a pooled (B, 2048) feature.
+    import timm  # only this backbone needs it (tools/gpu_check.py runs where timm is not installed)
+
     model = timm.create_model("hrnet_w32", pretrained=False, num_classes=0)
     return model, model.num_features, ("classifier.",)
 

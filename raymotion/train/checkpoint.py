@@ -1,43 +1,41 @@
-"""Checkpoints: written atomically, loaded with ``torch.load(weights_only=True)``.
+"""Checkpoints: written atomically to any storage, loaded with ``torch.load(weights_only=True)``.
 
 A checkpoint is one file holding the model and optimiser state dicts, the step, the resolved config as a
-plain dict, the mean parameters the model starts from, and torch's RNG state. It is written to a
-temporary file in the same folder and renamed over the old one, so a crash never leaves a torn file.
+plain dict, torch's RNG state and the data position. It is serialised in memory and written in one piece
+through ``raymotion.storage`` (a temp file renamed over the old one on local disk and NFS, one PUT on an
+object store), so a crash never leaves a torn file, and ``s3://`` run folders work like local ones.
 """
 
 from __future__ import annotations
 
+import io
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from raymotion.storage import StoragePath
+
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` (tensors, state dicts, builtins only) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def save_checkpoint(path: str | os.PathLike | StoragePath, state: dict[str, Any]) -> None:
+    """Write ``state`` (tensors, state dicts, builtins only) to ``path`` (local or a URI) atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    StoragePath(path).write_bytes(buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike | StoragePath) -> dict[str, Any]:
     """Read a checkpoint written by ``save_checkpoint``, with a clear error for a missing or broken file."""
-    path = Path(path)
+    path = StoragePath(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint not found: {path}; give a pretraining run's checkpoint.pt "
             "(e.g. train.pretrained=runs/<name>/checkpoint.pt)"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise ValueError(f"{path} is not a readable raymotion checkpoint ({err}); rerun the job that writes it") from err
     missing = [key for key in ("model", "step", "config") if key not in state]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from raymotion.config import Config, ConfigError, flatten, to_dict
 from raymotion.data.flow_store import precompute_for_config, read_pairs
 from raymotion.data.pipeline import build_pair_dataset
 from raymotion.data.manifest import MANIFEST
+from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from raymotion.train.plan import check_schedulable, run_plan
 from raymotion.train.report import before_after_table
 from raymotion.train.worker import pretrain_fn_per_worker, refine_fn_per_worker, run_directory
 
@@ -78,9 +81,10 @@ def init_ray(cfg: Config) -> None:
 
 
 def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset] | None = None,
-                  callbacks: list[Any] | None = None) -> TorchTrainer:
+                  callbacks: list[Any] | None = None, *, local: bool = False) -> TorchTrainer:
     """The TorchTrainer of a run: workers and resources, storage and run name, failure policy, data split.
-    ``callbacks`` go to its RunConfig (a Tune trial passes ``TuneReportCallback``)."""
+    ``callbacks`` go to its RunConfig (a Tune trial passes ``TuneReportCallback``). ``local=True``: Ray
+    Train's local mode (``num_workers=0``), the same training function in this process, no cluster."""
     scaling = cfg.scaling
     storage = scaling.storage_path or cfg.run.output_dir
     resources = {"CPU": scaling.cpus_per_worker}
@@ -89,7 +93,8 @@ def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset]
     return TorchTrainer(
         STAGES[stage],
         train_loop_config=to_dict(cfg),
-        scaling_config=ray.train.ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+        scaling_config=ray.train.ScalingConfig(num_workers=0 if local else scaling.num_workers,
+                                               use_gpu=scaling.use_gpu,
                                                resources_per_worker=resources,
                                                placement_strategy=scaling.placement_strategy),
         run_config=ray.train.RunConfig(
@@ -118,17 +123,29 @@ def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
     return {"video": build_pair_dataset(
         cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
         gap=cfg.train.video_gap, window=64, flow=cfg.flow.estimator, flow_config=cfg.flow,
-        flow_concurrency=cfg.scaling.flow_actors, max_clips=cfg.train.video_clips or None,
+        decode_concurrency=cfg.scaling.decode_actors, flow_concurrency=cfg.scaling.flow_actors,
+        decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus, max_clips=cfg.train.video_clips or None,
     )}
 
 
-def run_training(cfg: Config, stage: str, *, resume: bool = False) -> dict[str, Any]:
-    """Check, then run ``stage`` ('pretrain' or 'refine') on Ray Train; returns the run's metrics.json."""
+def run_training(cfg: Config, stage: str, *, resume: bool = False, local: bool = False) -> dict[str, Any]:
+    """Check, then run ``stage`` ('pretrain' or 'refine') on Ray Train; returns the run's metrics.json.
+
+    ``local=True`` runs the same training function in Ray Train's local mode (this process; what
+    ``raymotion pretrain``/``refine`` do): Ray itself starts only when the video pairs come from Ray Data.
+    Before anything starts it prints the resource plan (workers, pipeline actors, GPU shares: train/plan.py)
+    and waits up to ``scaling.schedule_timeout_s`` for the cluster to place it, failing by name otherwise."""
     cfg = absolute_paths(cfg)
     check_inputs(cfg, stage, resume=resume)
-    init_ray(cfg)
+    plan = run_plan(cfg, stage, local=local)  # a bad GPU share fails here, before Ray starts
+    print(plan.describe(), flush=True)
+    if not local or (stage == "refine" and cfg.scaling.video_source != "local"):
+        init_ray(cfg)
+    check_schedulable(plan, timeout_s=cfg.scaling.schedule_timeout_s)
     datasets = video_datasets(cfg) if stage == "refine" else {}
-    trainer = build_trainer(cfg, stage, datasets)
+    if local:  # local mode logs every report's whole dict at INFO; the run log already prints progress
+        logging.getLogger("ray.train.v2._internal.execution.train_fn_utils").setLevel(logging.WARNING)
+    trainer = build_trainer(cfg, stage, datasets, local=local)
     trainer.fit()
     return json.loads((run_directory(cfg) / "metrics.json").read_text())
 
@@ -202,7 +219,7 @@ def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:
     if not metrics_file.is_file():
         print(f"train.pretrained is empty and no shipped base model matches: pretraining {pre.run.name}", flush=True)
         run_training(pre, "pretrain", resume=resume or (run_directory(pre) / CHECKPOINT_NAME).is_file())
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pretrained=str(run_directory(pre) / CHECKPOINT_NAME)))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pretrained=(run_directory(pre) / CHECKPOINT_NAME).uri))
 
 
 def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
@@ -212,7 +229,7 @@ def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
     ensure_benchmark(cfg)
     cfg = ensure_pretrained(cfg, resume=resume)
     metrics = run_training(cfg, "refine", resume=resume)
-    print(f"\nrefinement of {Path(cfg.train.pretrained).name} -> {run_directory(cfg)}\n")
+    print(f"\nrefinement of {StoragePath(cfg.train.pretrained).name} -> {run_directory(cfg)}\n")
     print(before_after_table(metrics, split="test"))
     return metrics
 
@@ -232,7 +249,7 @@ def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
     if existing.is_file() and not resume:
         raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "
                               f"run.name (--set run.name=...) to start another")
-    if cfg.train.pretrained and not Path(cfg.train.pretrained).is_file():
+    if cfg.train.pretrained and not StoragePath(cfg.train.pretrained).is_file():
         raise ConfigError("train.pretrained", cfg.train.pretrained, "no such file; give a pretraining run's "
                           "checkpoint.pt (jobs/pretrain.py writes <run.output_dir>/<run.name>/checkpoint.pt), or "
                           "leave it empty in jobs/refine.py to use the shipped base model or pretrain one")

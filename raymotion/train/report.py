@@ -1,12 +1,16 @@
 """A run's human-readable outputs: ``report.md`` (the before/after table) and ``curves.png`` (losses and
-validation metrics against steps, from ``log.jsonl``). Pure file writing; no Ray, no training."""
+validation metrics against steps, from ``log.jsonl``). Pure file writing through ``raymotion.storage`` (a
+run folder may be local, NFS or s3://); no Ray, no training."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
-from pathlib import Path
+import os
 from typing import Any
+
+from raymotion.storage import StoragePath
 
 HEADLINE_METRICS = ("pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "accel_error_mm")
 _NAMES = {"pa_mpjpe_mm": "PA-MPJPE (mm)", "mpjpe_mm": "MPJPE (mm)", "pve_mm": "PVE (mm)",
@@ -28,14 +32,15 @@ def before_after_table(metrics: dict[str, Any], *, split: str = "test") -> str:
     return "\n".join(lines)
 
 
-def read_log(directory: Path) -> list[dict[str, float]]:
-    path = directory / "log.jsonl"
+def read_log(directory: str | os.PathLike | StoragePath) -> list[dict[str, float]]:
+    """The rows of a run's ``log.jsonl`` ([] when there is none)."""
+    path = StoragePath(directory) / "log.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def write_run_report(directory: str | Path, metrics: dict[str, Any]) -> Path:
+def write_run_report(directory: str | os.PathLike | StoragePath, metrics: dict[str, Any]) -> StoragePath:
     """Write ``report.md`` and ``curves.png`` into ``directory``; returns the report's path."""
-    directory = Path(directory)
+    directory = StoragePath(directory)
     kind = metrics.get("kind", "run")
     parts = [f"# {kind} run `{directory.name}`", ""]
     if kind == "refine":
@@ -53,7 +58,7 @@ def write_run_report(directory: str | Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
-def plot_curves(directory: Path) -> Path | None:
+def plot_curves(directory: StoragePath) -> StoragePath | None:
     """``curves.png``: the logged losses (log scale) and the validation metrics against steps."""
     rows = read_log(directory)
     if not rows:
@@ -83,9 +88,9 @@ def plot_curves(directory: Path) -> Path | None:
     if val_keys:
         axes[1].legend(fontsize=8)
     fig.tight_layout()
-    path = directory / "curves.png"
-    tmp = directory / ".curves.png.tmp.png"
-    fig.savefig(tmp, dpi=90)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=90)
     plt.close(fig)
-    tmp.replace(path)
+    path = directory / "curves.png"
+    path.write_bytes(png.getvalue())
     return path

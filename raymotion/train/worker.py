@@ -1,26 +1,37 @@
-"""Ray Train workers: pretraining and refinement as distributed data-parallel loops, written out.
+"""The training loop: pretraining and refinement as data-parallel Ray Train workers, written out.
 
-Each Ray Train worker runs ``pretrain_fn_per_worker`` or ``refine_fn_per_worker`` with the config as a
-plain dict (``config.to_dict``). The loop is the single-process one (train/loop.py) with three changes:
-the model is wrapped for DDP (gloo on CPU, NCCL on GPU; ``ray.train.torch.prepare_model``), each worker
-draws its batches from its own shard of the data, and metrics and checkpoints leave the worker only
-through ``ray.train.report``. The loss of a step is ``train/step.py``'s, the same function the
-single-process loops call.
+This is raymotion's only training loop. Ray Train runs ``pretrain_fn_per_worker`` or
+``refine_fn_per_worker`` on every worker with the config as a plain dict (``config.to_dict``);
+``raymotion pretrain``/``refine`` run the same function in Ray Train's local mode
+(``ScalingConfig(num_workers=0)``: in this process, no cluster), so there is one checkpoint format, one
+resume path and one rule for where a run's folder is (``run_directory``). The step's loss is
+``train/step.py``'s; the model is wrapped for DDP (gloo on CPU, NCCL on GPU; ``prepare_model``) when
+there are several workers; metrics and checkpoints leave the worker through ``ray.train.report``.
 
 Data per worker (rank r of R):
-- labelled frames (pretraining, and refinement's anchor batch): the worker decodes the labelled fraction
-  and samples its step's batch from the items i = r (mod R), a pure function of (seed, step, rank);
+- labelled frames (pretraining, and refinement's anchor batch): the worker decodes and keeps only its
+  shard, the frames n = r (mod R) of the labelled fraction (``LabelledFrames(shard=(r, R))``: memory per
+  worker falls with R), and draws its step's batch from it as a pure function of (seed, step), so a
+  resumed run repeats the uninterrupted one's batches;
 - video pairs (refinement): ``scaling.video_source='ray_data'`` reads the worker's split of the Ray Data
   pipeline (``ray.train.get_dataset_shard('video')``, decode + crop + flow, shuffled with a seeded local
   buffer); ``'precomputed'`` reads the same rows from the pair store (``data.flow_store``) the same way;
   ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames.
-With one worker both sources give the single-process loop's batches exactly ('local') or in a seeded
-streaming order ('ray_data').
 
+Reports: every rank calls ``ray.train.report`` at the same steps (Train V2's report is a barrier: a rank
+that skips one leaves the others waiting until the collective timeout), i.e. at every evaluation step
+(``train.eval_every``), every checkpoint step (``train.checkpoint_every``) and the last step. Validation
+metrics (``val/...``, rank 0's) are in a report only when they were computed at that step: fresh or
+absent, never a stale copy.
+
+Storage: the run folder ``<scaling.storage_path or run.output_dir>/<run.name>`` may be local, NFS or an
+object store (``s3://...``); everything is written through ``raymotion.storage`` (whole files, atomic).
 Checkpoints (every ``train.checkpoint_every`` steps and at the end) hold the model, optimiser, step, RNG
-states and the data position. Rank 0 writes ``<storage>/<run.name>/checkpoint.pt`` atomically and reports
-the same file as a Ray checkpoint. A worker group restarted by Ray Train (``scaling.max_failures``)
-resumes from ``ray.train.get_checkpoint()``; a new job with ``--resume`` resumes from checkpoint.pt.
+states and the data position; rank 0 writes ``checkpoint.pt`` and reports the same file as a Ray
+checkpoint. A worker group restarted by Ray Train (``scaling.max_failures``) resumes from
+``ray.train.get_checkpoint()``; a new job with ``--resume`` resumes from checkpoint.pt. Each worker start
+writes its own ``workers/rank<r>-<pid>-<ns>.json`` (no shared file is appended to: NFS and object stores
+cannot append atomically).
 
 BatchNorm stays frozen under DDP: ``freeze_batchnorm`` runs before the DDP wrap, its hooks keep every BN
 in eval mode, and DDP broadcasts buffers that no longer change. The frozen anchor network is a plain copy
@@ -29,6 +40,7 @@ on each worker (no DDP, no gradients).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -42,54 +54,55 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from raymotion.body.body_model import load_body_model
-from raymotion.config import Config, save_config, to_dict
-from raymotion.data.crops import IMAGENET_MEAN, IMAGENET_STD
+from raymotion.config import Config, config_yaml, to_dict
+from raymotion.data.crops import normalise_batch_images
 from raymotion.data.frames import VideoPairs
 from raymotion.eval.evaluate import evaluate
-from raymotion.models.regressor import RegressorOutput, freeze_batchnorm
+from raymotion.models.regressor import freeze_batchnorm
+from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from raymotion.train.loop import (RunLog, batch_indices, build_model, collate, final_metrics, finite_step, frozen_copy,
-                                  labelled_frames, make_optimiser, seed_everything)
+from raymotion.train.components import (RunLog, batch_indices, build_model, collate, final_metrics, frozen_copy,
+                                        labelled_frames, make_optimiser, seed_everything)
 from raymotion.train.report import write_run_report
 from raymotion.train.step import pretrain_loss, refine_loss
+from raymotion.train.update import Bf16Autocast, finite_step
 
 FAULT_MARKER = ".fault_injected"
+WORKERS_DIR = "workers"
 
 
 def pretrain_fn_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry: supervised pretraining on ``train.fraction`` of the labelled pool."""
     cfg = Config.from_dict(config)
-    _train(cfg, "pretrain")
+    with _torch_threads(cfg.scaling.threads_per_worker):
+        _train(cfg, "pretrain")
 
 
 def refine_fn_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry: flow-consistency refinement of ``train.pretrained`` on unannotated video."""
     cfg = Config.from_dict(config)
-    _train(cfg, "refine")
+    with _torch_threads(cfg.scaling.threads_per_worker):
+        _train(cfg, "refine")
 
 
-def run_directory(cfg: Config) -> Path:
-    """``<storage>/<run.name>``: ``scaling.storage_path`` or ``run.output_dir``, absolute."""
-    return Path(cfg.scaling.storage_path or cfg.run.output_dir).resolve() / cfg.run.name
+@contextlib.contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads for the run, restored afterwards: in local mode the loop runs in the
+    caller's process (the CLI, a notebook, a test), whose later float results depend on the thread count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
-class _Autocast(nn.Module):
-    """Runs the wrapped regressor under bf16 autocast and hands float32 outputs to the body model."""
-
-    def __init__(self, inner: nn.Module, device_type: str) -> None:
-        super().__init__()
-        self.inner = inner
-        self.device_type = device_type
-
-    def forward(self, images_B3HW: Tensor) -> RegressorOutput:
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            out = self.inner(images_B3HW)
-        return RegressorOutput(rotmats_BJ33=out.rotmats_BJ33.float(), rot6d_BJ6=out.rot6d_BJ6.float(),
-                               betas_BK=out.betas_BK.float(), cam_B3=out.cam_B3.float(),
-                               feature_BD=out.feature_BD.float())
+def run_directory(cfg: Config) -> StoragePath:
+    """``<storage>/<run.name>``: ``scaling.storage_path`` or ``run.output_dir`` (local, NFS or a URI)."""
+    return StoragePath(cfg.scaling.storage_path or cfg.run.output_dir) / cfg.run.name
 
 
 def _shard_batch(num_items: int, batch_size: int, *, seed: int, step: int, rank: int, world: int) -> np.ndarray:
@@ -104,11 +117,22 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
+def pair_rows_to_batch(rows: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A batch of the pair pipeline's rows (module doc of data/pipeline.py) -> ``refine_loss``'s pair batch.
+
+    Images arrive as uint8 (B, S, S, 3) and leave ImageNet-normalised (B, 3, S, S) float32; flows as float32.
+    Everything stays on the device the rows are on: ``iter_torch_batches`` puts them on the worker's device
+    (CUDA on a GPU worker), so nothing here may assume the CPU.
+    """
+    return {"image1": normalise_batch_images(rows["image1"]), "image2": normalise_batch_images(rows["image2"]),
+            "flow_fwd": rows["flow_fwd"].float(), "flow_bwd": rows["flow_bwd"].float()}
+
+
 class _StreamedPairs:
     """This worker's video pairs from the Ray Data shard, as refine_loss batches, epoch after epoch.
 
-    Rows carry uint8 crops (module doc of data/pipeline.py); images are normalised here. ``skip`` batches
-    of the first epoch are consumed unseen, so a resumed run continues where its checkpoint stopped.
+    ``skip`` batches of the first epoch are consumed unseen, so a resumed run continues where its
+    checkpoint stopped.
     """
 
     def __init__(self, cfg: Config, *, epoch: int, skip: int) -> None:
@@ -117,9 +141,6 @@ class _StreamedPairs:
         self.epoch = epoch
         self.position = skip  # batches of the current epoch already trained on
         self._batches = self._epoch_batches(skip)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        self._scale, self._shift = 1.0 / (255.0 * std), mean / std
 
     def _epoch_batches(self, skip: int) -> Iterator[dict[str, Tensor]]:
         batches = self.shard.iter_torch_batches(
@@ -136,21 +157,14 @@ class _StreamedPairs:
             batch = next(self._batches, None)
             if batch is not None:
                 self.position += 1
-                return self._convert(batch)
+                return pair_rows_to_batch(batch)
             self.epoch, self.position = self.epoch + 1, 0
             self._batches = self._epoch_batches(0)
         raise ValueError(f"this worker's share of the video pairs holds fewer than train.pair_batch_size="
                          f"{self.cfg.train.pair_batch_size} pairs: lower it or scaling.num_workers")
 
-    def _convert(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        out = {}
-        for name in ("image1", "image2"):
-            out[name] = batch[name].permute(0, 3, 1, 2).float() * self._scale - self._shift
-        out["flow_fwd"], out["flow_bwd"] = batch["flow_fwd"].float(), batch["flow_bwd"].float()
-        return out
 
-
-def _resume_state(cfg: Config, directory: Path) -> dict[str, Any] | None:
+def _resume_state(directory: StoragePath) -> dict[str, Any] | None:
     """The state to resume from: Ray's latest checkpoint (worker-group restart), else checkpoint.pt."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -160,15 +174,21 @@ def _resume_state(cfg: Config, directory: Path) -> dict[str, Any] | None:
     return load_checkpoint(path) if path.is_file() else None
 
 
-def _record_worker(directory: Path, *, rank: int, world: int, device: torch.device) -> None:
-    """Append where this worker runs to ``workers.jsonl`` (one line per worker start, restarts included)."""
-    line = {"rank": rank, "world": world, "node_id": ray.get_runtime_context().get_node_id(),
-            "host": socket.gethostname(), "pid": os.getpid(), "device": str(device), "time": time.time()}
-    with (directory / "workers.jsonl").open("a") as handle:
-        handle.write(json.dumps(line) + "\n")
+def _record_worker(directory: StoragePath, *, rank: int, world: int, device: torch.device) -> None:
+    """Write where this worker runs to its own ``workers/rank<r>-<pid>-<ns>.json`` (one file per start)."""
+    line = {"rank": rank, "world": world, "node_id": ray.get_runtime_context().get_node_id() if ray.is_initialized()
+            else "", "host": socket.gethostname(), "pid": os.getpid(), "device": str(device), "time": time.time()}
+    (directory / WORKERS_DIR / f"rank{rank}-{os.getpid()}-{time.time_ns()}.json").write_text(json.dumps(line))
 
 
-def _maybe_inject_fault(cfg: Config, directory: Path, *, step: int, rank: int) -> None:
+def worker_starts(directory: str | os.PathLike | StoragePath) -> list[dict[str, Any]]:
+    """Every worker start recorded in a run folder (restarts included), in time order."""
+    starts = [json.loads(p.read_text()) for p in (StoragePath(directory) / WORKERS_DIR).iterdir()
+              if p.name.endswith(".json")]
+    return sorted(starts, key=lambda s: (s["time"], s["rank"]))
+
+
+def _maybe_inject_fault(cfg: Config, directory: StoragePath, *, step: int, rank: int) -> None:
     """Fault injection (``scaling.fail_at_step``): rank 0 kills its own process, once per run folder."""
     if cfg.scaling.fail_at_step and step == cfg.scaling.fail_at_step and rank == 0:
         marker = directory / FAULT_MARKER
@@ -178,13 +198,20 @@ def _maybe_inject_fault(cfg: Config, directory: Path, *, step: int, rank: int) -
             os._exit(1)
 
 
+def report_steps(total: int, *, eval_every: int, checkpoint_every: int) -> tuple[set[int], set[int]]:
+    """(steps that evaluate, steps that checkpoint), counted in finished steps 1..total; both hold the last.
+    Every rank reports at the union of the two, whichever it is."""
+    evals = {s for s in range(1, total + 1) if s % eval_every == 0} | {total}
+    checkpoints = {s for s in range(1, total + 1) if s % checkpoint_every == 0} | {total}
+    return evals, checkpoints
+
+
 def _train(cfg: Config, stage: str) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(cfg.scaling.threads_per_worker)
     device = ray.train.torch.get_device()
     directory = run_directory(cfg)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir()
     seed_everything(cfg.run.seed)
 
     body = load_body_model(cfg.body).to(device)
@@ -200,7 +227,7 @@ def _train(cfg: Config, stage: str) -> None:
     model = model.to(device)
     optimiser = make_optimiser(cfg, model, stage)
     _record_worker(directory, rank=rank, world=world, device=device)
-    state = _resume_state(cfg, directory)
+    state = _resume_state(directory)
     start, skipped, epoch, position = 0, 0, 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -211,11 +238,12 @@ def _train(cfg: Config, stage: str) -> None:
         if rank == 0:
             print(f"resuming {directory} from step {start}", flush=True)
     bare = model  # the module whose state_dict is saved and evaluated
-    ddp = ray.train.torch.prepare_model(model, move_to_device=False)
+    ddp = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
     use_bf16 = cfg.scaling.mixed_precision == "bf16" or (cfg.scaling.mixed_precision == "auto" and device.type == "cuda")
-    trained = _Autocast(ddp, device.type) if use_bf16 else ddp
+    trained = Bf16Autocast(ddp, device.type) if use_bf16 else ddp
 
-    labelled = labelled_frames(cfg, "labelled", augment=cfg.train.augment, fraction=cfg.train.fraction)
+    labelled = labelled_frames(cfg, "labelled", augment=cfg.train.augment, fraction=cfg.train.fraction,
+                               shard=(rank, world))
     pairs: VideoPairs | _StreamedPairs | None = None
     if stage == "refine":
         if cfg.scaling.video_source in ("ray_data", "precomputed"):
@@ -229,22 +257,23 @@ def _train(cfg: Config, stage: str) -> None:
     total = cfg.train.pretrain_steps if stage == "pretrain" else cfg.train.refine_steps
     val = labelled_frames(cfg, "val") if rank == 0 else None
     if rank == 0:
-        save_config(cfg, directory / "config.yaml")
+        (directory / "config.yaml").write_text(config_yaml(cfg))
         if stage == "refine" and frozen is not None:
             before = {f"val/{k}": v for k, v in evaluate(frozen, body, val).items()}
-        what = f"{len(labelled)} labelled frames" + (f" and video pairs ({cfg.scaling.video_source})" if pairs else "")
+        what = (f"{len(labelled)} labelled frames on rank 0" +
+                (f" and video pairs ({cfg.scaling.video_source})" if pairs else ""))
         print(f"[{stage} {cfg.run.name}] {world} worker(s) on {device}, {what}, steps {start}->{total}", flush=True)
 
     log = RunLog(directory, total_steps=total, label=f"{stage} {cfg.run.name}", start_step=start)
+    eval_steps, checkpoint_steps = report_steps(total, eval_every=cfg.train.eval_every,
+                                                checkpoint_every=cfg.train.checkpoint_every)
     trained.train()
-    logs: dict[str, float] = {}
-    # Every report carries the latest val metrics (Tune checks each report for its metric; ASHA reads it);
-    # until the first evaluation they are the starting model's.
-    last_val: dict[str, float] = dict(before)
     for step in range(start, total):
         _maybe_inject_fault(cfg, directory, step=step, rank=rank)
-        label_ix = _shard_batch(len(labelled), cfg.train.batch_size, seed=cfg.run.seed + (stage == "refine"),
-                                step=step, rank=rank, world=world)
+        # This rank's shard holds the frames i = rank (mod world): the same batches as drawing from the
+        # whole list with _shard_batch, without holding the other ranks' frames.
+        label_ix = batch_indices(len(labelled), cfg.train.batch_size, seed=cfg.run.seed + (stage == "refine"),
+                                 step=step)
         label_batch = _to_device(collate(labelled, label_ix), device)
         if stage == "pretrain":
             loss, logs = pretrain_loss(trained, body, label_batch, cfg.loss)
@@ -259,25 +288,23 @@ def _train(cfg: Config, stage: str) -> None:
                                      step=step, total_steps=total)
         skipped += not finite_step(loss, ddp, optimiser)
         done = step + 1
-        last = done == total
         logs = {**logs, "skipped_steps": float(skipped)}
-        if rank == 0 and (done % cfg.train.log_every == 0 or last):
+        if rank == 0 and (done % cfg.train.log_every == 0 or done == total):
             log.write(done, logs)
-        report: dict[str, Any] = {}
-        if done % cfg.train.eval_every == 0 or last:
-            if rank == 0:
-                last_val = {f"val/{k}": v for k, v in evaluate(bare, body, val).items()}
-                report.update(last_val)
-                bare.train()
-                log.write(done, {k: v for k, v in report.items() if k.endswith("_mm")})
-        checkpoint_now = done % cfg.train.checkpoint_every == 0 or last
-        if report or checkpoint_now:
-            report.update({**last_val, "step": done, **logs})
-            data_position = (pairs.epoch, pairs.position) if isinstance(pairs, _StreamedPairs) else (0, 0)
-            _report(cfg, directory, report, rank=rank, checkpoint=checkpoint_now, state={
-                "model": bare.state_dict(), "optimizer": optimiser.state_dict(), "step": done, "kind": stage,
-                "skipped_steps": skipped, "config": to_dict(cfg), "torch_rng": torch.get_rng_state(),
-                "data_epoch": data_position[0], "data_position": data_position[1]})
+        if done not in eval_steps and done not in checkpoint_steps:
+            continue
+        # Every rank gets here at the same steps (report is a barrier); only rank 0 evaluates.
+        report: dict[str, Any] = {"step": done, **logs}
+        if done in eval_steps and rank == 0:
+            fresh = {f"val/{k}": v for k, v in evaluate(bare, body, val).items()}
+            bare.train()
+            log.write(done, {k: v for k, v in fresh.items() if k.endswith("_mm")})
+            report.update(fresh)
+        data_position = (pairs.epoch, pairs.position) if isinstance(pairs, _StreamedPairs) else (0, 0)
+        _report(directory, report, rank=rank, checkpoint=done in checkpoint_steps, state={
+            "model": bare.state_dict(), "optimizer": optimiser.state_dict(), "step": done, "kind": stage,
+            "skipped_steps": skipped, "config": to_dict(cfg), "torch_rng": torch.get_rng_state(),
+            "data_epoch": data_position[0], "data_position": data_position[1]})
 
     if rank == 0:
         metrics: dict[str, Any] = {"kind": stage, "workers": world, "skipped_steps": skipped,
@@ -293,9 +320,9 @@ def _train(cfg: Config, stage: str) -> None:
         print(f"[{stage} {cfg.run.name}] wrote {directory}/metrics.json and report.md", flush=True)
 
 
-def _report(cfg: Config, directory: Path, metrics: dict[str, Any], *, rank: int, checkpoint: bool,
+def _report(directory: StoragePath, metrics: dict[str, Any], *, rank: int, checkpoint: bool,
             state: dict[str, Any]) -> None:
-    """``ray.train.report`` on every rank; rank 0 attaches the checkpoint and writes checkpoint.pt."""
+    """``ray.train.report`` on every rank; at checkpoint steps rank 0 writes checkpoint.pt and attaches it."""
     if not (checkpoint and rank == 0):
         ray.train.report(metrics)
         return
@@ -303,5 +330,3 @@ def _report(cfg: Config, directory: Path, metrics: dict[str, Any], *, rank: int,
     with tempfile.TemporaryDirectory() as folder:
         save_checkpoint(Path(folder) / CHECKPOINT_NAME, state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-

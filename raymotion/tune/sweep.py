@@ -14,7 +14,11 @@ TorchTrainer directly in Train V2; FACTS.md), relaying the workers' reports with
 Trial names are ``<point>-<n>`` (n: Tune's trial number, in creation order); an interrupted sweep continues with
 ``Tuner.restore`` when rerun.
 
-Outputs in ``<run.output_dir>/sweeps/<name>/``: ``results.csv`` (one row per trial: grid point, sampled
+Outputs in the sweep folder ``<scaling.storage_path or run.output_dir>/sweeps/<name>/`` (``sweep_folder``;
+local, NFS or ``s3://``, everything read and written through ``raymotion.storage``, so a sweep submitted
+with ``ray job submit`` and a shared ``scaling.storage_path`` keeps its results off the head's local disk):
+the Tuners' state (``<point>/``), the trials' run folders (``trials/<trial>/``), a copy of the sweep file
+(``sweep.yaml``), ``results.csv`` (one row per trial: grid point, sampled
 values, last validation metrics, test metrics of finished trials), ``results.md`` (mean and std over
 ``run.seed`` per grid point, best configuration per point), ``best_<point>.yaml`` and ``curve.png`` (the
 metric against ``train.fraction`` for each other grid combination, when the grid has fractions).
@@ -24,35 +28,53 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
+import posixpath
 import statistics
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import ray
 import yaml
 from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from raymotion.config import Config, apply_overrides, to_dict
 from raymotion.data.flow_store import precompute_for_config
+from raymotion.storage import StoragePath
 from raymotion.train.launch import (absolute_paths, build_trainer, defines_base_model, ensure_benchmark,
                                     ensure_pretrained, init_ray, video_datasets)
 from raymotion.train.report import HEADLINE_METRICS
 from raymotion.tune.search_space import SweepSpec, tune_domains
 
 
+class FreshMetricReport(TuneReportCallback):
+    """Relays to Tune only the worker reports that carry the sweep's metric.
+
+    The workers report at evaluation and at checkpoint steps, on every rank alike (train/worker.py), and
+    validation metrics appear only in the reports of the steps that computed them. Tune refuses a result
+    without its metric (strict metric checking) and ASHA ranks trials on it, so checkpoint-only reports
+    stay with Ray Train (which keeps their checkpoints) and Tune sees fresh metrics only, never stale ones.
+    """
+
+    def __init__(self, metric: str) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if self.metric in metrics[0]:  # rank 0's report, the one Tune is given
+            super().after_report(run_context, metrics, checkpoint)
+
 
 def trial_driver(trial: dict[str, Any]) -> None:
     """One trial: the grid point's config + the sampled values -> a TorchTrainer run reporting to Tune."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     cfg = apply_overrides(Config.from_dict(trial["base"]), trial.get("params", {}))
     name = ray.tune.get_context().get_trial_name()  # <point>-<trial number>, see trial_name
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=name),
                               scaling=dataclasses.replace(cfg.scaling, storage_path=trial["storage"]))
-    trainer = build_trainer(cfg, "refine", video_datasets(cfg), callbacks=[TuneReportCallback()])
+    trainer = build_trainer(cfg, "refine", video_datasets(cfg), callbacks=[FreshMetricReport(trial["metric"])])
     trainer.fit()
 
 
@@ -66,17 +88,25 @@ def point_name(point: dict[str, Any]) -> str:
     return "_".join(f"{k.split('.')[-1]}{v}" for k, v in point.items()) or "all"
 
 
-def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: Path, inner_grid: dict[str, list]) -> tune.Tuner:
+def sweep_folder(cfg: Config, name: str) -> StoragePath:
+    """``<scaling.storage_path or run.output_dir>/sweeps/<name>``: beside the runs of ``cfg`` (shared storage
+    on a cluster), like ``worker.run_directory``."""
+    return StoragePath(cfg.scaling.storage_path or cfg.run.output_dir) / "sweeps" / name
+
+
+def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: StoragePath, inner_grid: dict[str, list]) -> tune.Tuner:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
 
     settings = spec.tune
     # The driver only waits on its TorchTrainer (a zero request is refused): the workers hold the CPUs.
     trainable = tune.with_resources(trial_driver, {"CPU": 0.1})
+    # Tune resolves URIs with pyarrow.fs.FileSystem.from_uri (ray.train._internal.storage.get_fs_and_path),
+    # which reads the same AWS_* variables as raymotion.storage: no storage_filesystem is needed.
     path = folder / point
-    if tune.Tuner.can_restore(str(path)):
+    if tune.Tuner.can_restore(path.uri):
         print(f"restoring the interrupted sweep at {path}", flush=True)
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+        return tune.Tuner.restore(path.uri, trainable=trainable, resume_errored=True)
     search_alg = None
     if spec.search:
         from optuna.samplers import TPESampler
@@ -93,7 +123,7 @@ def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: Path, inner_grid: d
                                   reduction_factor=settings.asha.get("reduction_factor", 2))
     return tune.Tuner(
         trainable,
-        param_space={"base": to_dict(cfg), "point": point, "storage": str(folder / "trials"),
+        param_space={"base": to_dict(cfg), "point": point, "storage": (folder / "trials").uri, "metric": settings.metric,
                      "params": {**tune_domains(spec.search),
                                 **{k: tune.grid_search(v) for k, v in inner_grid.items()}}},
         tune_config=tune.TuneConfig(
@@ -103,15 +133,15 @@ def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: Path, inner_grid: d
             mode=None if (search_alg or scheduler) else settings.mode,
             trial_name_creator=lambda t: trial_name(point, t),
             trial_dirname_creator=lambda t: trial_name(point, t)),
-        run_config=tune.RunConfig(name=point, storage_path=str(folder)),
+        run_config=tune.RunConfig(name=point, storage_path=folder.uri),
     )
 
 
-def run_sweep(spec: SweepSpec) -> Path:
-    """Run every grid point's Tuner; write the result files; returns the sweep folder."""
+def run_sweep(spec: SweepSpec) -> StoragePath:
+    """Run every grid point's Tuner; write the result files; returns the sweep folder (``sweep_folder``)."""
     first = absolute_paths(spec.base_config())
-    folder = Path(first.run.output_dir) / "sweeps" / spec.tune.name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = sweep_folder(first, spec.tune.name)
+    folder.mkdir()
     (folder / "sweep.yaml").write_text(spec.path.read_text())
     init_ray(first)
     rows: list[dict[str, Any]] = []
@@ -122,7 +152,7 @@ def run_sweep(spec: SweepSpec) -> Path:
         if cfg.scaling.video_source == "precomputed":  # once here, not in every concurrent trial
             precompute_for_config(cfg)
         name = point_name(point)
-        before = _placement_groups("CREATED")
+        before = set(live_placement_groups())
         results = _tuner(spec, cfg, name, folder, inner_grid).fit()
         release_leftover_placement_groups(before)
         for result in results:
@@ -131,7 +161,7 @@ def run_sweep(spec: SweepSpec) -> Path:
             row: dict[str, Any] = {"point": name, **point, **params}
             row.update({k: v for k, v in (result.metrics or {}).items() if k.startswith("val/") and k.endswith("_mm")})
             row["step"] = (result.metrics or {}).get("step")
-            row["trial"] = Path(result.path).name
+            row["trial"] = posixpath.basename(result.path.rstrip("/"))  # a path inside result.filesystem
             metrics_file = folder / "trials" / row["trial"] / "metrics.json"
             if metrics_file.is_file():
                 final = json.loads(metrics_file.read_text())
@@ -142,40 +172,71 @@ def run_sweep(spec: SweepSpec) -> Path:
     return folder
 
 
-def _placement_groups(state: str) -> set[str]:
-    from ray.util import placement_group_table
+def live_placement_groups() -> dict[str, Any]:
+    """Every placement group not yet removed, cluster-wide: hex id -> its GCS record
+    (``gcs_pb2.PlacementGroupTableData``: ``creator_job_id``, ``is_detached``, ``state``, ...).
 
-    return {pg_id for pg_id, info in placement_group_table().items() if info["state"] == state}
+    Read from the GCS table that ``ray.util.placement_group_table()`` reads, whole: in Ray 2.60 that function
+    drops the creator's job and the detached flag (ray/_private/state.py::_gen_placement_group_info), and
+    the state API that has them (``ray.util.state.list_placement_groups``) goes through the dashboard, which
+    is missing exactly where the workaround below matters. A private Ray API: test_tune.py pins it.
+    """
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    removed = gcs_pb2.PlacementGroupTableData.REMOVED
+    records = (gcs_pb2.PlacementGroupTableData.FromString(raw)
+               for raw in state._connect_and_get_accessor().get_placement_group_table())
+    return {record.placement_group_id.hex(): record for record in records if record.state != removed}
 
 
 def release_leftover_placement_groups(before: set[str]) -> int:
-    """Remove placement groups created since ``before`` that outlive their finished Tuner.
+    """Remove the placement groups this driver's job created since ``before`` (ids from
+    ``live_placement_groups``) that outlive their finished Tuner; never another job's, never a detached one.
 
-    Train V2 trials can keep their worker group's placement group after they end (ray-project/ray#54305;
-    seen here for trials stopped by ASHA and for completed ones), holding CPUs that later grid points then
-    wait for forever. The Tuner is done when this runs, so nothing of the sweep still needs them.
-    Returns how many were removed.
+    Why (ray-project/ray#54305, still so in Ray 2.60): a Train V2 run inside a Tune trial makes its worker
+    group's placement group from its controller actor, and a non-detached group lives until both its
+    creator actor and its creator's job are dead. When a scheduler stops a trial (ASHA: early, and at
+    ``max_t``, which every surviving trial reaches), Tune kills the trial actor before the controller's own
+    shutdown removes the group; the controller dies with the trial, the job (this driver) lives on, and so
+    does the group, holding the workers' CPUs/GPUs that later grid points then wait for forever. (Trials
+    that end on their own, without a scheduler, release their groups: measured.) Ray 2.60's detached
+    PlacementGroupCleaner (ray/train/v2/_internal/execution/controller/placement_group_cleaner.py) removes it
+    once it sees the controller dead, but it asks the state API, i.e. the dashboard: without one
+    (``include_dashboard=False``, as ``init_ray`` and the tests start Ray) it never does, and with one it
+    does so asynchronously (measured: one of two groups still held right after ``fit()``, gone 10 s later).
+    Removing a group that cleaner removed meanwhile is harmless (``remove_placement_group`` is idempotent).
+
+    Scope: only groups whose ``creator_job_id`` is this driver's job (so another job's training on the same
+    cluster is never touched), created during the Tuner (not in ``before``) and not detached. The Tuner is
+    done when this runs, so nothing of the sweep still needs them. Returns how many were removed.
     """
     from ray._raylet import PlacementGroupID
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    leftover = _placement_groups("CREATED") - before
+    job_id = ray.get_runtime_context().get_job_id()
+    leftover = [pg_id for pg_id, record in live_placement_groups().items()
+                if pg_id not in before and record.creator_job_id.hex() == job_id and not record.is_detached]
     for pg_id in leftover:
         remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_id))))
     if leftover:
-        print(f"released {len(leftover)} placement group(s) left by finished trials (ray-project/ray#54305)", flush=True)
+        print(f"released {len(leftover)} placement group(s) left by this sweep's finished trials "
+              "(ray-project/ray#54305)", flush=True)
     return len(leftover)
 
 
-def write_results(folder: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> None:
-    """results.csv, results.md (mean/std over run.seed per grid combination), best_<point>.yaml, curve.png."""
+def write_results(folder: StoragePath, spec: SweepSpec, rows: list[dict[str, Any]]) -> None:
+    """results.csv, results.md (mean/std over run.seed per grid combination), best_<point>.yaml, curve.png.
+
+    Each file is rendered in memory and written whole (``StoragePath.write_*``: atomic, also on S3)."""
     if not rows:
         return
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    with (folder / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    (folder / "results.csv").write_text(table.getvalue())
     metric = spec.tune.metric
     sign = 1 if spec.tune.mode == "min" else -1
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -207,7 +268,7 @@ def write_results(folder: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> 
         _plot_curve(folder, spec, groups, group_keys, metric)
 
 
-def _plot_curve(folder: Path, spec: SweepSpec, groups, group_keys: list[str], metric: str) -> None:
+def _plot_curve(folder: StoragePath, spec: SweepSpec, groups, group_keys: list[str], metric: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,5 +291,7 @@ def _plot_curve(folder: Path, spec: SweepSpec, groups, group_keys: list[str], me
     ax.set_ylabel(f"{shown} (mm)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(folder / "curve.png", dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    (folder / "curve.png").write_bytes(png.getvalue())

@@ -1,0 +1,154 @@
+"""The parts of a training run that the Ray Train loop (train/worker.py) is built from; no Ray here.
+
+Model and optimiser construction, the batch index of a step (a pure function of seed and step, so a
+resumed run repeats the uninterrupted run's batches), the labelled datasets (a worker's shard), the run
+log, the frozen anchor copy and the final metrics (the update itself: update.py). The step's loss lives in
+step.py, the loop in worker.py (the only one: ``raymotion pretrain``/``refine`` run it in Ray Train's
+local mode), evaluation in raymotion/eval.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import default_collate
+
+from raymotion.body.body_model import BodyModel, load_body_model
+from raymotion.config import Config
+from raymotion.data.frames import LabelledFrames
+from raymotion.eval.evaluate import MeanPoseBaseline, evaluate
+from raymotion.models.regressor import MeanParams, build_regressor
+from raymotion.storage import StoragePath
+from raymotion.train.checkpoint import load_checkpoint
+
+MEAN_PARAMS_ANNY = Path(__file__).resolve().parent.parent / "assets" / "mean_params_anny.npz"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def mean_params_for(cfg: Config) -> MeanParams:
+    """The regressor's starting point: a named file, the shipped one for the embedded body, or a default."""
+    if cfg.model.mean_params:
+        return MeanParams.from_npz(cfg.model.mean_params)
+    if cfg.body.model.startswith("anny") and MEAN_PARAMS_ANNY.is_file():
+        return MeanParams.from_npz(MEAN_PARAMS_ANNY)
+    return MeanParams.default()
+
+
+def build_model(cfg: Config) -> nn.Module:
+    return build_regressor(
+        backbone=cfg.model.backbone,
+        num_betas=cfg.body.num_betas,
+        mean_params=mean_params_for(cfg),
+        weights_path=cfg.model.weights or None,
+        iterations=cfg.model.iterations,
+        film=cfg.model.film,
+    )
+
+
+def batch_indices(num_items: int, batch_size: int, *, seed: int, step: int) -> np.ndarray:
+    """The items of one step's batch: a pure function of (seed, step), so resumed runs repeat them."""
+    return np.random.default_rng([seed, step]).integers(num_items, size=batch_size)
+
+
+def collate(dataset: Any, indices: np.ndarray) -> dict[str, torch.Tensor]:
+    return default_collate([dataset[int(i)] for i in indices])
+
+
+def labelled_frames(cfg: Config, split: str, *, augment: bool = False, fraction: float = 1.0,
+                    shard: tuple[int, int] = (0, 1)) -> LabelledFrames:
+    """A split's labelled frames for this config; ``shard=(rank, world)``: a worker's share of them."""
+    max_clips = cfg.train.max_eval_clips if split in ("val", "test") and cfg.train.max_eval_clips else None
+    return LabelledFrames(
+        cfg.data.root,
+        split=split,
+        crop_size=cfg.data.crop_size,
+        bbox_scale=cfg.data.bbox_scale,
+        fraction=fraction,
+        seed=cfg.train.fraction_seed,
+        augment=augment,
+        max_clips=max_clips,
+        shard=shard,
+    )
+
+
+LOG_NAME = "log.jsonl"
+
+
+class RunLog:
+    """A run's ``log.jsonl`` (one JSON line per logged step) and a short progress line on stdout.
+
+    The file lives in the run folder on any storage (``raymotion.storage``): object stores and NFS have no
+    atomic append, so the log keeps its lines and rewrites the whole file atomically at each write (a
+    resumed run first reads back what the file holds). One writer per run: rank 0.
+    """
+
+    def __init__(self, directory: StoragePath, *, total_steps: int, label: str, start_step: int = 0) -> None:
+        self.path = directory / LOG_NAME
+        self.total_steps = total_steps
+        self.label = label
+        self.start_step = start_step  # the step this process started from (a resumed run's checkpoint)
+        self.start = time.perf_counter()
+        self._text = self.path.read_text() if self.path.is_file() else ""
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def write(self, step: int, logs: dict[str, float]) -> None:
+        elapsed = self.elapsed
+        self._text += json.dumps({"step": step, **logs, "wall_s": elapsed}) + "\n"
+        self.path.write_text(self._text)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if not k.startswith("sup/"))
+        rate = (step - self.start_step) / elapsed if elapsed > 0 else float("nan")
+        print(f"[{self.label}] step {step}/{self.total_steps} ({elapsed:.0f} s, {rate:.2f} steps/s): {shown}",
+              flush=True)
+
+
+def make_optimiser(cfg: Config, model: nn.Module, stage: str) -> torch.optim.Optimizer:
+    """Adam at ``train.pretrain_lr`` for stage 'pretrain', ``train.lr`` for 'refine'."""
+    lr = cfg.train.pretrain_lr if stage == "pretrain" else cfg.train.lr
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.train.weight_decay)
+
+
+def final_metrics(model: nn.Module, body: BodyModel, frames_by_split: dict[str, Any]) -> dict[str, float]:
+    """``<split>/<metric>`` for each split's frames, plus the test split's as the headline keys (mpjpe_mm,
+    pa_mpjpe_mm, pve_mm, accel_error_mm). Test is reported, never selected on."""
+    metrics: dict[str, float] = {}
+    for split, frames in frames_by_split.items():
+        scores = evaluate(model, body, frames)
+        metrics.update({f"{split}/{k}": v for k, v in scores.items()})
+        if split == "test":
+            metrics.update(scores)
+    return metrics
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """The anchor network: a copy of ``model`` in eval mode without gradients."""
+    frozen = copy.deepcopy(model).eval()
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
+    return frozen
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str, float]:
+    """Metrics of a checkpoint on a split; ``checkpoint='mean'`` scores the constant mean-pose baseline."""
+    body = load_body_model(cfg.body)
+    if checkpoint == "mean":
+        model: nn.Module = MeanPoseBaseline(mean_params_for(cfg))
+    else:
+        model = build_model(cfg)
+        model.load_state_dict(load_checkpoint(checkpoint)["model"])
+    return evaluate(model, body, labelled_frames(cfg, split))

@@ -8,6 +8,7 @@
     raymotion refine --set train.pretrained=runs/pre5/checkpoint.pt --set run.name=ref5
     raymotion evaluate --checkpoint runs/ref5/checkpoint.pt [--split test]  # or --checkpoint mean
     raymotion mean-params --out mean_params.npz                            # regressor start point
+    raymotion smpl-to-npz body_models/smpl/SMPL_NEUTRAL.pkl --out body_models/smpl/SMPL_NEUTRAL.npz
     raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
     raymotion precompute-flow [--set train.video_clips=24]  # the pair store of scaling.video_source=precomputed
     raymotion bench-data [--max-clips 0] [--source streamed|precomputed]  # Ray Data vs a plain loop
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     mean = sub.add_parser("mean-params", help="mean pose/shape/camera of the labelled pool (regressor start)")
     mean.add_argument("--out", required=True, help="the .npz to write")
     _add_config_args(mean)
+    convert = sub.add_parser("smpl-to-npz", help="convert a trusted SMPL .pkl once into an .npz that loads "
+                             "without unpickling (put it beside the .pkl: the .npz is then used)")
+    convert.add_argument("source", help="an SMPL .pkl (numpy, scipy.sparse and chumpy arrays only are read)")
+    convert.add_argument("--out", required=True, help="the .npz to write, e.g. body_models/smpl/SMPL_NEUTRAL.npz")
     gate = sub.add_parser("diagnose-flow", help="does the flow loss carry signal? (truth vs static meshes)")
     gate.add_argument("--max-clips", type=int, default=8, help="video clips to use (their labels are read)")
     _add_config_args(gate)
@@ -97,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "smpl-to-npz":
+        from pathlib import Path
+
+        from raymotion.body.body_model import smpl_pkl_to_npz
+
+        try:
+            arrays = smpl_pkl_to_npz(Path(args.source), Path(args.out))
+        except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+            print(f"raymotion smpl-to-npz: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.out}: {', '.join(sorted(arrays))}")
+        return 0
     try:
         preset = SYNTH_PRESETS[args.preset] if args.command == "synth" else None
         cfg = load_config(args.config, args.overrides, preset=preset)

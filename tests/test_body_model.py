@@ -139,3 +139,47 @@ def test_npz_smpl_file_loads(tmp_path, two_bone_arrays):
     np.savez(smpl_dir / "SMPL_FEMALE.npz", **two_bone_arrays)
     body = load_body_model(BodyConfig(model="smpl", smpl_dir=str(smpl_dir), gender="female"))
     assert body.num_verts == 5
+
+
+class _Payload:
+    """What a planted SMPL_NEUTRAL.pkl can carry: a __reduce__ that runs code when plainly unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def test_a_pickle_that_would_run_code_is_refused_by_name_and_nothing_runs(tmp_path):
+    """Before: read_smpl_file used pickle.load, so the payload ran (issue 18, item 1)."""
+    smpl_dir = write_user_smpl(tmp_path, random_smpl_arrays(6890))
+    marker = tmp_path / "payload_ran"
+    payload = pickle.loads(pickle.dumps(dict(random_smpl_arrays(6890)), protocol=2))
+    payload["bs_style"] = _Payload(marker)
+    with (smpl_dir / "SMPL_NEUTRAL.pkl").open("wb") as handle:
+        pickle.dump(payload, handle, protocol=2)
+    with pytest.raises(ValueError, match=r"SMPL_NEUTRAL.pkl asks to load builtins.exec.*refused"):
+        load_body_model(BodyConfig(model="smpl", smpl_dir=str(smpl_dir), h36m_regressor=str(tmp_path / "r.npy")))
+    assert not marker.exists()
+
+
+def test_official_style_pickles_with_chumpy_load_and_convert_once_to_npz(tmp_path):
+    chumpy = pytest.importorskip("chumpy")
+    from raymotion.body.body_model import read_smpl_file
+    from raymotion.cli import main
+
+    arrays = random_smpl_arrays(6890)
+    smpl_dir = tmp_path / "smpl"
+    smpl_dir.mkdir()
+    payload = {**arrays, "J_regressor": scipy.sparse.csc_matrix(arrays["J_regressor"]),
+               "v_template": chumpy.array(arrays["v_template"]), "bs_type": "lrotmin"}
+    with (smpl_dir / "SMPL_NEUTRAL.pkl").open("wb") as handle:
+        pickle.dump(payload, handle, protocol=2)
+    read = read_smpl_file(smpl_dir / "SMPL_NEUTRAL.pkl")
+    np.testing.assert_allclose(read["v_template"], arrays["v_template"].astype(np.float32))
+    assert main(["smpl-to-npz", str(smpl_dir / "SMPL_NEUTRAL.pkl"), "--out", str(smpl_dir / "SMPL_NEUTRAL.npz")]) == 0
+    (smpl_dir / "SMPL_NEUTRAL.pkl").write_bytes(b"\x80\x02broken")  # the .npz is used from now on
+    np.save(tmp_path / "r.npy", np.random.default_rng(1).random((17, 6890)).astype(np.float32))
+    body = load_body_model(BodyConfig(model="smpl", smpl_dir=str(smpl_dir), h36m_regressor=str(tmp_path / "r.npy")))
+    assert body.num_verts == 6890

@@ -119,3 +119,38 @@ def test_the_cli_runs_the_same_training_function_and_resumes_only_when_asked(tin
     assert "--resume" in capsys.readouterr().err
     assert main(["pretrain", "--resume", *sets, "--set", "train.pretrain_steps=3"]) == 0
     assert load_checkpoint(tmp_path / "cli" / "checkpoint.pt")["step"] == 3
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_advice_to_run_it(tmp_path):
+    marker = tmp_path / "payload_ran"
+    torch.save({"model": {}, "step": 1, "config": {}, "extra": _Payload(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt is not a readable raymotion checkpoint") as info:
+        load_checkpoint(tmp_path / "evil.pt")
+    assert "weights_only=False" not in str(info.value) and "exec" in str(info.value)
+    assert not marker.exists()
+
+
+def test_a_rerun_with_another_model_is_refused_by_name_and_the_run_keeps_its_record(tiny_root, tmp_path):
+    """Before: a resume with another model.backbone wrote config.yaml, then failed to load the checkpoint,
+    leaving a folder that described a model it did not hold (issue 18, item 3)."""
+    from raymotion.config import ConfigError
+
+    pretrain(train_config(tiny_root, tmp_path, "run", **{"train.pretrain_steps": 2}))
+    folder = tmp_path / "run"
+    before = {name: (folder / name).read_bytes() for name in ("config.yaml", "checkpoint.pt", "log.jsonl")}
+    with pytest.raises(ConfigError, match=r"model.backbone='resnet18'.*has model.backbone='small_cnn'"):
+        pretrain(train_config(tiny_root, tmp_path, "run", **{"train.pretrain_steps": 4,
+                                                             "model.backbone": "resnet18"}), resume=True)
+    assert {name: (folder / name).read_bytes() for name in before} == before
+    # The same check at evaluation: an anny_lowres checkpoint scored with another body model.
+    with pytest.raises(ConfigError, match=r"body.model='anny'.*has body.model='anny_lowres'"):
+        components.evaluate_checkpoint(train_config(tiny_root, tmp_path, "run", **{"body.model": "anny"}),
+                                       str(folder / "checkpoint.pt"), split="test")

@@ -15,6 +15,7 @@ any batch. Two kinds of model files load:
 
 from __future__ import annotations
 
+import _compat_pickle
 import contextlib
 import io
 import pickle
@@ -176,8 +177,53 @@ class BodyModel(nn.Module):
         )
 
 
+# What an official SMPL .pkl may reference (written by Python 2: numpy arrays, scipy.sparse matrices, chumpy
+# arrays rebuilt through copy_reg). Anything else a pickle names is refused before it can run: a plain
+# pickle.load would call whatever a planted __reduce__ asks for.
+_PICKLE_GLOBALS = {
+    ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"), ("_codecs", "encode"),
+    ("__builtin__", "object"), ("builtins", "object"), ("__builtin__", "set"), ("builtins", "set"),
+    ("__builtin__", "frozenset"), ("builtins", "frozenset"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+}
+_SPARSE_CLASSES = {f"{kind}_{what}" for kind in ("csc", "csr", "coo", "lil", "dok", "bsr", "dia")
+                   for what in ("matrix", "array")}
+
+
+class _SMPLUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, scipy.sparse matrices and chumpy arrays (subclasses of ``chumpy.Ch``) only."""
+
+    def __init__(self, handle: Any, *, path: Path) -> None:
+        super().__init__(handle, encoding="latin1")
+        self.path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PICKLE_GLOBALS or (module.startswith("scipy.sparse") and name in _SPARSE_CLASSES):
+            return super().find_class(module, name)
+        if module == "chumpy" or module.startswith("chumpy."):
+            found = super().find_class(module, name)  # imports chumpy (needed to read official files anyway)
+            from chumpy import Ch
+
+            if isinstance(found, type) and issubclass(found, Ch):
+                return found
+        if (module, name) in _compat_pickle.NAME_MAPPING:  # name it as Python 3 does (__builtin__ -> builtins)
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        raise pickle.UnpicklingError(
+            f"{self.path} asks to load {module}.{name}, which is not part of an SMPL model file (numpy, "
+            "scipy.sparse and chumpy arrays only); it was refused and nothing from the file ran. Download the "
+            f"file again from {SMPL_REGISTER_URL}, or convert a trusted copy once with `raymotion smpl-to-npz`")
+
+
 def read_smpl_file(path: Path) -> dict[str, np.ndarray]:
-    """Read an SMPL-layout ``.pkl`` (official files hold chumpy and scipy.sparse arrays) or ``.npz``."""
+    """Read an SMPL-layout ``.pkl`` (official files hold chumpy and scipy.sparse arrays) or ``.npz``.
+
+    ``.npz`` files load with ``allow_pickle=False``. ``.pkl`` files go through a restricted unpickler that
+    accepts numpy arrays, scipy.sparse matrices and chumpy arrays and refuses anything else by name before
+    it runs (``_SMPLUnpickler``).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"body model file not found: {path}")
     if path.suffix == ".npz":
@@ -186,7 +232,7 @@ def read_smpl_file(path: Path) -> dict[str, np.ndarray]:
     elif path.suffix == ".pkl":
         try:
             with path.open("rb") as handle:
-                raw = pickle.load(handle, encoding="latin1")
+                raw = _SMPLUnpickler(handle, path=path).load()
         except ModuleNotFoundError as err:
             if err.name == "chumpy":
                 raise ModuleNotFoundError(
@@ -195,13 +241,33 @@ def read_smpl_file(path: Path) -> dict[str, np.ndarray]:
                     name="chumpy",
                 ) from err
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        except pickle.UnpicklingError as err:
+            if str(err).startswith(str(path)):  # refused by _SMPLUnpickler: its message says it all
+                raise ValueError(str(err)) from None
+            raise ValueError(f"{path} is not a readable SMPL pickle ({err}); download it again") from err
+        except (EOFError, ValueError) as err:
             raise ValueError(f"{path} is not a readable SMPL pickle ({err}); download it again") from err
         if not isinstance(raw, dict):
             raise ValueError(f"{path} unpickles to {type(raw).__name__}, expected a dict of SMPL arrays")
     else:
         raise ValueError(f"body model file {path} must end in .pkl or .npz, got '{path.suffix}'")
     return _to_numpy(raw)
+
+
+def smpl_pkl_to_npz(source: Path, target: Path) -> dict[str, np.ndarray]:
+    """Convert an SMPL ``.pkl`` once into an ``.npz`` that later loads without any unpickling
+    (``allow_pickle=False``); written atomically. Returns the arrays written."""
+    if target.suffix != ".npz":
+        raise ValueError(f"--out {target} must end in .npz")
+    # Only plain arrays: anything else (an object array) would need pickling to load again.
+    arrays = {key: value for key, value in read_smpl_file(source).items()
+              if isinstance(value, np.ndarray) and value.dtype != object}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(target)
+    return arrays
 
 
 def _to_numpy(raw: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -291,7 +357,7 @@ def smpl_file_path(smpl_dir: str | Path, gender: str) -> Path:
     """Find ``SMPL_<GENDER>.pkl`` (or ``.npz``) in the SPIN/MMHuman3D layout, with a helpful error."""
     smpl_dir = Path(smpl_dir)
     stem = f"SMPL_{gender.upper()}"
-    for suffix in (".pkl", ".npz"):
+    for suffix in (".npz", ".pkl"):  # a converted .npz (smpl_pkl_to_npz) wins: it loads without unpickling
         candidate = smpl_dir / f"{stem}{suffix}"
         if candidate.is_file():
             return candidate

@@ -37,7 +37,14 @@ def load_checkpoint(path: str | os.PathLike | StoragePath) -> dict[str, Any]:
     try:
         state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise ValueError(f"{path} is not a readable raymotion checkpoint ({err}); rerun the job that writes it") from err
+        reason = str(err)
+        # torch's message advises retrying with weights_only=False, i.e. running the file's code: keep only
+        # what it refused.
+        if "WeightsUnpickler error:" in reason:
+            reason = reason.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        raise ValueError(f"{path} is not a readable raymotion checkpoint ({reason}); checkpoints are read with "
+                         "torch.load(weights_only=True), which accepts tensors and plain values only; rerun the "
+                         "job that writes it") from None
     missing = [key for key in ("model", "step", "config") if key not in state]
     if missing:
         raise ValueError(f"{path} is not a raymotion checkpoint: missing {', '.join(missing)}")

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from raymotion.body.body_model import BodyModel, load_body_model
-from raymotion.config import Config
+from raymotion.config import Config, ConfigError, flatten, to_dict
 from raymotion.data.frames import LabelledFrames
 from raymotion.eval.evaluate import MeanPoseBaseline, evaluate
 from raymotion.models.regressor import MeanParams, build_regressor
@@ -143,12 +143,32 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return frozen
 
 
+MODEL_KEYS = ("model.backbone", "model.iterations", "model.film", "body.model", "body.num_betas", "data.crop_size")
+"""Config keys that define what a checkpoint's weights are (the network, its input and its body model)."""
+
+
+def check_checkpoint_matches(cfg: Config, state: dict[str, Any], *, path: str) -> None:
+    """Raise a ConfigError naming the first key of ``MODEL_KEYS`` on which a checkpoint's stored config and
+    ``cfg`` disagree: such a checkpoint would not load, or would load into another model silently (e.g.
+    another body model at evaluation)."""
+    stored = flatten(to_dict(Config.from_dict(state["config"])))
+    wanted = flatten(to_dict(cfg))
+    for key in MODEL_KEYS:
+        if stored[key] != wanted[key]:
+            raise ConfigError(key, wanted[key], f"the checkpoint {path} has {key}={stored[key]!r}; set "
+                              f"{key}={stored[key]} to use it, or choose another checkpoint or run.name")
+
+
 def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str, float]:
-    """Metrics of a checkpoint on a split; ``checkpoint='mean'`` scores the constant mean-pose baseline."""
-    body = load_body_model(cfg.body)
+    """Metrics of a checkpoint on a split; ``checkpoint='mean'`` scores the constant mean-pose baseline.
+    A checkpoint whose model keys (``MODEL_KEYS``) disagree with ``cfg`` is refused by name."""
     if checkpoint == "mean":
+        body = load_body_model(cfg.body)
         model: nn.Module = MeanPoseBaseline(mean_params_for(cfg))
     else:
+        state = load_checkpoint(checkpoint)
+        check_checkpoint_matches(cfg, state, path=checkpoint)
+        body = load_body_model(cfg.body)
         model = build_model(cfg)
-        model.load_state_dict(load_checkpoint(checkpoint)["model"])
+        model.load_state_dict(state["model"])
     return evaluate(model, body, labelled_frames(cfg, split))

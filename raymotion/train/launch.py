@@ -30,6 +30,7 @@ from raymotion.data.pipeline import build_pair_dataset
 from raymotion.data.manifest import MANIFEST
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from raymotion.train.components import check_checkpoint_matches
 from raymotion.train.plan import check_schedulable, run_plan
 from raymotion.train.report import before_after_table
 from raymotion.train.worker import pretrain_fn_per_worker, refine_fn_per_worker, run_directory
@@ -249,10 +250,14 @@ def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
     if existing.is_file() and not resume:
         raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "
                               f"run.name (--set run.name=...) to start another")
+    if existing.is_file():  # resuming: the run's checkpoint must be a model of this config, checked before
+        check_checkpoint_matches(cfg, load_checkpoint(existing), path=str(existing))  # anything is written
     if cfg.train.pretrained and not StoragePath(cfg.train.pretrained).is_file():
         raise ConfigError("train.pretrained", cfg.train.pretrained, "no such file; give a pretraining run's "
                           "checkpoint.pt (jobs/pretrain.py writes <run.output_dir>/<run.name>/checkpoint.pt), or "
                           "leave it empty in jobs/refine.py to use the shipped base model or pretrain one")
+    if stage == "refine" and cfg.train.pretrained:  # the base model must be a model of this config
+        check_checkpoint_matches(cfg, load_checkpoint(cfg.train.pretrained), path=cfg.train.pretrained)
 
 
 def pretrain_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:

@@ -226,7 +226,6 @@ def _train(cfg: Config, stage: str) -> None:
             freeze_batchnorm(model)
     model = model.to(device)
     optimiser = make_optimiser(cfg, model, stage)
-    _record_worker(directory, rank=rank, world=world, device=device)
     state = _resume_state(directory)
     start, skipped, epoch, position = 0, 0, 0, 0
     if state is not None:
@@ -237,6 +236,8 @@ def _train(cfg: Config, stage: str) -> None:
         epoch, position = state.get("data_epoch", 0), state.get("data_position", 0)
         if rank == 0:
             print(f"resuming {directory} from step {start}", flush=True)
+    # Only now, with the checkpoint loaded, does this worker write anything into the run folder.
+    _record_worker(directory, rank=rank, world=world, device=device)
     bare = model  # the module whose state_dict is saved and evaluated
     ddp = ray.train.torch.prepare_model(model, move_to_device=False) if world > 1 else model
     use_bf16 = cfg.scaling.mixed_precision == "bf16" or (cfg.scaling.mixed_precision == "auto" and device.type == "cuda")

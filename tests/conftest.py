@@ -34,6 +34,16 @@ def random_smpl_arrays(num_verts: int, *, num_betas: int = 10, seed: int = 0) ->
     }
 
 
+class CodePayload:
+    """What a hostile pickle can carry: a ``__reduce__`` that writes ``marker`` when plainly unpickled."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
 def one_hot_rows(vertex_ids: list[int], num_verts: int) -> np.ndarray:
     rows = np.zeros((len(vertex_ids), num_verts), dtype=np.float32)
     rows[np.arange(len(vertex_ids)), vertex_ids] = 1.0

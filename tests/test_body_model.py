@@ -8,7 +8,7 @@ import torch
 from smplx.vertex_ids import vertex_ids as SMPLX_VERTEX_IDS
 from torch.testing import assert_close
 
-from conftest import random_smpl_arrays
+from conftest import CodePayload, random_smpl_arrays
 from raymotion.body.body_model import BodyModel, load_body_model
 from raymotion.body.joints import EXTRA_JOINT_NAMES, H36M_TO_EVAL14, SMPL_JOINT
 from raymotion.config import BodyConfig
@@ -141,22 +141,12 @@ def test_npz_smpl_file_loads(tmp_path, two_bone_arrays):
     assert body.num_verts == 5
 
 
-class _Payload:
-    """What a planted SMPL_NEUTRAL.pkl can carry: a __reduce__ that runs code when plainly unpickled."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
-
-
 def test_a_pickle_that_would_run_code_is_refused_by_name_and_nothing_runs(tmp_path):
     """Before: read_smpl_file used pickle.load, so the payload ran (issue 18, item 1)."""
     smpl_dir = write_user_smpl(tmp_path, random_smpl_arrays(6890))
     marker = tmp_path / "payload_ran"
     payload = pickle.loads(pickle.dumps(dict(random_smpl_arrays(6890)), protocol=2))
-    payload["bs_style"] = _Payload(marker)
+    payload["bs_style"] = CodePayload(marker)
     with (smpl_dir / "SMPL_NEUTRAL.pkl").open("wb") as handle:
         pickle.dump(payload, handle, protocol=2)
     with pytest.raises(ValueError, match=r"SMPL_NEUTRAL.pkl asks to load builtins.exec.*refused"):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from conftest import CodePayload
 
 from raymotion.config import load_config
 from raymotion.data.frames import VideoPairs
@@ -121,17 +122,9 @@ def test_the_cli_runs_the_same_training_function_and_resumes_only_when_asked(tin
     assert load_checkpoint(tmp_path / "cli" / "checkpoint.pt")["step"] == 3
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
-
-
 def test_a_checkpoint_that_would_run_code_is_refused_without_advice_to_run_it(tmp_path):
     marker = tmp_path / "payload_ran"
-    torch.save({"model": {}, "step": 1, "config": {}, "extra": _Payload(marker)}, tmp_path / "evil.pt")
+    torch.save({"model": {}, "step": 1, "config": {}, "extra": CodePayload(marker)}, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="evil.pt is not a readable raymotion checkpoint") as info:
         load_checkpoint(tmp_path / "evil.pt")
     assert "weights_only=False" not in str(info.value) and "exec" in str(info.value)

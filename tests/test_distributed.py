@@ -71,7 +71,9 @@ def test_ray_train_reproduces_the_plain_loop_through_a_killed_worker_and_a_stopp
     assert killed["workers"] == 1 and "before/test/pa_mpjpe_mm" in killed
     losses, order = losses_by_step(tmp_path / "killed")
     assert (tmp_path / "killed" / FAULT_MARKER).is_file()
-    assert order == [1, 2, 3, 3, 4, 5, 6]  # step 3 ran before the kill and again after the restart
+    assert order == [1, 2, 3, 4, 5, 6]  # step 3 ran before the kill and again after the restart: logged once
+    walls = [json.loads(line)["wall_s"] for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert walls == sorted(walls)  # wall time continues across the restart
     assert losses == reference
     # BatchNorm stayed frozen under DDP: the running statistics are the pretrained model's.
     before, after = load_checkpoint(pretrained)["model"], load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["model"]

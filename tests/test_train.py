@@ -147,3 +147,16 @@ def test_a_rerun_with_another_model_is_refused_by_name_and_the_run_keeps_its_rec
     with pytest.raises(ConfigError, match=r"body.model='anny'.*has body.model='anny_lowres'"):
         components.evaluate_checkpoint(train_config(tiny_root, tmp_path, "run", **{"body.model": "anny"}),
                                        str(folder / "checkpoint.pt"), split="test")
+
+
+def test_a_resumed_log_drops_the_steps_after_its_checkpoint_and_continues_the_wall_clock(tmp_path):
+    """Before: the steps between the checkpoint and a failure were logged twice and wall_s restarted at 0."""
+    from raymotion.storage import StoragePath
+
+    rows = [{"step": s, "loss": float(s), "wall_s": 10.0 * s} for s in (1, 2, 3, 4)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    log = components.RunLog(StoragePath(tmp_path), total_steps=6, label="t", start_step=2)  # checkpoint at 2
+    log.write(3, {"loss": 3.5})
+    written = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in written] == [(1, 1.0), (2, 2.0), (3, 3.5)]
+    assert 20.0 <= written[-1]["wall_s"] < 30.0

@@ -91,8 +91,10 @@ class RunLog:
     """A run's ``log.jsonl`` (one JSON line per logged step) and a short progress line on stdout.
 
     The file lives in the run folder on any storage (``raymotion.storage``): object stores and NFS have no
-    atomic append, so the log keeps its lines and rewrites the whole file atomically at each write (a
-    resumed run first reads back what the file holds). One writer per run: rank 0.
+    atomic append, so the log keeps its lines and rewrites the whole file atomically at each write. One
+    writer per run: rank 0. A resumed run (``start_step`` = its checkpoint's step) keeps the rows up to
+    that step and drops the later ones (steps that ran before a failure and run again now), so every step
+    is logged once; its ``wall_s`` continues from the last kept row.
     """
 
     def __init__(self, directory: StoragePath, *, total_steps: int, label: str, start_step: int = 0) -> None:
@@ -101,15 +103,19 @@ class RunLog:
         self.label = label
         self.start_step = start_step  # the step this process started from (a resumed run's checkpoint)
         self.start = time.perf_counter()
-        self._text = self.path.read_text() if self.path.is_file() else ""
+        kept = [line for line in (self.path.read_text().splitlines() if self.path.is_file() else [])
+                if line.strip() and json.loads(line)["step"] <= start_step]
+        self._text = "".join(line + "\n" for line in kept)
+        self._wall_offset = json.loads(kept[-1]).get("wall_s", 0.0) if kept else 0.0
 
     @property
     def elapsed(self) -> float:
+        """Seconds since this process started the run (not counting earlier attempts)."""
         return time.perf_counter() - self.start
 
     def write(self, step: int, logs: dict[str, float]) -> None:
         elapsed = self.elapsed
-        self._text += json.dumps({"step": step, **logs, "wall_s": elapsed}) + "\n"
+        self._text += json.dumps({"step": step, **logs, "wall_s": self._wall_offset + elapsed}) + "\n"
         self.path.write_text(self._text)
         shown = ", ".join(f"{k} {v:.4g}" for k, v in logs.items() if not k.startswith("sup/"))
         rate = (step - self.start_step) / elapsed if elapsed > 0 else float("nan")

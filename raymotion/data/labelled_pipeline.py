@@ -64,7 +64,7 @@ from raymotion.data.frames import (
     labelled_item,
     select_clips,
 )
-from raymotion.data.pipeline import (AUTO_DECODER, DecoderChoice, PipelineReport, check_decode_args, stage_gpu_problems,
+from raymotion.data.pipeline import (AUTO_DECODER, DecoderChoice, PipelineReport, check_decode_args, check_stage_gpus,
                                      each_window)
 
 logger = logging.getLogger(__name__)
@@ -269,9 +269,7 @@ def build_labelled_dataset(
         raise ValueError(f"seed={seed} and fraction_seed={fraction_seed} must be >= 0")
     windows = labelled_windows(data_root, split=split, fraction=fraction, fraction_seed=fraction_seed,
                                epochs=epochs, seed=seed)
-    problems = stage_gpu_problems(decoder=decoder, decode_gpus=decode_gpus, flow=None, flow_device="auto", flow_gpus=0.0)
-    if problems:
-        raise ValueError("; ".join(f"{name}={value} (scaling.{name}): {why}" for name, value, why in problems))
+    check_stage_gpus(decoder=decoder, decode_gpus=decode_gpus, flow=None, flow_device="auto", flow_gpus=0.0)
     dataset = ray.data.from_items(windows, override_num_blocks=min(len(windows), MAX_WINDOW_BLOCKS))
     dataset = dataset.map_batches(
         LabelledDecodeStage, batch_size=CLIPS_PER_DECODE_BATCH, batch_format="numpy",

@@ -326,6 +326,17 @@ def stage_gpu_problems(*, decoder: str, decode_gpus: float, flow: str | None, fl
     return problems
 
 
+def check_stage_gpus(*, decoder: str, decode_gpus: float, flow: str | None, flow_device: str,
+                     flow_gpus: float) -> None:
+    """Raise a ValueError for the first of ``stage_gpu_problems``, naming the argument, its value and the
+    ``scaling.*`` key that sets it; the pair and the labelled pipelines both check their shares with it."""
+    problems = stage_gpu_problems(decoder=decoder, decode_gpus=decode_gpus, flow=flow, flow_device=flow_device,
+                                  flow_gpus=flow_gpus)
+    if problems:
+        name, value, why = problems[0]
+        raise ValueError(f"{name}={value!r} (scaling.{name}): {why}")
+
+
 def actor_flow_config(flow: str, flow_config: FlowConfig | None, *, flow_gpus: float) -> FlowConfig | None:
     """The flow config a flow actor builds its estimator from: RAFT on the CPU when the actor reserved no
     GPU (CUDA may still be visible to it: module doc), otherwise ``flow_config`` as given."""
@@ -394,12 +405,8 @@ def build_pair_dataset(
     check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
     if flow is not None and flow not in FLOW_ESTIMATORS:  # fail here, on the driver; built in the actors
         raise ValueError(f"unknown flow estimator {flow!r}; choose one of: {', '.join(FLOW_ESTIMATORS)}")
-    flow_device = flow_config.device if flow_config is not None else "auto"
-    problems = stage_gpu_problems(decoder=decoder, decode_gpus=decode_gpus, flow=flow, flow_device=flow_device,
-                                  flow_gpus=flow_gpus)
-    if problems:
-        name, value, why = problems[0]
-        raise ValueError(f"{name}={value!r} (scaling.{name}): {why}")
+    check_stage_gpus(decoder=decoder, decode_gpus=decode_gpus, flow=flow,
+                     flow_device=flow_config.device if flow_config is not None else "auto", flow_gpus=flow_gpus)
     windows = select_windows(data_root, split=split, gap=gap, window=window, max_clips=max_clips)
     if fuse is None:
         fuse = decode_gpus == 0 and flow_gpus == 0

@@ -67,6 +67,13 @@ def collate(dataset: Any, indices: np.ndarray) -> dict[str, torch.Tensor]:
     return default_collate([dataset[int(i)] for i in indices])
 
 
+def storage_root(cfg: Config) -> StoragePath:
+    """Where runs (and sweeps) live: ``scaling.storage_path``, or ``run.output_dir`` when it is empty (local,
+    NFS or a URI). The one rule for it: run folders (``worker.run_directory``), Ray Train's storage
+    (``launch.build_trainer``) and sweep folders (``tune.sweep.sweep_folder``) all start here."""
+    return StoragePath(cfg.scaling.storage_path or cfg.run.output_dir)
+
+
 def labelled_frames(cfg: Config, split: str, *, augment: bool = False, fraction: float = 1.0,
                     shard: tuple[int, int] = (0, 1)) -> LabelledFrames:
     """A split's labelled frames for this config; ``shard=(rank, world)``: a worker's share of them."""

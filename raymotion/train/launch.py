@@ -30,7 +30,7 @@ from raymotion.data.pipeline import build_pair_dataset
 from raymotion.data.manifest import MANIFEST
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from raymotion.train.components import check_checkpoint_matches
+from raymotion.train.components import check_checkpoint_matches, storage_root
 from raymotion.train.plan import check_schedulable, run_plan
 from raymotion.train.report import before_after_table
 from raymotion.train.worker import pretrain_fn_per_worker, refine_fn_per_worker, run_directory
@@ -67,6 +67,13 @@ def check_inputs(cfg: Config, stage: str, *, resume: bool) -> None:
         if not cfg.train.pretrained:
             raise ConfigError("train.pretrained", "", "set it to a pretraining run's checkpoint.pt")
     check_config_only(cfg, stage, resume=resume)  # also: train.pretrained names an existing file
+    # Checkpoints this run loads must be models of this config (read whole, so here, once per launch: the
+    # jobs call check_config_only early too). The run's own when resuming, checked before anything is written.
+    existing = run_directory(cfg) / CHECKPOINT_NAME
+    if existing.is_file():
+        check_checkpoint_matches(cfg, load_checkpoint(existing), path=str(existing))
+    if stage == "refine":
+        check_checkpoint_matches(cfg, load_checkpoint(cfg.train.pretrained), path=cfg.train.pretrained)
 
 
 def init_ray(cfg: Config) -> None:
@@ -87,7 +94,6 @@ def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset]
     ``callbacks`` go to its RunConfig (a Tune trial passes ``TuneReportCallback``). ``local=True``: Ray
     Train's local mode (``num_workers=0``), the same training function in this process, no cluster."""
     scaling = cfg.scaling
-    storage = scaling.storage_path or cfg.run.output_dir
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = 1
@@ -100,7 +106,7 @@ def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset]
                                                placement_strategy=scaling.placement_strategy),
         run_config=ray.train.RunConfig(
             name=cfg.run.name,
-            storage_path=storage,
+            storage_path=storage_root(cfg).uri,
             failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
@@ -250,14 +256,10 @@ def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
     if existing.is_file() and not resume:
         raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "
                               f"run.name (--set run.name=...) to start another")
-    if existing.is_file():  # resuming: the run's checkpoint must be a model of this config, checked before
-        check_checkpoint_matches(cfg, load_checkpoint(existing), path=str(existing))  # anything is written
     if cfg.train.pretrained and not StoragePath(cfg.train.pretrained).is_file():
         raise ConfigError("train.pretrained", cfg.train.pretrained, "no such file; give a pretraining run's "
                           "checkpoint.pt (jobs/pretrain.py writes <run.output_dir>/<run.name>/checkpoint.pt), or "
                           "leave it empty in jobs/refine.py to use the shipped base model or pretrain one")
-    if stage == "refine" and cfg.train.pretrained:  # the base model must be a model of this config
-        check_checkpoint_matches(cfg, load_checkpoint(cfg.train.pretrained), path=cfg.train.pretrained)
 
 
 def pretrain_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:

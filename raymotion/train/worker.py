@@ -65,7 +65,7 @@ from raymotion.models.regressor import freeze_batchnorm
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from raymotion.train.components import (RunLog, batch_indices, build_model, collate, final_metrics, frozen_copy,
-                                        labelled_frames, make_optimiser, seed_everything)
+                                        labelled_frames, make_optimiser, seed_everything, storage_root)
 from raymotion.train.report import write_run_report
 from raymotion.train.step import pretrain_loss, refine_loss
 from raymotion.train.update import Bf16Autocast, finite_step
@@ -101,8 +101,8 @@ def _torch_threads(count: int) -> Iterator[None]:
 
 
 def run_directory(cfg: Config) -> StoragePath:
-    """``<storage>/<run.name>``: ``scaling.storage_path`` or ``run.output_dir`` (local, NFS or a URI)."""
-    return StoragePath(cfg.scaling.storage_path or cfg.run.output_dir) / cfg.run.name
+    """``<storage_root>/<run.name>``: the run's folder (Ray Train writes its own checkpoints there too)."""
+    return storage_root(cfg) / cfg.run.name
 
 
 def _shard_batch(num_items: int, batch_size: int, *, seed: int, step: int, rank: int, world: int) -> np.ndarray:
@@ -210,8 +210,7 @@ def _train(cfg: Config, stage: str) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    directory = run_directory(cfg)
-    directory.mkdir()
+    directory = run_directory(cfg)  # created by the first write into it (StoragePath writes make parents)
     seed_everything(cfg.run.seed)
 
     body = load_body_model(cfg.body).to(device)
@@ -301,11 +300,13 @@ def _train(cfg: Config, stage: str) -> None:
             bare.train()
             log.write(done, {k: v for k, v in fresh.items() if k.endswith("_mm")})
             report.update(fresh)
-        data_position = (pairs.epoch, pairs.position) if isinstance(pairs, _StreamedPairs) else (0, 0)
-        _report(directory, report, rank=rank, checkpoint=done in checkpoint_steps, state={
-            "model": bare.state_dict(), "optimizer": optimiser.state_dict(), "step": done, "kind": stage,
-            "skipped_steps": skipped, "config": to_dict(cfg), "torch_rng": torch.get_rng_state(),
-            "data_epoch": data_position[0], "data_position": data_position[1]})
+        state = None
+        if done in checkpoint_steps and rank == 0:  # only rank 0 writes checkpoints
+            data_position = (pairs.epoch, pairs.position) if isinstance(pairs, _StreamedPairs) else (0, 0)
+            state = {"model": bare.state_dict(), "optimizer": optimiser.state_dict(), "step": done, "kind": stage,
+                     "skipped_steps": skipped, "config": to_dict(cfg), "torch_rng": torch.get_rng_state(),
+                     "data_epoch": data_position[0], "data_position": data_position[1]}
+        _report(directory, report, state=state)
 
     if rank == 0:
         metrics: dict[str, Any] = {"kind": stage, "workers": world, "skipped_steps": skipped,
@@ -321,10 +322,10 @@ def _train(cfg: Config, stage: str) -> None:
         print(f"[{stage} {cfg.run.name}] wrote {directory}/metrics.json and report.md", flush=True)
 
 
-def _report(directory: StoragePath, metrics: dict[str, Any], *, rank: int, checkpoint: bool,
-            state: dict[str, Any]) -> None:
-    """``ray.train.report`` on every rank; at checkpoint steps rank 0 writes checkpoint.pt and attaches it."""
-    if not (checkpoint and rank == 0):
+def _report(directory: StoragePath, metrics: dict[str, Any], *, state: dict[str, Any] | None) -> None:
+    """``ray.train.report`` (every rank calls it at the same steps); with a ``state`` (rank 0 at a checkpoint
+    step) it first writes checkpoint.pt and attaches the same file as a Ray checkpoint."""
+    if state is None:
         ray.train.report(metrics)
         return
     save_checkpoint(directory / CHECKPOINT_NAME, state)

@@ -47,6 +47,7 @@ from raymotion.storage import StoragePath
 from raymotion.train.launch import (absolute_paths, build_trainer, defines_base_model, ensure_benchmark,
                                     ensure_pretrained, init_ray, video_datasets)
 from raymotion.train.report import HEADLINE_METRICS
+from raymotion.train.components import storage_root
 from raymotion.tune.search_space import SweepSpec, tune_domains
 
 
@@ -91,7 +92,7 @@ def point_name(point: dict[str, Any]) -> str:
 def sweep_folder(cfg: Config, name: str) -> StoragePath:
     """``<scaling.storage_path or run.output_dir>/sweeps/<name>``: beside the runs of ``cfg`` (shared storage
     on a cluster), like ``worker.run_directory``."""
-    return StoragePath(cfg.scaling.storage_path or cfg.run.output_dir) / "sweeps" / name
+    return storage_root(cfg) / "sweeps" / name
 
 
 def _tuner(spec: SweepSpec, cfg: Config, point: str, folder: StoragePath, inner_grid: dict[str, list]) -> tune.Tuner:

@@ -320,6 +320,11 @@ class TrainConfig:
     video_clips: int = _field(0, "Refine on the first this many clips of the video split (0 = all): the amount "
                               "of unannotated video, for gain-against-video curves.", range=(0, None))
     freeze_batchnorm: bool = _field(True, "Freeze BatchNorm statistics during refinement (METHOD.md 4).")
+    control_run: bool = _field(
+        True, "The main job (jobs/refine.py) also runs the anchors-only control beside the refinement, two runs "
+        "at once: the same config and seed with no video term (loss.flow_weight, loss.texture_weight and "
+        "loss.video_kp2d_weight 0), named <run.name>-control; then prints both and the refinement's change over "
+        "the control on test, paired by frame, with its standard error. False runs the refinement alone.")
     max_eval_clips: int = _field(0, "Evaluate on at most this many clips of the split (0 = all).",
                                  range=(0, None))
 

@@ -120,7 +120,8 @@ def test_two_workers_with_eval_and_checkpoint_intervals_that_do_not_align_finish
             "run.output_dir": str(tmp_path), "run.name": "two", "train.fraction": 1.0, "train.batch_size": 4,
             "train.pair_batch_size": 2, "train.log_every": 1, "train.max_eval_clips": 1,
             "train.pretrained": str(pretrained), "scaling.video_source": "local", "scaling.num_workers": 2,
-            "train.refine_steps": 5, "train.eval_every": 3, "train.checkpoint_every": 2, "scaling.max_failures": 0}
+            "train.refine_steps": 5, "train.eval_every": 3, "train.checkpoint_every": 2, "scaling.max_failures": 0,
+            "train.control_run": False}
     # The job in its own process with a timeout: a regression fails here instead of hanging CI.
     run = subprocess.run([sys.executable, str(REPO / "jobs" / "refine.py")]
                          + [arg for k, v in sets.items() for arg in ("--set", f"{k}={v}")],
@@ -139,3 +140,21 @@ def test_reports_are_made_at_the_same_steps_on_every_rank_with_fresh_validation_
 
     evals, checkpoints = report_steps(7, eval_every=3, checkpoint_every=2)
     assert evals == {3, 6, 7} and checkpoints == {2, 4, 6, 7}
+
+
+def test_the_main_job_runs_the_anchors_only_control_beside_the_refinement(
+        ray_local, tiny_benchmark, pretrained, tmp_path, capsys):
+    cfg = refine_config(tiny_benchmark, tmp_path, "main", pretrained, **{
+        "train.refine_steps": 2, "loss.flow_weight": 0.1, "loss.texture_weight": 1.0, "train.max_eval_clips": 2})
+    metrics = launch.refine_job(cfg)
+    control = json.loads((tmp_path / "main-control" / "metrics.json").read_text())
+    stored = load_checkpoint(tmp_path / "main-control" / "checkpoint.pt")["config"]
+    assert stored["loss"]["flow_weight"] == 0 and stored["loss"]["texture_weight"] == 0  # no video term
+    assert stored["run"]["seed"] == cfg.run.seed and stored["loss"]["anchor_joints"] == cfg.loss.anchor_joints
+    assert control["before/test/pa_mpjpe_mm"] == metrics["before/test/pa_mpjpe_mm"]  # one base model
+    # The paired change is a mean of per-frame differences: the difference of the two runs' means.
+    assert metrics["control/change/pa_mpjpe_mm"] == pytest.approx(
+        metrics["test/pa_mpjpe_mm"] - control["test/pa_mpjpe_mm"], abs=1e-6)
+    assert metrics["control/change/pa_mpjpe_mm_se"] >= 0
+    out = capsys.readouterr().out
+    assert "| test metric | base model | anchors-only control | + flow + TexturePose |" in out

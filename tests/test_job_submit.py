@@ -33,7 +33,7 @@ def head_node(tmp_path):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
            "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
+    subprocess.run([RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=6",
                     "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
                     "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=120)
     try:
@@ -61,3 +61,7 @@ def test_ray_job_submit_runs_the_refine_job(tiny_benchmark, head_node, tmp_path)
     assert "video pairs (ray_data)" in run.stdout  # the recipe streams pairs through the Ray Data pipeline
     metrics = json.loads((runs / "submitted" / "metrics.json").read_text())
     assert metrics["kind"] == "refine" and metrics["workers"] == 1
+    # Beside it, at once, the anchors-only control (two TorchTrainers, each with its own pipeline actors),
+    # and the table of both with the paired change.
+    assert json.loads((runs / "submitted-control" / "metrics.json").read_text())["kind"] == "refine"
+    assert "anchors-only control" in run.stdout and "change over the control" in run.stdout

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -5,6 +7,7 @@ from torch.testing import assert_close
 
 from raymotion.body.joints import EVAL_HIP_PAIR, EVAL_JOINT, NUM_EVAL_JOINTS
 from raymotion.eval.metrics import (
+    clustered_mean_se,
     accel_error_mm,
     accel_mm,
     mpjpe_mm,
@@ -162,3 +165,24 @@ def test_accel_error_keeps_only_fully_visible_triplets():
     pred[:, 0, 1] = 0.001 * t_T**3
     vis = torch.tensor([True, True, False, True, True, True])
     assert_close(accel_error_mm(pred, target, vis_T=vis), torch.tensor([24.0], dtype=torch.float64))
+
+
+def test_clustered_se_of_equal_clips_is_the_std_of_clip_means():
+    # Clips of 2 frames with means 1, 2, 6: std(ddof=1) = sqrt(((1-3)^2 + (2-3)^2 + (6-3)^2) / 2) = sqrt(7).
+    values_N = torch.tensor([0.0, 2.0, 2.0, 2.0, 5.0, 7.0])
+    cluster_N = torch.tensor([4, 4, 9, 9, 1, 1])
+    mean, se = clustered_mean_se(values_N, cluster_N)
+    assert mean == pytest.approx(3.0)
+    assert se == pytest.approx(math.sqrt(7.0) / math.sqrt(3.0))
+
+
+def test_clustered_se_weights_unequal_clips_by_their_frames():
+    # Clip a = [0, 0, 0] (residual sum -3 with mean 1), clip b = [4] (residual sum +3): SE^2 = 2/1 * 18 / 16.
+    mean, se = clustered_mean_se(torch.tensor([0.0, 0.0, 0.0, 4.0]), torch.tensor([0, 0, 0, 1]))
+    assert mean == pytest.approx(1.0)
+    assert se == pytest.approx(math.sqrt(2.0 * 18.0 / 16.0))
+
+
+def test_clustered_se_is_nan_for_one_clip():
+    mean, se = clustered_mean_se(torch.tensor([1.0, 3.0]), torch.tensor([7, 7]))
+    assert mean == 2.0 and math.isnan(se)

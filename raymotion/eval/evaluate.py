@@ -16,7 +16,7 @@ from torch.utils.data import default_collate
 
 from raymotion.body.body_model import BodyModel
 from raymotion.body.joints import EVAL_HIP_PAIR
-from raymotion.eval.metrics import accel_error_mm, mpjpe_mm, pa_mpjpe_mm, pve_mm
+from raymotion.eval.metrics import accel_error_mm, clustered_mean_se, mpjpe_mm, pa_mpjpe_mm, pve_mm
 from raymotion.geometry import axis_angle_to_rotmat, rot6d_to_rotmat
 from raymotion.models.regressor import MeanParams, RegressorOutput
 
@@ -81,14 +81,26 @@ def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_
     )
 
 
-def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.ndarray, frame_N: np.ndarray) -> dict[str, float]:
-    """METHOD.md 6 metrics, plus frame-to-frame joint motion of the prediction and of the truth (mm)."""
+def frame_errors(pred: dict[str, Tensor], truth: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-frame errors (N,) in mm: ``mpjpe_mm``, ``pa_mpjpe_mm`` and ``pve_mm`` (METHOD.md 6)."""
     pj, tj = pred["eval_joints_NE3"], truth["eval_joints_NE3"]
-    metrics = {
-        "mpjpe_mm": float(mpjpe_mm(pj, tj).mean()),
-        "pa_mpjpe_mm": float(pa_mpjpe_mm(pj, tj).mean()),
-        "pve_mm": float(pve_mm(pred["verts_NV3"], truth["verts_NV3"], _pelvis(pj), truth["verts_pelvis_N3"]).mean()),
+    return {
+        "mpjpe_mm": mpjpe_mm(pj, tj),
+        "pa_mpjpe_mm": pa_mpjpe_mm(pj, tj),
+        "pve_mm": pve_mm(pred["verts_NV3"], truth["verts_NV3"], _pelvis(pj), truth["verts_pelvis_N3"]),
     }
+
+
+def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.ndarray, frame_N: np.ndarray) -> dict[str, float]:
+    """METHOD.md 6 metrics, plus frame-to-frame joint motion of the prediction and of the truth (mm).
+
+    Each per-frame metric ``m`` comes with ``m_se``, the standard error of its mean with the clips as the
+    independent units (``clustered_mean_se``): frames of one clip are not independent draws."""
+    pj, tj = pred["eval_joints_NE3"], truth["eval_joints_NE3"]
+    metrics: dict[str, float] = {}
+    cluster_N = torch.as_tensor(clip_index_N)
+    for name, errors_N in frame_errors(pred, truth).items():  # mean, and its standard error over clips
+        metrics[name], metrics[f"{name}_se"] = clustered_mean_se(errors_N, cluster_N)
     # Sequences: consecutive frames of one clip, pelvis-centred (acceleration and frame-to-frame motion).
     by_clip: dict[int, list[int]] = defaultdict(list)
     for n, clip in enumerate(clip_index_N):
@@ -104,6 +116,7 @@ def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.nd
         pred_motion.append(float((p[1:] - p[:-1]).norm(dim=-1).mean() * 1000))
         true_motion.append(float((t[1:] - t[:-1]).norm(dim=-1).mean() * 1000))
     metrics["accel_error_mm"] = float(np.mean(accels)) if accels else float("nan")
+    metrics["accel_error_mm_se"] = float(np.std(accels, ddof=1) / np.sqrt(len(accels))) if len(accels) > 1 else float("nan")
     metrics["pred_motion_mm"] = float(np.mean(pred_motion)) if pred_motion else float("nan")
     metrics["true_motion_mm"] = float(np.mean(true_motion)) if true_motion else float("nan")
     metrics["num_frames"] = float(len(clip_index_N))
@@ -113,3 +126,19 @@ def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.nd
 def evaluate(model: nn.Module, body_model: BodyModel, frames) -> dict[str, float]:
     """Score ``model`` on a LabelledFrames split (val or test)."""
     return score(*predict_and_truth(model, body_model, frames))
+
+
+def paired_change(model_a: nn.Module, model_b: nn.Module, body_model: BodyModel, frames) -> dict[str, float]:
+    """The change from ``model_a`` to ``model_b`` on the same frames: for each per-frame metric ``m``
+    (``frame_errors``), ``m`` = mean over frames of (b's error - a's error), negative where b is better, and
+    ``m_se``, its paired standard error over clips (``clustered_mean_se`` of the per-frame differences). The
+    pairing removes what the two models share (which frames are hard), so their gap is resolved far more
+    finely than either mean."""
+    pred_a, truth, clip_index_N, _ = predict_and_truth(model_a, body_model, frames)
+    pred_b, _, _, _ = predict_and_truth(model_b, body_model, frames)
+    errors_a, errors_b = frame_errors(pred_a, truth), frame_errors(pred_b, truth)
+    cluster_N = torch.as_tensor(clip_index_N)
+    change: dict[str, float] = {}
+    for name in errors_a:
+        change[name], change[f"{name}_se"] = clustered_mean_se(errors_b[name] - errors_a[name], cluster_N)
+    return change

@@ -200,3 +200,30 @@ def accel_error_mm(
         keep_Tm2 = vis_T[:-2] & vis_T[1:-1] & vis_T[2:]
         error_Tm2 = error_Tm2[keep_Tm2]
     return error_Tm2 * _M_TO_MM
+
+
+def clustered_mean_se(values_N: torch.Tensor, cluster_N: torch.Tensor) -> tuple[float, float]:
+    """Mean of per-frame values and its standard error with clips as the independent units.
+
+    Frames of one clip are correlated (same subject, motion and camera), so the frame count overstates
+    the information; the cluster-robust standard error of a mean treats each clip as one draw:
+    SE^2 = C / (C - 1) * sum_c (sum_{n in c} (x_n - mean))^2 / N^2 over C clips and N frames. With equal
+    clip sizes it is std(clip means, ddof=1) / sqrt(C). Applied to per-frame *differences* of two models
+    on the same frames, it is the paired standard error of their gap.
+
+    Args:
+        values_N: (N,) per-frame values (e.g. ``pa_mpjpe_mm`` of each frame), any unit.
+        cluster_N: (N,) integer clip index of each frame.
+
+    Returns:
+        (mean, standard error) as floats; the error is nan with fewer than 2 clips.
+    """
+    values_N = values_N.double()
+    mean = values_N.mean()
+    clusters_N = torch.unique(cluster_N, return_inverse=True)[1]
+    num_clusters = int(clusters_N.max()) + 1 if len(clusters_N) else 0
+    if num_clusters < 2:
+        return float(mean), float("nan")
+    residual_sums_C = torch.zeros(num_clusters, dtype=values_N.dtype).index_add_(0, clusters_N, values_N - mean)
+    variance = num_clusters / (num_clusters - 1) * residual_sums_C.square().sum() / len(values_N) ** 2
+    return float(mean), float(variance.sqrt())

@@ -24,7 +24,7 @@ from torch.utils.data import default_collate
 from raymotion.body.body_model import BodyModel, load_body_model
 from raymotion.config import Config, ConfigError, flatten, to_dict
 from raymotion.data.frames import LabelledFrames
-from raymotion.eval.evaluate import MeanPoseBaseline, evaluate
+from raymotion.eval.evaluate import MeanPoseBaseline, evaluate, paired_change
 from raymotion.models.regressor import MeanParams, build_regressor
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import load_checkpoint
@@ -172,16 +172,25 @@ def check_checkpoint_matches(cfg: Config, state: dict[str, Any], *, path: str) -
                               f"{key}={stored[key]} to use it, or choose another checkpoint or run.name")
 
 
-def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str, float]:
-    """Metrics of a checkpoint on a split; ``checkpoint='mean'`` scores the constant mean-pose baseline.
-    A checkpoint whose model keys (``MODEL_KEYS``) disagree with ``cfg`` is refused by name."""
+def load_model_for_eval(cfg: Config, checkpoint: str) -> nn.Module:
+    """The model a checkpoint holds, built from ``cfg``; ``checkpoint='mean'`` is the constant mean-pose
+    baseline. A checkpoint whose model keys (``MODEL_KEYS``) disagree with ``cfg`` is refused by name."""
     if checkpoint == "mean":
-        body = load_body_model(cfg.body)
-        model: nn.Module = MeanPoseBaseline(mean_params_for(cfg))
-    else:
-        state = load_checkpoint(checkpoint)
-        check_checkpoint_matches(cfg, state, path=checkpoint)
-        body = load_body_model(cfg.body)
-        model = build_model(cfg)
-        model.load_state_dict(state["model"])
-    return evaluate(model, body, labelled_frames(cfg, split))
+        return MeanPoseBaseline(mean_params_for(cfg))
+    state = load_checkpoint(checkpoint)
+    check_checkpoint_matches(cfg, state, path=checkpoint)
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    return model
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str, float]:
+    """Metrics of a checkpoint (or 'mean') on a split, each with its standard error over clips."""
+    return evaluate(load_model_for_eval(cfg, checkpoint), load_body_model(cfg.body), labelled_frames(cfg, split))
+
+
+def compare_checkpoints(cfg: Config, checkpoint_a: str, checkpoint_b: str, *, split: str) -> dict[str, float]:
+    """``eval.evaluate.paired_change`` from checkpoint a to b on a split: b's error minus a's per metric
+    (negative: b is better), with the paired standard error over clips."""
+    return paired_change(load_model_for_eval(cfg, checkpoint_a), load_model_for_eval(cfg, checkpoint_b),
+                         load_body_model(cfg.body), labelled_frames(cfg, split))

@@ -30,9 +30,9 @@ from raymotion.data.pipeline import build_pair_dataset
 from raymotion.data.manifest import MANIFEST
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from raymotion.train.components import check_checkpoint_matches, storage_root
+from raymotion.train.components import check_checkpoint_matches, compare_checkpoints, storage_root
 from raymotion.train.plan import check_schedulable, run_plan
-from raymotion.train.report import before_after_table
+from raymotion.train.report import before_after_table, control_table
 from raymotion.train.worker import pretrain_fn_per_worker, refine_fn_per_worker, run_directory
 
 STAGES = {"pretrain": pretrain_fn_per_worker, "refine": refine_fn_per_worker}
@@ -229,15 +229,68 @@ def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pretrained=(run_directory(pre) / CHECKPOINT_NAME).uri))
 
 
+def control_config(cfg: Config) -> Config:
+    """The anchors-only control of a refinement: the same config and seed without any video term."""
+    loss = dataclasses.replace(cfg.loss, flow_weight=0.0, texture_weight=0.0, video_kp2d_weight=0.0)
+    return dataclasses.replace(cfg, loss=loss, run=dataclasses.replace(cfg.run, name=f"{cfg.run.name}-control"))
+
+
+def _has_video_terms(cfg: Config) -> bool:
+    return cfg.loss.flow_weight > 0 or cfg.loss.texture_weight > 0 or cfg.loss.video_kp2d_weight > 0
+
+
+@ray.remote(num_cpus=0)
+def _run_training_task(cfg_dict: dict[str, Any], stage: str, resume: bool) -> dict[str, Any]:
+    """``run_training`` in a Ray task (holds no CPU: its TorchTrainer reserves the workers' resources), so
+    that one driver runs several trainers at once."""
+    return run_training(Config.from_dict(cfg_dict), stage, resume=resume)
+
+
+def run_side_by_side(cfgs: dict[str, Config], stage: str, *, resume: bool) -> dict[str, dict[str, Any]]:
+    """Run several trainings at once (a Ray task each, whose TorchTrainer takes its own workers and pipeline
+    actors); returns each one's metrics.json by key. Every run is waited for before the first failure is
+    raised, so that one run's error never leaves the other running unseen."""
+    init_ray(next(iter(cfgs.values())))
+    refs = {key: _run_training_task.remote(to_dict(c), stage, resume) for key, c in cfgs.items()}
+    results: dict[str, dict[str, Any]] = {}
+    errors: list[BaseException] = []
+    for key, ref in refs.items():
+        try:
+            results[key] = ray.get(ref)
+        except ray.exceptions.RayTaskError as error:  # the run's own exception, raised below once all ended
+            errors.append(error.as_instanceof_cause())
+    if errors:
+        raise errors[0]
+    return results
+
+
 def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
-    """The main job: benchmark if missing -> base model -> distributed refinement -> before/after table."""
+    """The main job: benchmark if missing -> base model -> distributed refinement, beside its anchors-only
+    control when ``train.control_run`` (two runs at once) -> before/after tables and the paired change of the
+    refinement over the control on test. Returns the refinement's metrics (with ``control/...`` keys: the
+    control's test metrics and ``control/change/<m>``, the paired change and its ``_se``)."""
     cfg = absolute_paths(cfg)
+    with_control = cfg.train.control_run and _has_video_terms(cfg)
     check_config_only(cfg, "refine", resume=resume)
+    if with_control:
+        check_config_only(control_config(cfg), "refine", resume=resume)
     ensure_benchmark(cfg)
     cfg = ensure_pretrained(cfg, resume=resume)
-    metrics = run_training(cfg, "refine", resume=resume)
-    print(f"\nrefinement of {StoragePath(cfg.train.pretrained).name} -> {run_directory(cfg)}\n")
-    print(before_after_table(metrics, split="test"))
+    if not with_control:
+        metrics = run_training(cfg, "refine", resume=resume)
+        print(f"\nrefinement of {StoragePath(cfg.train.pretrained).name} -> {run_directory(cfg)}\n")
+        print(before_after_table(metrics, split="test"))
+        return metrics
+    control = control_config(cfg)
+    both = run_side_by_side({"refined": cfg, "control": control}, "refine", resume=resume)
+    metrics, control_metrics = both["refined"], both["control"]
+    change = compare_checkpoints(cfg, str(run_directory(control) / CHECKPOINT_NAME),
+                                 str(run_directory(cfg) / CHECKPOINT_NAME), split="test")
+    metrics = {**metrics, **{f"control/{k}": v for k, v in control_metrics.items() if k.startswith("test/")},
+               **{f"control/change/{k}": v for k, v in change.items()}}
+    print(f"\nrefinement of {StoragePath(cfg.train.pretrained).name} -> {run_directory(cfg)}"
+          f"\nanchors-only control (no video term, same seed) -> {run_directory(control)}\n")
+    print(control_table(metrics, flow_weight=cfg.loss.flow_weight, texture_weight=cfg.loss.texture_weight))
     return metrics
 
 

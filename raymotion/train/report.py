@@ -25,10 +25,41 @@ def before_after_table(metrics: dict[str, Any], *, split: str = "test") -> str:
         before = metrics.get(f"before/{split}/{name}")
         if after is None:
             continue
+        after_text = with_se(after, metrics.get(f"{split}/{name}_se"))
         if before is None:
-            lines.append(f"| {_NAMES[name]} | | {after:.1f} | |")
+            lines.append(f"| {_NAMES[name]} | | {after_text} | |")
         else:
-            lines.append(f"| {_NAMES[name]} | {before:.1f} | {after:.1f} | {after - before:+.1f} |")
+            lines.append(f"| {_NAMES[name]} | {with_se(before, metrics.get(f'before/{split}/{name}_se'))} | "
+                         f"{after_text} | {after - before:+.1f} |")
+    if any(f"{split}/{name}_se" in metrics for name in HEADLINE_METRICS):
+        lines.append(f"\n± = standard error of the mean over the {split} split's clips (frames of a clip are "
+                     "not independent).")
+    return "\n".join(lines)
+
+
+def with_se(value: float, se: float | None) -> str:
+    """``97.4 ± 1.2`` (one decimal), or the value alone when there is no standard error."""
+    return f"{value:.1f}" if se is None or math.isnan(se) else f"{value:.1f} ± {se:.1f}"
+
+
+def control_table(metrics: dict[str, Any], *, flow_weight: float, texture_weight: float) -> str:
+    """Markdown table of the main job's test metrics: the base model, the anchors-only control, the refinement
+    (``test/<m>``, ``control/test/<m>``, ``before/test/<m>``) and the refinement's change over the control,
+    paired by frame (``control/change/<m>`` and its ``_se``; negative = the video terms help)."""
+    terms = " + ".join(t for t, w in (("flow", flow_weight), ("TexturePose", texture_weight)) if w > 0) or "video"
+    lines = [f"| test metric | base model | anchors-only control | + {terms} | change over the control |",
+             "|---|---|---|---|---|"]
+    for name in HEADLINE_METRICS:
+        if f"test/{name}" not in metrics:
+            continue
+        cells = [with_se(metrics[k], metrics.get(f"{k}_se")) if k in metrics else ""
+                 for k in (f"before/test/{name}", f"control/test/{name}", f"test/{name}")]
+        change = metrics.get(f"control/change/{name}")
+        change_text = "" if change is None else f"{change:+.1f} ± {metrics[f'control/change/{name}_se']:.1f}"
+        lines.append(f"| {_NAMES[name]} | " + " | ".join(cells) + f" | {change_text} |")
+    lines.append("\n± = standard error over the test clips; the change is paired by frame (the same frames, the "
+                 "same seed and batches), negative = better with the video terms. Accel. error has no per-frame "
+                 "pairing here. The spread over seeds of this recipe is in docs/results/effect/.")
     return "\n".join(lines)
 
 

@@ -73,7 +73,7 @@ def check_inputs(cfg: Config, stage: str, *, resume: bool) -> None:
     if existing.is_file():
         check_checkpoint_matches(cfg, load_checkpoint(existing), path=str(existing))
     if stage == "refine":
-        check_checkpoint_matches(cfg, load_checkpoint(cfg.train.pretrained), path=cfg.train.pretrained)
+        check_checkpoint_matches(cfg, load_checkpoint(cfg.train.pretrained), path=cfg.train.pretrained, base=True)
 
 
 def init_ray(cfg: Config) -> None:
@@ -172,8 +172,9 @@ _PRETRAIN_RECIPE = ("train.pretrain_lr", "train.pretrain_steps", "train.batch_si
 
 
 def _shipped_match_key(key: str) -> bool:
+    # model.film is not part of a base model: a FiLM refinement starts from a base without FiLM.
     return (key.startswith(_BASE_KEYS_PREFIXES) and key not in _SYNTH_KEYS_IGNORED
-            and key not in ("model.weights", "model.mean_params"))
+            and key not in ("model.weights", "model.mean_params", "model.film"))
 
 
 def defines_base_model(key: str) -> bool:
@@ -219,8 +220,10 @@ def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:
     recipe = {k: v for k, v in flatten(to_dict(cfg)).items() if defines_base_model(k)}
     digest = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
     # Fault injection (scaling.fail_at_step) is meant for the run asked for, not the base model made for it.
+    # A base model has no FiLM module (model.film=true refines it with one).
     pre = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"base-f{cfg.train.fraction:g}-{digest}"),
-                              scaling=dataclasses.replace(cfg.scaling, fail_at_step=0))
+                              scaling=dataclasses.replace(cfg.scaling, fail_at_step=0),
+                              model=dataclasses.replace(cfg.model, film=False))
     pre = absolute_paths(pre)
     metrics_file = run_directory(pre) / "metrics.json"
     if not metrics_file.is_file():
@@ -244,7 +247,15 @@ def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
 def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
     """The checks of ``check_inputs`` that hold before the benchmark and base model exist."""
     source = cfg.scaling.video_source
+    if stage == "pretrain" and cfg.model.film:
+        raise ConfigError("model.film", True, "the temporal-context variant is a refinement variant: pretrain "
+                          "with model.film=false, then refine that base model with model.film=true (its FiLM "
+                          "module starts as the identity)")
     if stage == "refine" and source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
+        if cfg.model.film:
+            raise ConfigError("scaling.video_source", source, "model.film=true trains on 3-frame windows, "
+                              "which only the local video source yields (the Ray Data pipeline and the pair "
+                              "store carry pairs); use scaling.video_source=local")
         if cfg.train.flow_source != "estimator":
             raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "
                               "train.flow_source=ground_truth use scaling.video_source=local")

@@ -282,7 +282,12 @@ class FeatureFiLM(nn.Module):
     The context is the detached predictions of the previous 2 frames in the regressor's own packed
     layout, 2 x (144 + K + 3) with rotations in 6D, instead of the paper's 2 x 85 with axis-angle: 6D is
     continuous (axis-angle jumps at pi) and is what the regressor predicts, so no conversion is needed.
-    The last layer starts at zero, so the module starts as the identity.
+    The last layer starts at zero, so the module starts as the identity: a FiLM regressor loaded from a base
+    without FiLM weights (``train.components.load_base_weights``) predicts exactly as the base.
+
+    How the context is formed (one rule for training and evaluation): ``start_context`` and
+    ``push_context`` below; the refinement step reads 3-frame windows with it (``train.step.video_params``),
+    evaluation whole clips (``eval.evaluate.predict_in_context``).
     """
 
     def __init__(self, *, num_params: int, feature_dim: int) -> None:

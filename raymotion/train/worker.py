@@ -16,7 +16,9 @@ Data per worker (rank r of R):
 - video pairs (refinement): ``scaling.video_source='ray_data'`` reads the worker's split of the Ray Data
   pipeline (``ray.train.get_dataset_shard('video')``, decode + crop + flow, shuffled with a seeded local
   buffer); ``'precomputed'`` reads the same rows from the pair store (``data.flow_store``) the same way;
-  ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames.
+  ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames; with
+  ``model.film`` (the temporal-context variant, only with ``'local'``) its items are 3-frame windows
+  (``VideoPairs(window=3)``), and the refinement starts the FiLM module new on a base without one.
 
 Reports: every rank calls ``ray.train.report`` at the same steps (Train V2's report is a barrier: a rank
 that skips one leaves the others waiting until the collective timeout), i.e. at every evaluation step

@@ -1,6 +1,8 @@
 """The temporal-context (FiLM) variant, METHOD.md 5: 3-frame windows with the last pair's flow, a FiLM model
 that starts as its base, the refinement step's context rule, and sequential evaluation by the same rule."""
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -295,3 +297,26 @@ def test_film_is_refused_by_name_where_it_cannot_run(tmp_path):
     check_config_only(config(**{"scaling.video_source": "local"}), "refine", resume=False)
     with pytest.raises(ConfigError, match=r"model.film=True.*pretrain with model.film=false"):
         check_config_only(config(**{"scaling.video_source": "local"}), "pretrain", resume=False)
+
+
+
+def test_a_film_run_refines_the_same_base_model_as_its_plain_twin():
+    from raymotion.train.launch import defines_base_model, shipped_base_model
+
+    assert not defines_base_model("model.film")  # sweeps over it share one base model
+    recipe = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
+    plain = load_config(recipe)
+    film = load_config(recipe, overrides={"model.film": True})
+    assert shipped_base_model(plain) is not None and shipped_base_model(film) == shipped_base_model(plain)
+
+
+def test_the_base_model_pretrained_for_a_film_run_has_no_film(tmp_path, monkeypatch):
+    from raymotion.train import launch
+
+    started = []
+    monkeypatch.setattr(launch, "run_training", lambda cfg, stage, **kwargs: started.append((cfg, stage)))
+    cfg = load_config(overrides={"model.film": True, "train.fraction": 0.5, "run.output_dir": str(tmp_path)})
+    refined = launch.ensure_pretrained(cfg, resume=False)
+    [(pre, stage)] = started
+    assert stage == "pretrain" and pre.model.film is False and refined.model.film is True
+    assert refined.train.pretrained.endswith(f"{pre.run.name}/checkpoint.pt")

@@ -235,9 +235,9 @@ class ModelConfig:
     film: bool = _field(
         False, "Temporal-context FiLM variant (METHOD.md 5): a FiLM module conditions each frame's pooled "
         "feature on the detached predictions of the 2 frames before it (train.video_gap apart). Refinement only "
-        "(from a base without FiLM, whose FiLM module starts as the identity) and scaling.video_source=local: "
-        "it trains on 3-frame windows, the flow term on the last pair; evaluation runs each clip frame by "
-        "frame, a clip's first frame conditioned on its own context-free prediction.")
+        "(from a base without FiLM, whose FiLM module starts as the identity): every video source then yields "
+        "3-frame windows, the flow term on the last pair; evaluation runs each clip frame by frame, a clip's "
+        "first frame conditioned on its own context-free prediction.")
 
     def __post_init__(self) -> None:
         _validate_fields(self)

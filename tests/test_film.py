@@ -1,6 +1,7 @@
 """The temporal-context (FiLM) variant, METHOD.md 5: 3-frame windows with the last pair's flow, a FiLM model
 that starts as its base, the refinement step's context rule, and sequential evaluation by the same rule."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from raymotion.body.joints import NUM_SMPL_JOINTS
 from raymotion.config import ConfigError, load_config, to_dict
 from raymotion.data.crops import crop_box
 from raymotion.data.frames import VideoPairs
-from raymotion.data.manifest import read_manifest
+from raymotion.data.manifest import pair_windows, read_manifest, window_pairs
 from raymotion.eval.evaluate import context_chains, predict_in_context
 from raymotion.models.regressor import (
     MeanParams,
@@ -257,7 +258,7 @@ def test_the_step_reads_a_window_as_evaluation_reads_a_clip_of_three_frames():
 def test_video_windows_are_t_minus_gap_t_t_plus_gap_with_the_last_pairs_flow(tiny_benchmark, gap):
     kwargs = {"crop_size": 48, "bbox_scale": 1.3, "flow": "dis", "gap": gap, "max_clips": 2}
     pairs = VideoPairs(tiny_benchmark, **kwargs)
-    windows = VideoPairs(tiny_benchmark, window=3, **kwargs)
+    windows = VideoPairs(tiny_benchmark, frames_per_item=3, **kwargs)
     manifest = read_manifest(tiny_benchmark).to_pylist()
     clips = [row for row in manifest if row["split"] == "video"][:2]
     assert len(windows) == sum(row["frames"] - 2 * gap for row in clips)
@@ -278,27 +279,38 @@ def test_video_windows_are_t_minus_gap_t_t_plus_gap_with_the_last_pairs_flow(tin
 
 
 def test_video_windows_refuse_other_sizes(tmp_path):
-    with pytest.raises(ValueError, match=r"window=4 .*choose one of: 2, 3"):
-        VideoPairs(tmp_path, crop_size=32, bbox_scale=1.3, window=4)
+    with pytest.raises(ValueError, match=r"frames_per_item=4 .*choose one of: 2, 3"):
+        VideoPairs(tmp_path, crop_size=32, bbox_scale=1.3, frames_per_item=4)
 
 
 # ---- launch checks ---------------------------------------------------------------------------------
 
 
-def test_film_is_refused_by_name_where_it_cannot_run(tmp_path):
+def test_film_pretraining_is_refused_by_name(tmp_path):
     from raymotion.train.launch import check_config_only
 
-    def config(**overrides):
-        return load_config(overrides={"model.film": True, "run.output_dir": str(tmp_path), **overrides})
-
-    for source in ("ray_data", "precomputed"):
-        with pytest.raises(ConfigError, match=rf"scaling.video_source='{source}'.*3-frame windows.*=local"):
-            check_config_only(config(**{"scaling.video_source": source}), "refine", resume=False)
-    check_config_only(config(**{"scaling.video_source": "local"}), "refine", resume=False)
+    cfg = load_config(overrides={"model.film": True, "run.output_dir": str(tmp_path)})
+    for source in ("ray_data", "precomputed", "local"):  # every video source yields windows for refinement
+        check_config_only(dataclasses.replace(cfg, scaling=dataclasses.replace(cfg.scaling, video_source=source)),
+                          "refine", resume=False)
     with pytest.raises(ConfigError, match=r"model.film=True.*pretrain with model.film=false"):
-        check_config_only(config(**{"scaling.video_source": "local"}), "pretrain", resume=False)
+        check_config_only(cfg, "pretrain", resume=False)
 
 
+@pytest.mark.parametrize("gap,window", [(1, 4), (2, 5), (1, 16), (3, 7)])
+def test_decode_windows_hold_every_3_frame_item_exactly_once(gap, window):
+    rows = [{"clip_id": f"c{i}", "path": "", "labels_path": "", "frames": f, "width": 8, "height": 8, "split": "video"}
+            for i, f in enumerate((2, 3, 5, 13, 32))]
+    windows = pair_windows(rows, split="video", gap=gap, window=window, frames_per_item=3)
+    items = [(w["clip_index"], t) for w in windows for t in window_pairs(w, gap=gap, frames_per_item=3)]
+    # Items by the frame t of their pair (t, t + gap), t - gap >= 0: t in [gap, frames - gap).
+    assert sorted(items) == [(i, t) for i, row in enumerate(rows) for t in range(gap, row["frames"] - gap)]
+    for w in windows:
+        assert w["first_frame"] + w["num_frames"] <= w["clip_frames"] and w["num_frames"] <= window
+        assert all(w["first_frame"] <= t - gap and t + gap < w["first_frame"] + w["num_frames"]
+                   for t in window_pairs(w, gap=gap, frames_per_item=3))  # all 3 frames decoded in it
+    with pytest.raises(ValueError, match=r"window=4 must be > 2 \* gap=4"):
+        pair_windows(rows, split="video", gap=2, window=4, frames_per_item=3)
 
 def test_a_film_run_refines_the_same_base_model_as_its_plain_twin():
     from raymotion.train.launch import defines_base_model, shipped_base_model

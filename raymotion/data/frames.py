@@ -46,12 +46,10 @@ from raymotion.data.crops import (
 from raymotion.config import FlowConfig
 from raymotion.data.decode import read_video
 from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
-from raymotion.data.manifest import read_manifest
+from raymotion.data.manifest import check_frames_per_item, read_manifest
 
 LABELLED_SPLITS = ("labelled", "val", "test")
 """Splits whose labels ``LabelledFrames`` may read (never 'video': its labels are not for training)."""
-WINDOW_SIZES = (2, 3)
-"""``VideoPairs(window=...)`` choices: frames per item (pairs; windows of the temporal-context variant)."""
 GROUND_TRUTH_FLOW = "ground_truth"
 """``VideoPairs(flow=...)`` value for the renderer's exact flow (flow.npz)."""
 
@@ -355,7 +353,7 @@ class VideoPairs(Dataset):
         crop1, crop2 (3,) float32: (center x, center y, side) of each crop, image pixels;
         clip_index (row of the clip in manifest.parquet); t (frame index of image1).
 
-    ``window=3`` (the temporal-context variant, model.film; METHOD.md 5) makes each item a 3-frame window
+    ``frames_per_item=3`` (the temporal-context variant, model.film; METHOD.md 5) makes each item a 3-frame window
     t - gap, t, t + gap: the pair (t, t + gap) with all the keys above (its flow is the window's, between the
     last two frames), plus image0 (3, S, S) and crop0 (3,) of frame t - gap. Only pairs whose frame t has a
     frame ``gap`` before it in the clip are windows, so a clip of T frames yields T - 2 gap of them, and
@@ -383,14 +381,12 @@ class VideoPairs(Dataset):
         flow: str = "dis",
         flow_config: FlowConfig | None = None,
         gap: int = 1,
-        window: int = 2,
+        frames_per_item: int = 2,
         max_clips: int | None = None,
         with_labels: bool = False,
     ) -> None:
         check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
-        if window not in WINDOW_SIZES:
-            raise ValueError(f"window={window} frames per item is not supported; choose one of: "
-                             f"{', '.join(map(str, WINDOW_SIZES))} (2: pairs; 3: windows for model.film=true)")
+        check_frames_per_item(frames_per_item)
         flow_choices = (GROUND_TRUTH_FLOW, *FLOW_ESTIMATORS)
         if flow not in flow_choices:
             raise ValueError(f"flow={flow!r} is not a flow source; choose one of: {', '.join(flow_choices)}")
@@ -410,7 +406,7 @@ class VideoPairs(Dataset):
         self.crop_size = crop_size
         self.flow = flow
         self.gap = gap
-        self.window = window
+        self.frames_per_item = frames_per_item
         self.with_labels = with_labels
         estimator = None if flow == GROUND_TRUTH_FLOW else make_flow_estimator(flow, flow_config)
         columns = list(_LABEL_SHAPES) if with_labels else ["box_xyxy"]
@@ -460,7 +456,7 @@ class VideoPairs(Dataset):
         self._clip_index_P = np.asarray(clip_index, dtype=np.int64)
         self._t_P = np.asarray(t_index, dtype=np.int64)
         # Items: every pair, or (windows) the pairs whose first frame has a frame `gap` before it.
-        self._pair_I = np.flatnonzero(self._t_P >= (window - 2) * gap)
+        self._pair_I = np.flatnonzero(self._t_P >= (frames_per_item - 2) * gap)
         empty = np.zeros((0, crop_size, crop_size, 2), dtype=np.float16)
         self._flow_fwd_PSS2 = np.stack(flows_fwd) if flows_fwd else empty
         self._flow_bwd_PSS2 = np.stack(flows_bwd) if flows_bwd else empty
@@ -489,7 +485,7 @@ class VideoPairs(Dataset):
             "t": int(self._t_P[index]),
         }
         frames = (("1", n1), ("2", n2))
-        if self.window == 3:
+        if self.frames_per_item == 3:
             n0 = n1 - self.gap
             item["image0"] = normalise_image(self._crops_NHW3[n0])
             item["crop0"] = torch.from_numpy(self._crop_params_N3[n0])

@@ -118,8 +118,9 @@ def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset]
 
 
 def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
-    """The refinement's Ray Data inputs: {'video': frame pairs with flow}, streamed ('ray_data') or read from
-    the pair store ('precomputed', computed here first when missing), or {} for the local source."""
+    """The refinement's Ray Data inputs: {'video': frame pairs with flow (3-frame windows with model.film)},
+    streamed ('ray_data') or read from the pair store ('precomputed', computed here first when missing), or {}
+    for the local source."""
     if cfg.scaling.video_source == "precomputed":
         store = precompute_for_config(cfg)
         print(f"video pairs: {store.rows} from the pair store {store.folder}"
@@ -129,7 +130,8 @@ def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
         return {}
     return {"video": build_pair_dataset(
         cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
-        gap=cfg.train.video_gap, window=64, flow=cfg.flow.estimator, flow_config=cfg.flow,
+        gap=cfg.train.video_gap, window=64, frames_per_item=3 if cfg.model.film else 2,
+        flow=cfg.flow.estimator, flow_config=cfg.flow,
         decode_concurrency=cfg.scaling.decode_actors, flow_concurrency=cfg.scaling.flow_actors,
         decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus, max_clips=cfg.train.video_clips or None,
     )}
@@ -252,10 +254,6 @@ def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
                           "with model.film=false, then refine that base model with model.film=true (its FiLM "
                           "module starts as the identity)")
     if stage == "refine" and source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
-        if cfg.model.film:
-            raise ConfigError("scaling.video_source", source, "model.film=true trains on 3-frame windows, "
-                              "which only the local video source yields (the Ray Data pipeline and the pair "
-                              "store carry pairs); use scaling.video_source=local")
         if cfg.train.flow_source != "estimator":
             raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "
                               "train.flow_source=ground_truth use scaling.video_source=local")

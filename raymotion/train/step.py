@@ -132,7 +132,7 @@ def refine_loss(
     crops in both directions (``flow_fwd``, ``flow_bwd``: (B, 2, S, S) crop pixels) and, for the oracle,
     ``flow_valid_fwd``/``flow_valid_bwd``. The temporal-context variant (model.film, METHOD.md 5) passes
     3-frame windows instead: the same keys for the last pair plus ``image0``, the frame before ``image1``
-    (``VideoPairs(window=3)``); the model and the frozen anchor copy then predict the last pair in context
+    (``VideoPairs(frames_per_item=3)``); the model and the frozen anchor copy then predict the last pair in context
     (``video_params``), the labelled frames as one-frame clips (``predict(film=True)``), and the flow,
     anchor, TexturePose and keypoint terms read the last pair as they read a pair. No labels of the video
     frames are read, except with

@@ -16,9 +16,9 @@ Data per worker (rank r of R):
 - video pairs (refinement): ``scaling.video_source='ray_data'`` reads the worker's split of the Ray Data
   pipeline (``ray.train.get_dataset_shard('video')``, decode + crop + flow, shuffled with a seeded local
   buffer); ``'precomputed'`` reads the same rows from the pair store (``data.flow_store``) the same way;
-  ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames; with
-  ``model.film`` (the temporal-context variant, only with ``'local'``) its items are 3-frame windows
-  (``VideoPairs(window=3)``), and the refinement starts the FiLM module new on a base without one.
+  ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames. With
+  ``model.film`` (the temporal-context variant) every source yields 3-frame windows instead of pairs
+  (``frames_per_item=3``), and the refinement starts the FiLM module new on a base without one.
 
 Reports: every rank calls ``ray.train.report`` at the same steps (Train V2's report is a barrier: a rank
 that skips one leaves the others waiting until the collective timeout), i.e. at every evaluation step
@@ -127,7 +127,8 @@ def pair_rows_to_batch(rows: dict[str, Tensor]) -> dict[str, Tensor]:
     Everything stays on the device the rows are on: ``iter_torch_batches`` puts them on the worker's device
     (CUDA on a GPU worker), so nothing here may assume the CPU.
     """
-    return {"image1": normalise_batch_images(rows["image1"]), "image2": normalise_batch_images(rows["image2"]),
+    images = ("image0", "image1", "image2") if "image0" in rows else ("image1", "image2")  # windows: model.film
+    return {**{name: normalise_batch_images(rows[name]) for name in images},
             "flow_fwd": rows["flow_fwd"].float(), "flow_bwd": rows["flow_bwd"].float()}
 
 
@@ -255,7 +256,7 @@ def _train(cfg: Config, stage: str) -> None:
             pairs = VideoPairs(cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
                                flow=cfg.flow.estimator if cfg.train.flow_source == "estimator" else "ground_truth",
                                flow_config=cfg.flow,
-                               gap=cfg.train.video_gap, window=3 if cfg.model.film else 2,
+                               gap=cfg.train.video_gap, frames_per_item=3 if cfg.model.film else 2,
                                max_clips=cfg.train.video_clips or None,
                                with_labels=cfg.loss.video_kp2d_weight > 0)
     total = cfg.train.pretrain_steps if stage == "pretrain" else cfg.train.refine_steps

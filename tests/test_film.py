@@ -332,3 +332,15 @@ def test_the_base_model_pretrained_for_a_film_run_has_no_film(tmp_path, monkeypa
     [(pre, stage)] = started
     assert stage == "pretrain" and pre.model.film is False and refined.model.film is True
     assert refined.train.pretrained.endswith(f"{pre.run.name}/checkpoint.pt")
+
+
+def test_the_bf16_wrapper_passes_the_context_on():
+    """The worker wraps the model in Bf16Autocast on GPUs; FiLM's arguments must reach the regressor (CPU bf16 here)."""
+    from raymotion.train.update import Bf16Autocast
+
+    model = _trained_film()
+    wrapped = Bf16Autocast(model, "cpu")
+    out = video_params(wrapped, _window_batch(2))
+    assert out.cam_B3.dtype == torch.float32 and out.cam_B3.shape == (4, 3) and torch.isfinite(out.packed_BP()).all()
+    with pytest.raises(ValueError, match="needs context_B2P"):
+        wrapped(_images(2, seed=0))

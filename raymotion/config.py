@@ -232,8 +232,12 @@ class ModelConfig:
     mean_params: str = _field("", "Mean-parameter file (pose_6d, betas, cam) the regressor starts from; "
                               "empty = the one shipped for the embedded body (raymotion/assets).")
     iterations: int = _field(3, "Iterations of the regressor's error feedback.", range=(1, 10))
-    film: bool = _field(False, "Temporal-context FiLM variant (METHOD.md 5): condition on the previous "
-                        "2 frames' detached predictions.")
+    film: bool = _field(
+        False, "Temporal-context FiLM variant (METHOD.md 5): a FiLM module conditions each frame's pooled "
+        "feature on the detached predictions of the 2 frames before it (train.video_gap apart). Refinement only "
+        "(from a base without FiLM, whose FiLM module starts as the identity): every video source then yields "
+        "3-frame windows, the flow term on the last pair; evaluation runs each clip frame by frame, a clip's "
+        "first frame conditioned on its own context-free prediction.")
 
     def __post_init__(self) -> None:
         _validate_fields(self)

@@ -217,6 +217,25 @@ def test_a_store_on_s3_is_written_only_there_reused_and_reads_the_local_stores_r
             assert np.asarray(row[key]).dtype == np.asarray(expected[pair][key]).dtype
 
 
+@pytest.mark.ray
+def test_a_store_of_3_frame_windows_holds_the_streamed_windows_and_pair_stores_keep_their_key(root, store):
+    from raymotion.data.flow_store import PairSpec, precompute_pairs, read_pairs
+    from raymotion.data.pipeline import build_pair_dataset
+
+    assert "frames_per_item" not in json.loads((store.folder / "_DONE.json").read_text())["key"]  # as before windows
+    windows = precompute_pairs(PairSpec(data_root=str(root), frames_per_item=3, **STORE_ARGS), window=16)
+    assert windows.folder.name.startswith("dis_32px_gap1_3frames_all_") and windows.rows == sum(f - 2 for f in CLIP_FRAMES)
+    expected = by_pair(build_pair_dataset(root, window=16, frames_per_item=3, **STORE_ARGS))
+    got = by_pair(read_pairs(windows.folder))
+    assert sorted(got) == sorted(expected)
+    for pair, row in got.items():
+        for key in ("image0", "image1", "image2", "crop0", "crop1", "crop2"):
+            np.testing.assert_array_equal(row[key], expected[pair][key])
+        np.testing.assert_array_equal(row["flow_fwd"], expected[pair]["flow_fwd"].astype(np.float16).astype(np.float32))
+    film = load_config(overrides={"data.root": str(root), "model.film": True})
+    assert PairSpec.from_config(film).frames_per_item == 3
+
+
 def test_precomputed_source_has_the_ray_data_sources_limits(tmp_path):
     from raymotion.train.launch import check_config_only
 

@@ -146,27 +146,29 @@ def collect(ds):
 
 @pytest.mark.ray
 @pytest.mark.parametrize("fuse", [True, False], ids=["decode+flow in one stage", "decode and flow stages"])
-def test_pipeline_pairs_are_complete_and_match_video_pairs(dataset, ray_local, tmp_path, fuse):
+@pytest.mark.parametrize("frames_per_item", [2, 3], ids=["pairs", "3-frame windows"])
+def test_pipeline_pairs_are_complete_and_match_video_pairs(dataset, ray_local, tmp_path, fuse, frames_per_item):
+    """Pairs (t, t + gap), or model.film's windows (t - gap, t, t + gap) with the last pair's flow."""
     from raymotion.data.frames import VideoPairs
     from raymotion.data.pipeline import PipelineReport, build_pair_dataset
 
     root = shutil.copytree(dataset, tmp_path / "copy")  # VideoPairs caches flow beside the clips
-    reference = VideoPairs(root, crop_size=32, bbox_scale=1.3, flow="dis", gap=2)
+    reference = VideoPairs(root, crop_size=32, bbox_scale=1.3, flow="dis", gap=2, frames_per_item=frames_per_item)
     report = PipelineReport()
-    ds = build_pair_dataset(root, crop_size=32, bbox_scale=1.3, gap=2, window=5, decoder="pyav", fuse=fuse,
-                            report=report)
+    ds = build_pair_dataset(root, crop_size=32, bbox_scale=1.3, gap=2, window=5, frames_per_item=frames_per_item,
+                            decoder="pyav", fuse=fuse, report=report)
     pairs = collect(ds)
-    assert len(pairs) == len(reference) == sum(f - 2 for f in CLIP_FRAMES)
+    assert len(pairs) == len(reference) == sum(f - 2 * (frames_per_item - 1) for f in CLIP_FRAMES)
     mean = np.asarray(IMAGENET_MEAN)[:, None, None]
     std = np.asarray(IMAGENET_STD)[:, None, None]
+    frames = ("0", "1", "2")[3 - frames_per_item:]
     for i in range(len(reference)):
         item = reference[i]
         row = pairs[(item["clip_index"], item["t"])]
-        for key in ("image1", "image2"):
-            expected = (item[key].numpy() * std + mean) * 255.0
-            np.testing.assert_allclose(row[key].transpose(2, 0, 1), expected, atol=1e-3)
-        for key in ("crop1", "crop2"):
-            np.testing.assert_allclose(row[key], item[key].numpy(), rtol=1e-6)
+        for frame in frames:
+            expected = (item[f"image{frame}"].numpy() * std + mean) * 255.0
+            np.testing.assert_allclose(row[f"image{frame}"].transpose(2, 0, 1), expected, atol=1e-3)
+            np.testing.assert_allclose(row[f"crop{frame}"], item[f"crop{frame}"].numpy(), rtol=1e-6)
         for key in ("flow_fwd", "flow_bwd"):  # VideoPairs stores flow as float16
             np.testing.assert_allclose(row[key], item[key].numpy(), atol=2e-2, rtol=1e-3)
     summary = report.summary()

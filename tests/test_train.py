@@ -160,3 +160,21 @@ def test_a_resumed_log_drops_the_steps_after_its_checkpoint_and_continues_the_wa
     written = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["loss"]) for r in written] == [(1, 1.0), (2, 2.0), (3, 3.5)]
     assert 20.0 <= written[-1]["wall_s"] < 30.0
+
+
+def test_a_film_refinement_of_a_shipped_base_trains_its_film_module_and_starts_as_the_base(tiny_root, tmp_path):
+    """model.film=true (METHOD.md 5) from a base without FiLM weights: 3-frame windows, sequential evaluation."""
+    from raymotion.train.launch import BASE_MODELS_DIR
+
+    base = str(BASE_MODELS_DIR / "small_cnn64_f10.pt")  # no FiLM weights: the case a FiLM refinement starts from
+    overrides = {"train.pretrained": base, "train.max_eval_clips": 1}
+    metrics = refine(train_config(tiny_root, tmp_path, "film", **{**overrides, "model.film": True,
+                                                                 "train.refine_steps": 2}))
+    logs = [row for row in read_log(tmp_path / "film") if "loss" in row]
+    assert [row["step"] for row in logs] == [1, 2] and all(0 < row["flow"] < float("inf") for row in logs)
+    model = load_checkpoint(tmp_path / "film" / "checkpoint.pt")["model"]
+    assert model["film.mlp.2.weight"].abs().sum() > 0  # zero at the start, trained since
+    # Before refinement the FiLM model (its FiLM the identity) scores as the base scores single-frame.
+    plain = components.evaluate_checkpoint(train_config(tiny_root, tmp_path, "plain", **overrides), base, split="test")
+    for key in ("mpjpe_mm", "pa_mpjpe_mm", "accel_error_mm"):
+        assert metrics[f"before/test/{key}"] == pytest.approx(plain[key], rel=1e-5)

@@ -36,3 +36,12 @@ def test_batch_normalisation_matches_the_per_image_one_and_hand_values():
     expected = [(1.0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]  # (1 - 0.485) / 0.229 = 2.2489...
     torch.testing.assert_close(white.flatten(), torch.tensor(expected))
     assert np.isclose(expected[0], 2.2489082969)
+
+
+def test_window_rows_keep_their_first_frame_and_pair_rows_stay_pairs():
+    """model.film's rows carry image0 (frame t - gap); it is normalised like the others, and pairs get none."""
+    cpu = rows("cpu")
+    window = pair_rows_to_batch({**cpu, "image0": cpu["image2"]})
+    torch.testing.assert_close(window["image0"], window["image2"])
+    assert sorted(window) == ["flow_bwd", "flow_fwd", "image0", "image1", "image2"]
+    assert "image0" not in pair_rows_to_batch(cpu)

@@ -10,7 +10,8 @@ every sweep trial; flow dominates that work. A *pair store* keeps the pipeline's
 A store is a folder ``<out_dir>/<flow>_<S>px_gap<g>_<clips>_<hash>/`` (``out_dir`` defaults to
 ``<data_root>/pairs``; ``scaling.pair_store`` may be a local or NFS folder or an object store such as
 ``s3://bucket/prefix``, through ``raymotion.storage``) named by everything that defines its rows (``PairSpec``:
-the benchmark's clips, split, crop side, box scale, gap, estimator name, decoder, clip count). Only estimators
+the benchmark's clips, split, crop side, box scale, gap, estimator name, decoder, clip count, frames per
+item; a store of 3-frame windows is named ``..._gap<g>_3frames_...``). Only estimators
 without settings fit that key ('dis', 'farneback': all the pipeline's ``FlowStage`` builds today)::
 
     <store>/attempt-<host>-<pid>-<uuid8>/*.parquet   # one write's files (Dataset.write_parquet)
@@ -38,7 +39,7 @@ Rows on disk are the pipeline's with the flows stored as float16 (half the bytes
 0.004 px below 16 px of motion, 0.008 px below 32 px); ``read_pairs`` casts them back to float32, so its
 rows have the keys, dtypes and shapes of ``build_pair_dataset``'s (module doc of raymotion/data/pipeline.py):
 image1, image2 (S, S, 3) uint8; flow_fwd, flow_bwd (2, S, S) float32; crop1, crop2 (3,) float32; clip_index,
-t int64.
+t int64; a store of 3-frame windows (``PairSpec.frames_per_item=3``, model.film) also image0 and crop0.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ VIDEO_WINDOW = 64
 TARGET_FILE_BYTES = 64 << 20
 """About this many bytes of rows per Parquet file: a few files per store, enough for parallel reads."""
 STORED_COLUMNS = ("image1", "image2", "crop1", "crop2", "clip_index", "t", "flow_fwd", "flow_bwd")
+WINDOW_COLUMNS = ("image0", "crop0")
+"""Stored besides ``STORED_COLUMNS`` by a store of 3-frame windows (``PairSpec.frames_per_item=3``)."""
 FLOW_COLUMNS = ("flow_fwd", "flow_bwd")
 
 
@@ -103,14 +106,15 @@ class PairSpec:
     flow_config: FlowConfig = dataclasses.field(default_factory=FlowConfig)  # RAFT's weights, ... (in the key)
     max_clips: int | None = None
     decoder: str = AUTO_DECODER
+    frames_per_item: int = 2  # 3: windows of the temporal-context variant (pipeline module doc)
 
     @classmethod
     def from_config(cls, cfg: Config) -> PairSpec:
         """The refinement pairs of a config, as ``launch.video_datasets`` streams them."""
         return cls(data_root=str(Path(cfg.data.root).resolve()), split="video", crop_size=cfg.data.crop_size,
                    bbox_scale=cfg.data.bbox_scale, gap=cfg.train.video_gap, flow=cfg.flow.estimator,
-                   flow_config=cfg.flow,
-                   max_clips=cfg.train.video_clips or None)
+                   flow_config=cfg.flow, max_clips=cfg.train.video_clips or None,
+                   frames_per_item=3 if cfg.model.film else 2)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -127,7 +131,8 @@ class PairStore:
 def store_key(spec: PairSpec) -> dict[str, Any]:
     """The JSON-able key a store is named by (and that its _DONE.json records)."""
     root = Path(spec.data_root).resolve()
-    windows = select_windows(root, split=spec.split, gap=spec.gap, window=VIDEO_WINDOW, max_clips=spec.max_clips)
+    windows = select_windows(root, split=spec.split, gap=spec.gap, window=VIDEO_WINDOW, max_clips=spec.max_clips,
+                             frames_per_item=spec.frames_per_item)
     digest = hashlib.sha1()
     seen: set[int] = set()
     for w in windows:
@@ -137,8 +142,12 @@ def store_key(spec: PairSpec) -> dict[str, Any]:
         stats = [(name, os.stat(root / w[name])) for name in ("path", "labels_path") if w[name]]
         digest.update(json.dumps({**w, **{f"{n}_stat": [s.st_size, s.st_mtime_ns] for n, s in stats}},
                                  sort_keys=True, default=str).encode())
-    return {"format": STORE_FORMAT, **dataclasses.asdict(spec), "data_root": str(root),
-            "clips": len(seen), "pairs": sum(int(w["num_frames"]) - spec.gap for w in windows),
+    spec_key = dataclasses.asdict(spec)
+    if spec.frames_per_item == 2:  # keys (hence folders) of pair stores stay those written before windows existed
+        del spec_key["frames_per_item"]
+    span = (spec.frames_per_item - 1) * spec.gap
+    return {"format": STORE_FORMAT, **spec_key, "data_root": str(root),
+            "clips": len(seen), "pairs": sum(int(w["num_frames"]) - span for w in windows),
             "benchmark": digest.hexdigest()[:16]}
 
 
@@ -152,7 +161,8 @@ def _folder(spec: PairSpec, key: dict[str, Any], out_dir: str | os.PathLike[str]
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     clips = "all" if spec.max_clips is None else f"{spec.max_clips}clips"
     parent = StoragePath(out_dir or Path(spec.data_root) / DEFAULT_STORE_DIR)
-    return parent / f"{spec.flow}_{spec.crop_size}px_gap{spec.gap}_{clips}_{digest}"
+    frames = "" if spec.frames_per_item == 2 else f"_{spec.frames_per_item}frames"
+    return parent / f"{spec.flow}_{spec.crop_size}px_gap{spec.gap}{frames}_{clips}_{digest}"
 
 
 def precompute_pairs(spec: PairSpec, *, out_dir: str | os.PathLike[str] | StoragePath | None = None,
@@ -193,8 +203,9 @@ def precompute_pairs(spec: PairSpec, *, out_dir: str | os.PathLike[str] | Storag
             spec.data_root, split=spec.split, crop_size=spec.crop_size, bbox_scale=spec.bbox_scale, gap=spec.gap,
             window=window, flow=spec.flow, flow_config=spec.flow_config, decoder=spec.decoder,
             decode_concurrency=decode_concurrency, flow_concurrency=flow_concurrency, decode_gpus=decode_gpus,
-            flow_gpus=flow_gpus, max_clips=spec.max_clips, report=report)
-        row_bytes = 2 * 3 * spec.crop_size**2 + 2 * 2 * 2 * spec.crop_size**2  # two uint8 crops, two float16 flows
+            flow_gpus=flow_gpus, max_clips=spec.max_clips, frames_per_item=spec.frames_per_item, report=report)
+        # uint8 crops (one per frame of an item), two float16 flows
+        row_bytes = spec.frames_per_item * 3 * spec.crop_size**2 + 2 * 2 * 2 * spec.crop_size**2
         dataset.map_batches(_to_stored, batch_format="numpy").write_parquet(
             attempt.path, filesystem=attempt.filesystem, min_rows_per_file=max(1, TARGET_FILE_BYTES // row_bytes))
         seconds = time.perf_counter() - start
@@ -307,6 +318,7 @@ def check_store(folder: str | os.PathLike[str] | StoragePath) -> dict[str, Any]:
     if store_format != STORE_FORMAT:
         raise ValueError(f"{folder} is a pair store of format {store_format!r}, this raymotion reads format "
                          f"{STORE_FORMAT}; {fix}")
+    expected = set(STORED_COLUMNS) | (set(WINDOW_COLUMNS) if done["key"].get("frames_per_item", 2) == 3 else set())
     found = 0
     for name, path in zip(done["files"], paths, strict=True):
         try:
@@ -314,9 +326,9 @@ def check_store(folder: str | os.PathLike[str] | StoragePath) -> dict[str, Any]:
                 columns, num_rows = set(parquet.schema_arrow.names), parquet.metadata.num_rows
         except (OSError, ValueError) as err:  # missing, or not Parquet (ArrowInvalid)
             raise ValueError(f"pair store {folder}: {name} is missing or unreadable ({err}); {fix}") from err
-        if columns != set(STORED_COLUMNS):
+        if columns != expected:
             raise ValueError(f"pair store {folder}: {name} has columns {sorted(columns)}, expected "
-                             f"{sorted(STORED_COLUMNS)}; {fix}")
+                             f"{sorted(expected)}; {fix}")
         found += num_rows
     if found != rows or not paths:
         raise ValueError(f"pair store {folder}: its files hold {found} rows, {DONE_FILE} says {rows}; {fix}")

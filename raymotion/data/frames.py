@@ -46,7 +46,7 @@ from raymotion.data.crops import (
 from raymotion.config import FlowConfig
 from raymotion.data.decode import read_video
 from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
-from raymotion.data.manifest import read_manifest
+from raymotion.data.manifest import check_frames_per_item, read_manifest
 
 LABELLED_SPLITS = ("labelled", "val", "test")
 """Splits whose labels ``LabelledFrames`` may read (never 'video': its labels are not for training)."""
@@ -293,6 +293,11 @@ class LabelledFrames(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         return self.get(index, augmentation=sample_augmentation() if self.augment else None)
 
+    def clip_and_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) clip index (manifest row) and (N,) frame index of every item, without reading the items
+        (sequential evaluation orders the items by them)."""
+        return self._clip_index_N.copy(), self._frame_N.copy()
+
     def get(self, index: int, *, augmentation: Augmentation | None = None) -> dict[str, torch.Tensor | int]:
         """Item ``index`` with a given augmentation (None: none); ``__getitem__`` draws one."""
         if augmentation is not None and not self.augment and augmentation != Augmentation():
@@ -348,7 +353,13 @@ class VideoPairs(Dataset):
         crop1, crop2 (3,) float32: (center x, center y, side) of each crop, image pixels;
         clip_index (row of the clip in manifest.parquet); t (frame index of image1).
 
-    ``with_labels=True`` adds each frame's labels with suffix 1 or 2: pose_cam (24, 3), betas (10,),
+    ``frames_per_item=3`` (the temporal-context variant, model.film; METHOD.md 5) makes each item a 3-frame window
+    t - gap, t, t + gap: the pair (t, t + gap) with all the keys above (its flow is the window's, between the
+    last two frames), plus image0 (3, S, S) and crop0 (3,) of frame t - gap. Only pairs whose frame t has a
+    frame ``gap`` before it in the clip are windows, so a clip of T frames yields T - 2 gap of them, and
+    window item i of a clip is its pair item i + gap. The flow cache is the pairs' (shared).
+
+    ``with_labels=True`` adds each frame's labels with suffix 1 or 2 (and 0 for windows): pose_cam (24, 3), betas (10,),
     transl_cam (3,), intrinsics (4,) = fx, fy, cx, cy image pixels, joints3d (24, 3), eval_joints3d
     (14, 3), joints2d (24, 2) normalised coordinates of that frame's crop, joints2d_vis (24,).
     It exists for diagnostics (scoring the flow loss at the true meshes) and oracle baselines only:
@@ -370,10 +381,12 @@ class VideoPairs(Dataset):
         flow: str = "dis",
         flow_config: FlowConfig | None = None,
         gap: int = 1,
+        frames_per_item: int = 2,
         max_clips: int | None = None,
         with_labels: bool = False,
     ) -> None:
         check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        check_frames_per_item(frames_per_item)
         flow_choices = (GROUND_TRUTH_FLOW, *FLOW_ESTIMATORS)
         if flow not in flow_choices:
             raise ValueError(f"flow={flow!r} is not a flow source; choose one of: {', '.join(flow_choices)}")
@@ -393,6 +406,7 @@ class VideoPairs(Dataset):
         self.crop_size = crop_size
         self.flow = flow
         self.gap = gap
+        self.frames_per_item = frames_per_item
         self.with_labels = with_labels
         estimator = None if flow == GROUND_TRUTH_FLOW else make_flow_estimator(flow, flow_config)
         columns = list(_LABEL_SHAPES) if with_labels else ["box_xyxy"]
@@ -441,6 +455,8 @@ class VideoPairs(Dataset):
         self._first_P = np.asarray(first, dtype=np.int64)
         self._clip_index_P = np.asarray(clip_index, dtype=np.int64)
         self._t_P = np.asarray(t_index, dtype=np.int64)
+        # Items: every pair, or (windows) the pairs whose first frame has a frame `gap` before it.
+        self._pair_I = np.flatnonzero(self._t_P >= (frames_per_item - 2) * gap)
         empty = np.zeros((0, crop_size, crop_size, 2), dtype=np.float16)
         self._flow_fwd_PSS2 = np.stack(flows_fwd) if flows_fwd else empty
         self._flow_bwd_PSS2 = np.stack(flows_bwd) if flows_bwd else empty
@@ -448,9 +464,10 @@ class VideoPairs(Dataset):
         self._valid_bwd_PSS = np.stack(valid_bwd) if valid_bwd else None
 
     def __len__(self) -> int:
-        return len(self._first_P)
+        return len(self._pair_I)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+    def __getitem__(self, item_index: int) -> dict[str, torch.Tensor | int]:
+        index = int(self._pair_I[item_index])  # the pair (the window's last pair)
         n1 = int(self._first_P[index])
         n2 = n1 + self.gap
         size = self.crop_size
@@ -467,8 +484,14 @@ class VideoPairs(Dataset):
             "clip_index": int(self._clip_index_P[index]),
             "t": int(self._t_P[index]),
         }
+        frames = (("1", n1), ("2", n2))
+        if self.frames_per_item == 3:
+            n0 = n1 - self.gap
+            item["image0"] = normalise_image(self._crops_NHW3[n0])
+            item["crop0"] = torch.from_numpy(self._crop_params_N3[n0])
+            frames = (("0", n0), *frames)
         if self.with_labels:
-            for suffix, n in (("1", n1), ("2", n2)):
+            for suffix, n in frames:
                 item.update(self._frame_labels(n, suffix))
         return item
 

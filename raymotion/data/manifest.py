@@ -32,7 +32,19 @@ def read_manifest(data_dir: str | Path) -> pa.Table:
     return pq.read_table(path)
 
 
-def pair_windows(manifest_rows: Sequence[dict], *, split: str, gap: int, window: int) -> list[dict]:
+FRAMES_PER_ITEM = (2, 3)
+"""Frames per video item: 2, a pair (t, t + gap); 3, a window (t - gap, t, t + gap) of the temporal-context
+variant (model.film), whose last two frames are its pair (the one the flow is between)."""
+
+
+def check_frames_per_item(frames_per_item: int) -> None:
+    if frames_per_item not in FRAMES_PER_ITEM:
+        raise ValueError(f"frames_per_item={frames_per_item} is not supported; choose one of: "
+                         f"{', '.join(map(str, FRAMES_PER_ITEM))} (2: pairs; 3: windows for model.film=true)")
+
+
+def pair_windows(manifest_rows: Sequence[dict], *, split: str, gap: int, window: int,
+                 frames_per_item: int = 2) -> list[dict]:
     """Cut every clip of a split into windows of consecutive frames, one row per window.
 
     Args:
@@ -40,17 +52,22 @@ def pair_windows(manifest_rows: Sequence[dict], *, split: str, gap: int, window:
             a row's position is its ``clip_index``.
         split: the split to use ('video' for refinement).
         gap: frames between the two frames of a pair (>= 1).
-        window: frames per window (> gap).
+        window: frames per window (> the span of an item, (frames_per_item - 1) * gap).
+        frames_per_item: 2 for pairs, 3 for 3-frame windows (``FRAMES_PER_ITEM``). Consecutive windows
+            overlap by an item's span, so every item lies in exactly one window.
 
     Returns:
         One dict per window: clip_id, path, labels_path (as in the manifest), first_frame, num_frames,
-        clip_index, clip_frames (the clip's frame count), width, height. Clips with no pair
-        (frames <= gap) give no window.
+        clip_index, clip_frames (the clip's frame count), width, height. Clips with no item
+        (frames <= span) give no window.
     """
     if gap < 1:
         raise ValueError(f"gap={gap} must be >= 1 frame")
-    if window <= gap:
-        raise ValueError(f"window={window} must be > gap={gap} (a window must hold at least one pair)")
+    check_frames_per_item(frames_per_item)
+    span = (frames_per_item - 1) * gap  # frames from an item's first frame to its last
+    if window <= span:
+        what = f"gap={gap}" if frames_per_item == 2 else f"2 * gap={span}"
+        raise ValueError(f"window={window} must be > {what} (a window must hold at least one item)")
     splits = sorted({row["split"] for row in manifest_rows})
     if split not in splits:
         raise ValueError(f"split={split!r} is not in the manifest; choose one of: {', '.join(splits)}")
@@ -60,17 +77,18 @@ def pair_windows(manifest_rows: Sequence[dict], *, split: str, gap: int, window:
             continue
         frames = int(row["frames"])
         first = 0
-        while first + gap < frames:
+        while first + span < frames:
             windows.append({
                 "clip_id": row["clip_id"], "path": row["path"], "labels_path": row["labels_path"],
                 "first_frame": first, "num_frames": min(window, frames - first), "clip_index": clip_index,
                 "clip_frames": frames, "width": int(row["width"]), "height": int(row["height"]),
             })
-            first += window - gap
+            first += window - span
     return windows
 
 
-def window_pairs(window_row: dict, *, gap: int) -> list[int]:
-    """The first frames t of the pairs (t, t + gap) that belong to a window (clip frame indices)."""
+def window_pairs(window_row: dict, *, gap: int, frames_per_item: int = 2) -> list[int]:
+    """The first frames t of the pairs (t, t + gap) of the items that belong to a window (clip frame indices;
+    for 3-frame items the pair is the item's last two frames, so t - gap is in the window too)."""
     first = window_row["first_frame"]
-    return list(range(first, first + window_row["num_frames"] - gap))
+    return list(range(first + (frames_per_item - 2) * gap, first + window_row["num_frames"] - gap))

@@ -1,4 +1,4 @@
-"""Frame pairs of unannotated video as a Ray Data dataset: windows -> decode + crop -> optical flow.
+"""Frame pairs (or 3-frame windows) of unannotated video as a Ray Data dataset: windows -> decode + crop -> flow.
 
 The Ray version of ``raymotion.data.frames.VideoPairs`` (same crops, same flow estimators, same keys),
 streaming instead of in memory. Each clip is cut into windows of consecutive frames
@@ -20,6 +20,9 @@ Rows (numpy): image1, image2 (S, S, 3) uint8 RGB crops of frames t and t + gap (
 training side with ``crops.normalise_image``: uint8 moves 4x fewer bytes); flow_fwd, flow_bwd (2, S, S)
 float32, crop pixels (dx, dy), as ``VideoPairs``; crop1, crop2 (3,) float32 (center x, center y, side),
 image pixels, for reprojection; clip_index (row in manifest.parquet); t (frame index of image1).
+With ``frames_per_item=3`` (the temporal-context variant, model.film) each row is a 3-frame window
+t - gap, t, t + gap: the same keys for its last pair plus image0 and crop0 of frame t - gap, as
+``VideoPairs(frames_per_item=3)``; pairs whose frame t has no frame gap before it are not rows then.
 
 Bad input (a missing, corrupt or truncated video, a frame past the end, a box outside the frame):
 ``bad_input='fail'`` raises naming the file and frame; ``'skip'`` drops that window, logs a warning
@@ -139,9 +142,10 @@ class DecodeCropStage:
     """
 
     def __init__(self, *, data_root: str, crop_size: int, bbox_scale: float, gap: int, decoder: str,
-                 bad_input: str, report: PipelineReport | None) -> None:
+                 bad_input: str, report: PipelineReport | None, frames_per_item: int = 2) -> None:
         self.data_root = Path(data_root)
         self.crop_size, self.bbox_scale, self.gap = crop_size, bbox_scale, gap
+        self.frames_per_item = frames_per_item
         self.bad_input = bad_input
         self.report = report.actor if report is not None else None
         cv2.setNumThreads(1)  # one CPU per actor (see FlowStage)
@@ -168,13 +172,15 @@ class DecodeCropStage:
         crops_TSS3 = np.stack([crop_image(frame, center_2=c, side=s, size=self.crop_size)
                                for frame, c, s in zip(frames_THW3, center_T2, side_T)])
         params_T3 = np.concatenate([center_T2, side_T[:, None]], axis=1).astype(np.float32)
-        i1 = np.arange(num - self.gap)
+        i1 = np.arange((self.frames_per_item - 2) * self.gap, num - self.gap)  # window_pairs, window-relative
         i2 = i1 + self.gap
         rows = {
             "image1": crops_TSS3[i1], "image2": crops_TSS3[i2], "crop1": params_T3[i1], "crop2": params_T3[i2],
             "clip_index": np.full(len(i1), int(window["clip_index"]), dtype=np.int64),
             "t": (first + i1).astype(np.int64),
         }
+        if self.frames_per_item == 3:
+            rows.update({"image0": crops_TSS3[i1 - self.gap], "crop0": params_T3[i1 - self.gap]})
         return rows, decoded, backend
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -190,8 +196,9 @@ class DecodeCropStage:
                                    pairs=sum(len(r["t"]) for r in out), decode_crop_s=time.perf_counter() - start)
         if not out:
             size = self.crop_size
-            return {"image1": np.zeros((0, size, size, 3), np.uint8), "image2": np.zeros((0, size, size, 3), np.uint8),
-                    "crop1": np.zeros((0, 3), np.float32), "crop2": np.zeros((0, 3), np.float32),
+            frames = ("0", "1", "2") if self.frames_per_item == 3 else ("1", "2")
+            return {**{f"image{i}": np.zeros((0, size, size, 3), np.uint8) for i in frames},
+                    **{f"crop{i}": np.zeros((0, 3), np.float32) for i in frames},
                     "clip_index": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)}
         return {name: np.concatenate([r[name] for r in out]) for name in out[0]}
 
@@ -249,17 +256,19 @@ class FlowStage:
 
 
 def select_windows(data_root: str | Path, *, split: str, gap: int, window: int,
-                   max_clips: int | None) -> list[dict]:
+                   max_clips: int | None, frames_per_item: int = 2) -> list[dict]:
     """The windows ``build_pair_dataset`` decodes: those of the first ``max_clips`` clips of ``split`` that
-    hold a pair (None: every clip), in manifest order; rows as ``manifest.pair_windows``'s."""
+    hold an item (None: every clip), in manifest order; rows as ``manifest.pair_windows``'s."""
     if max_clips is not None and max_clips < 1:
         raise ValueError(f"max_clips={max_clips} must be >= 1, or None for all clips")
-    windows = pair_windows(read_manifest(data_root).to_pylist(), split=split, gap=gap, window=window)
+    windows = pair_windows(read_manifest(data_root).to_pylist(), split=split, gap=gap, window=window,
+                           frames_per_item=frames_per_item)
     if max_clips is not None:
         kept = set(sorted({w["clip_index"] for w in windows})[:max_clips])
         windows = [w for w in windows if w["clip_index"] in kept]
     if not windows:
-        raise ValueError(f"split {split!r} of {data_root} has no clip longer than gap={gap} frames")
+        raise ValueError(f"split {split!r} of {data_root} has no clip longer than {frames_per_item - 1} * "
+                         f"gap={gap} frames")
     return windows
 
 
@@ -361,6 +370,7 @@ def build_pair_dataset(
     bbox_scale: float,
     gap: int = 1,
     window: int = 16,
+    frames_per_item: int = 2,
     flow: str | None = "dis",
     flow_config: FlowConfig | None = None,
     decoder: str = AUTO_DECODER,
@@ -379,8 +389,9 @@ def build_pair_dataset(
     Args:
         data_root: a benchmark folder (docs/data_format.md).
         crop_size: S, crop side in pixels; bbox_scale: crop side / longest box side (1.3 usual).
-        gap, window: see ``manifest.pair_windows``. For clips with one keyframe (the synthetic benchmark's),
-            a window covering the whole clip decodes each frame exactly once.
+        gap, window, frames_per_item: see ``manifest.pair_windows``; 3 frames per item: rows are 3-frame
+            windows (module doc). For clips with one keyframe (the synthetic benchmark's), a window covering
+            the whole clip decodes each frame exactly once.
         flow: a flow estimator name (``flow.estimator.FLOW_ESTIMATORS``), or None for no flow stage.
         flow_config: the ``flow`` config section, for estimators with settings (RAFT's weights, ...).
         decoder: 'auto' or one of ``decode.DECODER_BACKENDS``. 'auto' picks per clip inside the actor from what
@@ -407,11 +418,12 @@ def build_pair_dataset(
         raise ValueError(f"unknown flow estimator {flow!r}; choose one of: {', '.join(FLOW_ESTIMATORS)}")
     check_stage_gpus(decoder=decoder, decode_gpus=decode_gpus, flow=flow,
                      flow_device=flow_config.device if flow_config is not None else "auto", flow_gpus=flow_gpus)
-    windows = select_windows(data_root, split=split, gap=gap, window=window, max_clips=max_clips)
+    windows = select_windows(data_root, split=split, gap=gap, window=window, max_clips=max_clips,
+                             frames_per_item=frames_per_item)
     if fuse is None:
         fuse = decode_gpus == 0 and flow_gpus == 0
     decode_kwargs = {"data_root": str(data_root), "crop_size": crop_size, "bbox_scale": bbox_scale, "gap": gap,
-                     "decoder": decoder, "bad_input": bad_input, "report": report}
+                     "decoder": decoder, "bad_input": bad_input, "report": report, "frames_per_item": frames_per_item}
     flow_kwargs = {"flow": flow, "flow_config": actor_flow_config(flow, flow_config, flow_gpus=flow_gpus),
                    "report": report}
     dataset = ray.data.from_items(windows, override_num_blocks=min(len(windows), 64))

@@ -1,6 +1,8 @@
 """Run a regressor over a labelled split and score it. No training code.
 
-Legend: N frames, E = 14 evaluation joints, V vertices, J = 24 SMPL joints.
+Legend: N frames, E = 14 evaluation joints, V vertices, J = 24 SMPL joints, B batch, P packed parameters.
+Single-frame regressors are run frame by frame; a FiLM regressor (model.film, METHOD.md 5) sequentially
+over each clip, each frame conditioned on its own previous predictions (``predict_in_context``).
 Predictions and ground truth are compared in the camera's orientation, each aligned at its own pelvis
 (the mid-point of the hips of the 14 evaluation joints), in millimetres.
 """
@@ -8,6 +10,7 @@ Predictions and ground truth are compared in the camera's orientation, each alig
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -18,7 +21,7 @@ from raymotion.body.body_model import BodyModel
 from raymotion.body.joints import EVAL_HIP_PAIR
 from raymotion.eval.metrics import accel_error_mm, clustered_mean_se, mpjpe_mm, pa_mpjpe_mm, pve_mm
 from raymotion.geometry import axis_angle_to_rotmat, rot6d_to_rotmat
-from raymotion.models.regressor import MeanParams, RegressorOutput
+from raymotion.models.regressor import MeanParams, RegressorOutput, push_context, start_context
 
 METRIC_KEYS = ("mpjpe_mm", "pa_mpjpe_mm", "pve_mm", "accel_error_mm")
 
@@ -46,9 +49,77 @@ def _pelvis(joints_BE3: Tensor) -> Tensor:
     return joints_BE3[:, list(EVAL_HIP_PAIR)].mean(dim=1)
 
 
+def context_chains(clip_index_N: np.ndarray, frame_N: np.ndarray, *, gap: int) -> list[list[int]]:
+    """The rows of a split grouped into the sequences a FiLM regressor reads, each in frame order.
+
+    A chain is one clip's frames with the same frame index modulo ``gap``, so consecutive entries are
+    ``gap`` frames apart, the spacing of the refinement's windows (``train.video_gap``); with gap 1 a chain
+    is a whole clip. Chains are ordered by (clip, frame of their first row).
+
+    Args:
+        clip_index_N, frame_N: (N,) each row's clip (manifest row) and frame index.
+        gap: frames between a frame and its previous one in context.
+
+    Returns:
+        Lists of row indices into the N rows; together they hold every row once.
+    """
+    if gap < 1:
+        raise ValueError(f"gap={gap} must be >= 1 frame (train.video_gap)")
+    chains: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for n in sorted(range(len(frame_N)), key=lambda n: (int(clip_index_N[n]), int(frame_N[n]))):
+        chains[(int(clip_index_N[n]), int(frame_N[n]) % gap)].append(n)
+    return sorted(chains.values(), key=lambda rows: (int(clip_index_N[rows[0]]), int(frame_N[rows[0]])))
+
+
+def predict_in_context(model: nn.Module, frames, *, batch_size: int, gap: int,
+                       device: torch.device) -> Iterator[tuple[dict, RegressorOutput]]:
+    """A FiLM regressor's predictions over a split, each frame in the context of its own previous ones.
+
+    Every chain (``context_chains``: one clip's frames ``gap`` apart) is read in frame order, each frame
+    conditioned on the model's detached predictions of the 2 frames before it in the chain. The start rule
+    (``start_context``): the history before a chain's first frame is that frame's context-free prediction,
+    twice, so frame 0 gets [c0, c0], frame 1 [c0, y0], frame n >= 2 [y(n - 2), y(n - 1)] (c: context-free,
+    y: FiLM predictions, in units of ``gap``). The refinement step reads its 3-frame windows by the same
+    rule (``train.step.video_params``). Chains advance together: step k predicts the k-th frame of every
+    chain that has one, in batches of at most ``batch_size``.
+
+    Args:
+        frames: a LabelledFrames split (items with ``image``; ``clip_and_frame()``).
+        device: where the model is.
+
+    Yields:
+        (collated items, their predictions), batch by batch.
+    """
+    chains = context_chains(*frames.clip_and_frame(), gap=gap)
+    history: list[Tensor | None] = [None] * len(chains)  # (2, P) per chain: the context of its next frame
+    for k in range(max(len(chain) for chain in chains)):
+        live = [c for c, chain in enumerate(chains) if len(chain) > k]
+        for start in range(0, len(live), batch_size):
+            part = live[start:start + batch_size]
+            batch = default_collate([frames[chains[c][k]] for c in part])
+            images_B3HW = batch["image"].to(device)
+            context_B2P = start_context(model, images_B3HW) if k == 0 else torch.stack([history[c] for c in part])
+            params = model(images_B3HW, context_B2P)
+            for c, context_2P in zip(part, push_context(context_B2P, params)):
+                history[c] = context_2P
+            yield batch, params
+
+
+def _single_frame_batches(model: nn.Module, frames, *, batch_size: int,
+                          device: torch.device) -> Iterator[tuple[dict, RegressorOutput]]:
+    for start in range(0, len(frames), batch_size):
+        batch = default_collate([frames[i] for i in range(start, min(start + batch_size, len(frames)))])
+        yield batch, model(batch["image"].to(device))
+
+
 @torch.no_grad()
-def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_size: int = 64) -> tuple[dict, dict, np.ndarray, np.ndarray]:
+def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_size: int = 64,
+                      context_gap: int = 1) -> tuple[dict, dict, np.ndarray, np.ndarray]:
     """One pass over ``frames`` (a LabelledFrames dataset; each item is read once).
+
+    A regressor with FiLM (``model.film``) is run sequentially over each clip (``predict_in_context``, its
+    context ``context_gap`` frames apart: the refinement's ``train.video_gap``); any other model frame by
+    frame, in dataset order.
 
     Returns:
         pred: ``eval_joints_NE3`` and ``verts_NV3`` of the model's bodies;
@@ -61,9 +132,11 @@ def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_
     truth: dict[str, list[Tensor]] = defaultdict(list)
     clip_index, frame = [], []
     device = next(model.parameters(), torch.empty(0)).device
-    for start in range(0, len(frames), batch_size):
-        batch = default_collate([frames[i] for i in range(start, min(start + batch_size, len(frames)))])
-        params = model(batch["image"].to(device))
+    if getattr(model, "film", None) is not None:
+        batches = predict_in_context(model, frames, batch_size=batch_size, gap=context_gap, device=device)
+    else:
+        batches = _single_frame_batches(model, frames, batch_size=batch_size, device=device)
+    for batch, params in batches:
         out = body_model(rotmats_BJ33=params.rotmats_BJ33.float(), betas_BK=params.betas_BK.float())
         pred["eval_joints_NE3"].append(out.eval_joints_B143.cpu())
         pred["verts_NV3"].append(out.verts_BV3.cpu())
@@ -123,19 +196,23 @@ def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.nd
     return metrics
 
 
-def evaluate(model: nn.Module, body_model: BodyModel, frames) -> dict[str, float]:
-    """Score ``model`` on a LabelledFrames split (val or test)."""
-    return score(*predict_and_truth(model, body_model, frames))
+def evaluate(model: nn.Module, body_model: BodyModel, frames, *, context_gap: int = 1) -> dict[str, float]:
+    """Score ``model`` on a LabelledFrames split (val or test); ``context_gap``: see ``predict_and_truth``."""
+    return score(*predict_and_truth(model, body_model, frames, context_gap=context_gap))
 
 
-def paired_change(model_a: nn.Module, model_b: nn.Module, body_model: BodyModel, frames) -> dict[str, float]:
+def paired_change(model_a: nn.Module, model_b: nn.Module, body_model: BodyModel, frames, *,
+                  context_gap: int = 1) -> dict[str, float]:
     """The change from ``model_a`` to ``model_b`` on the same frames: for each per-frame metric ``m``
     (``frame_errors``), ``m`` = mean over frames of (b's error - a's error), negative where b is better, and
     ``m_se``, its paired standard error over clips (``clustered_mean_se`` of the per-frame differences). The
     pairing removes what the two models share (which frames are hard), so their gap is resolved far more
-    finely than either mean."""
-    pred_a, truth, clip_index_N, _ = predict_and_truth(model_a, body_model, frames)
-    pred_b, _, _, _ = predict_and_truth(model_b, body_model, frames)
+    finely than either mean. ``context_gap``: see ``predict_and_truth``."""
+    pred_a, truth, clip_index_N, frame_N = predict_and_truth(model_a, body_model, frames, context_gap=context_gap)
+    pred_b, _, clip_b_N, frame_b_N = predict_and_truth(model_b, body_model, frames, context_gap=context_gap)
+    if not (np.array_equal(clip_index_N, clip_b_N) and np.array_equal(frame_N, frame_b_N)):
+        raise ValueError("paired_change needs both models' predictions in the same frame order: make both "
+                         "FiLM models or neither (model.film)")
     errors_a, errors_b = frame_errors(pred_a, truth), frame_errors(pred_b, truth)
     cluster_N = torch.as_tensor(clip_index_N)
     change: dict[str, float] = {}

@@ -13,6 +13,8 @@ from raymotion.models.regressor import (
     freeze_batchnorm,
     load_backbone_weights,
     num_packed_params,
+    push_context,
+    start_context,
 )
 
 __all__ = [
@@ -28,4 +30,6 @@ __all__ = [
     "freeze_batchnorm",
     "load_backbone_weights",
     "num_packed_params",
+    "push_context",
+    "start_context",
 ]

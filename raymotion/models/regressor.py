@@ -3,7 +3,8 @@ error feedback -> SMPL rotations (6D), shape coefficients and a weak-perspective
 
 Legend: B batch, H, W crop height and width (square crops in practice), D pooled-feature width
 (2048 for ResNet-50 and timm's HRNet-W32, 512 for ResNet-18, 256 for small_cnn), J = 24 SMPL joints,
-K shape coefficients, P = J * 6 + K + 3 packed parameters [rot6d, betas, cam], T = 2 context frames.
+K shape coefficients, P = J * 6 + K + 3 packed parameters [rot6d, betas, cam]; the "2" of context_B2P is
+the 2 context frames (NUM_CONTEXT_FRAMES).
 Trailing digits are literal sizes.
 
 Input images are (B, 3, H, W) float RGB, ImageNet-normalised by the caller:
@@ -89,6 +90,39 @@ def film_context(older: RegressorOutput, newer: RegressorOutput) -> Tensor:
         context_B2P: (B, 2, P), oldest first, no gradient.
     """
     return torch.stack((older.packed_BP(), newer.packed_BP()), dim=1).detach()
+
+
+def push_context(context_B2P: Tensor, newest: RegressorOutput) -> Tensor:
+    """Slide the FiLM context one frame on: drop the oldest prediction, append ``newest`` (detached).
+
+    Args:
+        context_B2P: (B, 2, P) the context the ``newest`` predictions were made with, oldest first.
+        newest: predictions for the frame after the context's newest.
+
+    Returns:
+        (B, 2, P) the context of the next frame: [context_B2P[:, 1], newest], no gradient.
+    """
+    return torch.cat((context_B2P[:, 1:], newest.packed_BP().detach()[:, None]), dim=1).detach()
+
+
+def start_context(model: nn.Module, images_B3HW: Tensor) -> Tensor:
+    """The FiLM context of a sequence's first frame: its own context-free prediction, twice (no gradient).
+
+    The one start rule of the FiLM variant (METHOD.md 5 gives none): before a clip's first frame there are
+    no predictions to condition on, so the history is filled with what the regressor says without FiLM
+    (``model(images, context_free=True)``, the base model's prediction when FiLM is still the identity).
+    Evaluation starts every clip with it, the refinement step every 3-frame window and every labelled frame.
+
+    Args:
+        model: a regressor (possibly wrapped for DDP or autocast) that accepts ``context_free=True``.
+        images_B3HW: (B, 3, H, W) the first frames, ImageNet-normalised.
+
+    Returns:
+        (B, 2, P) context, no gradient.
+    """
+    with torch.no_grad():
+        first = model(images_B3HW, context_free=True)
+    return film_context(first, first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +282,12 @@ class FeatureFiLM(nn.Module):
     The context is the detached predictions of the previous 2 frames in the regressor's own packed
     layout, 2 x (144 + K + 3) with rotations in 6D, instead of the paper's 2 x 85 with axis-angle: 6D is
     continuous (axis-angle jumps at pi) and is what the regressor predicts, so no conversion is needed.
-    The last layer starts at zero, so the module starts as the identity.
+    The last layer starts at zero, so the module starts as the identity: a FiLM regressor loaded from a base
+    without FiLM weights (``train.components.load_base_weights``) predicts exactly as the base.
+
+    How the context is formed (one rule for training and evaluation): ``start_context`` and
+    ``push_context`` below; the refinement step reads 3-frame windows with it (``train.step.video_params``),
+    evaluation whole clips (``eval.evaluate.predict_in_context``).
     """
 
     def __init__(self, *, num_params: int, feature_dim: int) -> None:
@@ -312,13 +351,17 @@ class Regressor(nn.Module):
         self.register_buffer("mean_betas_K", mean_params.betas_K.float().clone())
         self.register_buffer("mean_cam_3", mean_params.cam_3.float().clone())
 
-    def forward(self, images_B3HW: Tensor, context_B2P: Tensor | None = None) -> RegressorOutput:
+    def forward(self, images_B3HW: Tensor, context_B2P: Tensor | None = None, *,
+                context_free: bool = False) -> RegressorOutput:
         """Regress SMPL parameters and a camera from ImageNet-normalised crops.
 
         Args:
             images_B3HW: (B, 3, H, W) float RGB crops, ImageNet-normalised (see module docstring).
-            context_B2P: (B, 2, P) previous-frame predictions (`film_context`); required when the
-                regressor was built with film=True, refused otherwise.
+            context_B2P: (B, 2, P) previous-frame predictions (`film_context`, `push_context`); required
+                when the regressor was built with film=True (unless context_free), refused otherwise.
+            context_free: skip the FiLM module (the pooled feature goes to the decoder unmodulated): the
+                prediction ``start_context`` fills a clip's history with. Must be asked for explicitly, so
+                that a FiLM regressor called without context fails instead of silently ignoring FiLM.
 
         Returns:
             RegressorOutput for the B crops.
@@ -327,7 +370,10 @@ class Regressor(nn.Module):
             raise ValueError(f"images_B3HW must be (B, 3, H, W), got {tuple(images_B3HW.shape)}")
         batch = images_B3HW.shape[0]
         feature_BD = self.backbone(images_B3HW)
-        if self.film is not None:
+        if context_free:
+            if context_B2P is not None:
+                raise ValueError("context_B2P was given with context_free=True; pass one or the other")
+        elif self.film is not None:
             expected = (batch, NUM_CONTEXT_FRAMES, num_packed_params(self.num_betas))
             if context_B2P is None or tuple(context_B2P.shape) != expected:
                 got = None if context_B2P is None else tuple(context_B2P.shape)

@@ -136,16 +136,36 @@ def make_optimiser(cfg: Config, model: nn.Module, stage: str) -> torch.optim.Opt
     return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.train.weight_decay)
 
 
-def final_metrics(model: nn.Module, body: BodyModel, frames_by_split: dict[str, Any]) -> dict[str, float]:
+def final_metrics(model: nn.Module, body: BodyModel, frames_by_split: dict[str, Any], *,
+                  context_gap: int) -> dict[str, float]:
     """``<split>/<metric>`` for each split's frames, plus the test split's as the headline keys (mpjpe_mm,
-    pa_mpjpe_mm, pve_mm, accel_error_mm). Test is reported, never selected on."""
+    pa_mpjpe_mm, pve_mm, accel_error_mm). Test is reported, never selected on. ``context_gap``: a FiLM
+    model's context spacing (``train.video_gap``; ``eval.evaluate.predict_and_truth``)."""
     metrics: dict[str, float] = {}
     for split, frames in frames_by_split.items():
-        scores = evaluate(model, body, frames)
+        scores = evaluate(model, body, frames, context_gap=context_gap)
         metrics.update({f"{split}/{k}": v for k, v in scores.items()})
         if split == "test":
             metrics.update(scores)
     return metrics
+
+
+FILM_PREFIX = "film."
+"""State-dict prefix of the regressor's FiLM module (``Regressor.film``)."""
+
+
+def load_base_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a refinement's base model (``train.pretrained``'s state dict) into ``model``, strictly.
+
+    One case is let through on purpose: a FiLM regressor (model.film=true) from a base without FiLM weights
+    (no ``film.`` key at all: the shipped base models and every pretraining run). The FiLM weights keep
+    their initialisation, whose zeroed output layer makes FiLM the identity, so the model starts as exactly
+    its base. Any other missing or unexpected key raises, as ``load_state_dict`` does.
+    """
+    film = {k: v for k, v in model.state_dict().items() if k.startswith(FILM_PREFIX)}
+    if film and not any(k.startswith(FILM_PREFIX) for k in state):
+        state = {**film, **state}
+    model.load_state_dict(state)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -160,13 +180,19 @@ MODEL_KEYS = ("model.backbone", "model.iterations", "model.film", "body.model", 
 """Config keys that define what a checkpoint's weights are (the network, its input and its body model)."""
 
 
-def check_checkpoint_matches(cfg: Config, state: dict[str, Any], *, path: str) -> None:
+def check_checkpoint_matches(cfg: Config, state: dict[str, Any], *, path: str, base: bool = False) -> None:
     """Raise a ConfigError naming the first key of ``MODEL_KEYS`` on which a checkpoint's stored config and
     ``cfg`` disagree: such a checkpoint would not load, or would load into another model silently (e.g.
-    another body model at evaluation)."""
+    another body model at evaluation).
+
+    ``base=True`` (a refinement's ``train.pretrained``) allows exactly one mismatch: a checkpoint without
+    FiLM (model.film=false) refined with model.film=true; ``load_base_weights`` then adds the FiLM module at
+    its identity initialisation. Resumes and evaluations (``base=False``) must match on every key."""
     stored = flatten(to_dict(Config.from_dict(state["config"])))
     wanted = flatten(to_dict(cfg))
     for key in MODEL_KEYS:
+        if base and key == "model.film" and wanted[key] and not stored[key]:
+            continue
         if stored[key] != wanted[key]:
             raise ConfigError(key, wanted[key], f"the checkpoint {path} has {key}={stored[key]!r}; set "
                               f"{key}={stored[key]} to use it, or choose another checkpoint or run.name")
@@ -186,11 +212,12 @@ def load_model_for_eval(cfg: Config, checkpoint: str) -> nn.Module:
 
 def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str, float]:
     """Metrics of a checkpoint (or 'mean') on a split, each with its standard error over clips."""
-    return evaluate(load_model_for_eval(cfg, checkpoint), load_body_model(cfg.body), labelled_frames(cfg, split))
+    return evaluate(load_model_for_eval(cfg, checkpoint), load_body_model(cfg.body), labelled_frames(cfg, split),
+                    context_gap=cfg.train.video_gap)
 
 
 def compare_checkpoints(cfg: Config, checkpoint_a: str, checkpoint_b: str, *, split: str) -> dict[str, float]:
     """``eval.evaluate.paired_change`` from checkpoint a to b on a split: b's error minus a's per metric
     (negative: b is better), with the paired standard error over clips."""
     return paired_change(load_model_for_eval(cfg, checkpoint_a), load_model_for_eval(cfg, checkpoint_b),
-                         load_body_model(cfg.body), labelled_frames(cfg, split))
+                         load_body_model(cfg.body), labelled_frames(cfg, split), context_gap=cfg.train.video_gap)

@@ -73,7 +73,7 @@ def check_inputs(cfg: Config, stage: str, *, resume: bool) -> None:
     if existing.is_file():
         check_checkpoint_matches(cfg, load_checkpoint(existing), path=str(existing))
     if stage == "refine":
-        check_checkpoint_matches(cfg, load_checkpoint(cfg.train.pretrained), path=cfg.train.pretrained)
+        check_checkpoint_matches(cfg, load_checkpoint(cfg.train.pretrained), path=cfg.train.pretrained, base=True)
 
 
 def init_ray(cfg: Config) -> None:
@@ -118,8 +118,9 @@ def build_trainer(cfg: Config, stage: str, datasets: dict[str, ray.data.Dataset]
 
 
 def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
-    """The refinement's Ray Data inputs: {'video': frame pairs with flow}, streamed ('ray_data') or read from
-    the pair store ('precomputed', computed here first when missing), or {} for the local source."""
+    """The refinement's Ray Data inputs: {'video': frame pairs with flow (3-frame windows with model.film)},
+    streamed ('ray_data') or read from the pair store ('precomputed', computed here first when missing), or {}
+    for the local source."""
     if cfg.scaling.video_source == "precomputed":
         store = precompute_for_config(cfg)
         print(f"video pairs: {store.rows} from the pair store {store.folder}"
@@ -129,7 +130,8 @@ def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
         return {}
     return {"video": build_pair_dataset(
         cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
-        gap=cfg.train.video_gap, window=64, flow=cfg.flow.estimator, flow_config=cfg.flow,
+        gap=cfg.train.video_gap, window=64, frames_per_item=3 if cfg.model.film else 2,
+        flow=cfg.flow.estimator, flow_config=cfg.flow,
         decode_concurrency=cfg.scaling.decode_actors, flow_concurrency=cfg.scaling.flow_actors,
         decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus, max_clips=cfg.train.video_clips or None,
     )}
@@ -172,8 +174,9 @@ _PRETRAIN_RECIPE = ("train.pretrain_lr", "train.pretrain_steps", "train.batch_si
 
 
 def _shipped_match_key(key: str) -> bool:
+    # model.film is not part of a base model: a FiLM refinement starts from a base without FiLM.
     return (key.startswith(_BASE_KEYS_PREFIXES) and key not in _SYNTH_KEYS_IGNORED
-            and key not in ("model.weights", "model.mean_params"))
+            and key not in ("model.weights", "model.mean_params", "model.film"))
 
 
 def defines_base_model(key: str) -> bool:
@@ -219,8 +222,10 @@ def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:
     recipe = {k: v for k, v in flatten(to_dict(cfg)).items() if defines_base_model(k)}
     digest = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
     # Fault injection (scaling.fail_at_step) is meant for the run asked for, not the base model made for it.
+    # A base model has no FiLM module (model.film=true refines it with one).
     pre = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=f"base-f{cfg.train.fraction:g}-{digest}"),
-                              scaling=dataclasses.replace(cfg.scaling, fail_at_step=0))
+                              scaling=dataclasses.replace(cfg.scaling, fail_at_step=0),
+                              model=dataclasses.replace(cfg.model, film=False))
     pre = absolute_paths(pre)
     metrics_file = run_directory(pre) / "metrics.json"
     if not metrics_file.is_file():
@@ -297,6 +302,10 @@ def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
 def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
     """The checks of ``check_inputs`` that hold before the benchmark and base model exist."""
     source = cfg.scaling.video_source
+    if stage == "pretrain" and cfg.model.film:
+        raise ConfigError("model.film", True, "the temporal-context variant is a refinement variant: pretrain "
+                          "with model.film=false, then refine that base model with model.film=true (its FiLM "
+                          "module starts as the identity)")
     if stage == "refine" and source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
         if cfg.train.flow_source != "estimator":
             raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "

@@ -9,6 +9,7 @@ n = s * X_xy + t, and pixels p = (n + 1) / 2 * S (pixel-corner origin).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -29,9 +30,10 @@ from raymotion.losses.supervised import (
     pose_loss,
 )
 from raymotion.losses.texture import sample_vertex_colors, texture_consistency_loss
-from raymotion.models.regressor import RegressorOutput
+from raymotion.models.regressor import RegressorOutput, push_context, start_context
 
 PELVIS = SMPL_JOINT["pelvis"]
+FIELDS = tuple(field.name for field in dataclasses.fields(RegressorOutput))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +44,43 @@ class Prediction:
     body: BodyOutput
 
 
-def predict(model: nn.Module, body_model: BodyModel, images_B3HW: Tensor) -> Prediction:
-    """Regress parameters from crops and pose the body with them."""
-    params = model(images_B3HW)
-    body = body_model(rotmats_BJ33=params.rotmats_BJ33, betas_BK=params.betas_BK)
-    return Prediction(params=params, body=body)
+def pose(body_model: BodyModel, params: RegressorOutput) -> Prediction:
+    """Pose the body with regressed parameters."""
+    return Prediction(params=params, body=body_model(rotmats_BJ33=params.rotmats_BJ33, betas_BK=params.betas_BK))
+
+
+def predict(model: nn.Module, body_model: BodyModel, images_B3HW: Tensor, *, film: bool = False) -> Prediction:
+    """Regress parameters from single crops and pose the body with them.
+
+    ``film``: the model is a FiLM regressor; each crop is then a clip of one frame, conditioned by the start
+    rule (``start_context``: its own context-free prediction, twice), as evaluation conditions a clip's first
+    frame.
+    """
+    if film:
+        return pose(body_model, model(images_B3HW, start_context(model, images_B3HW)))
+    return pose(body_model, model(images_B3HW))
+
+
+def video_params(model: nn.Module, video: dict[str, Tensor]) -> RegressorOutput:
+    """The regressor's parameters for the last pair of a video batch, frames [image1; image2] stacked: (2B, ...).
+
+    Pairs (``image1``, ``image2``) go through the model as one batch of single frames. A FiLM batch holds
+    3-frame windows (``image0``, ``image1``, ``image2`` = frames t - 2g, t - g, t) and is read as a clip of
+    3 frames with evaluation's rule (``raymotion.eval.evaluate.predict_in_context``): frame t - 2g starts the
+    history (``start_context``) and is predicted without gradient; frame t - g is predicted with the context
+    [c(t - 2g), y(t - 2g)] and frame t with [y(t - 2g), y(t - g)], both with gradient (c: context-free
+    prediction, y: FiLM prediction; contexts are always detached). So frame t sees exactly the context it
+    would see in evaluation, and the flow term (on the last pair) trains both its frames.
+    """
+    if "image0" not in video:
+        return model(torch.cat([video["image1"], video["image2"]]))
+    context_B2P = start_context(model, video["image0"])
+    with torch.no_grad():
+        oldest = model(video["image0"], context_B2P)
+    context_B2P = push_context(context_B2P, oldest)
+    middle = model(video["image1"], context_B2P)
+    newest = model(video["image2"], push_context(context_B2P, middle))
+    return RegressorOutput(*(torch.cat([getattr(middle, name), getattr(newest, name)]) for name in FIELDS))
 
 
 def supervised_terms(pred: Prediction, batch: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor]:
@@ -96,14 +130,19 @@ def refine_loss(
 
     ``pairs`` holds crops of frames t and t+1 (``image1``, ``image2``), the optical flow between the two
     crops in both directions (``flow_fwd``, ``flow_bwd``: (B, 2, S, S) crop pixels) and, for the oracle,
-    ``flow_valid_fwd``/``flow_valid_bwd``. No labels of the video frames are read, except with
+    ``flow_valid_fwd``/``flow_valid_bwd``. The temporal-context variant (model.film, METHOD.md 5) passes
+    3-frame windows instead: the same keys for the last pair plus ``image0``, the frame before ``image1``
+    (``VideoPairs(frames_per_item=3)``); the model and the frozen anchor copy then predict the last pair in context
+    (``video_params``), the labelled frames as one-frame clips (``predict(film=True)``), and the flow,
+    anchor, TexturePose and keypoint terms read the last pair as they read a pair. No labels of the video
+    frames are read, except with
     ``cfg.video_kp2d_weight > 0``: then ``joints2d1/2`` and ``joints2d_vis1/2`` feed ``stand_in_detections``
     (a detector's noisy, incomplete 2D keypoints; the paper's optional 2D term).
     """
-    images_2B3HW = torch.cat([pairs["image1"], pairs["image2"]])
+    film = "image0" in pairs
     num_pairs = pairs["image1"].shape[0]
-    crop_size = images_2B3HW.shape[-1]
-    pred = predict(model, body_model, images_2B3HW)
+    crop_size = pairs["image1"].shape[-1]
+    pred = pose(body_model, video_params(model, pairs))
     verts_pix_2BV2 = weak_perspective_project(pred.body.verts_BV3, pred.params.cam_B3, crop_size=crop_size)
     verts_pix_2BV3 = torch.cat([verts_pix_2BV2, pred.body.verts_BV3[..., 2:]], dim=-1)
     pix1_BV3, pix2_BV3 = verts_pix_2BV3[:num_pairs], verts_pix_2BV3[num_pairs:]
@@ -122,7 +161,7 @@ def refine_loss(
         max_flow_224=cfg.flow_max_224,
         normaliser_floor_px=cfg.flow_normaliser_floor_px,
     )
-    sup_pred = predict(model, body_model, labelled["image"])
+    sup_pred = predict(model, body_model, labelled["image"], film=film)
     sup, logs = supervised_loss(sup_pred, labelled, cfg)
 
     anchor_scale = schedule_value(
@@ -135,7 +174,7 @@ def refine_loss(
         gamma=cfg.anchor_gamma,
     )
     with torch.no_grad():
-        frozen_pred = predict(frozen, body_model, images_2B3HW)
+        frozen_pred = pose(body_model, video_params(frozen, pairs))
     anchor_joints, anchor_betas = anchor_loss(
         pred.body.joints_BJ3,
         frozen_pred.body.joints_BJ3,

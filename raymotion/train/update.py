@@ -51,9 +51,10 @@ class Bf16Autocast(nn.Module):
         self.inner = inner
         self.device_type = device_type
 
-    def forward(self, images_B3HW: Tensor) -> RegressorOutput:
+    def forward(self, images_B3HW: Tensor, context_B2P: Tensor | None = None, *,
+                context_free: bool = False) -> RegressorOutput:
         with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            out = self.inner(images_B3HW)
+            out = self.inner(images_B3HW, context_B2P, context_free=context_free)
         return RegressorOutput(rotmats_BJ33=out.rotmats_BJ33.float(), rot6d_BJ6=out.rot6d_BJ6.float(),
                                betas_BK=out.betas_BK.float(), cam_B3=out.cam_B3.float(),
                                feature_BD=out.feature_BD.float())

@@ -16,7 +16,9 @@ Data per worker (rank r of R):
 - video pairs (refinement): ``scaling.video_source='ray_data'`` reads the worker's split of the Ray Data
   pipeline (``ray.train.get_dataset_shard('video')``, decode + crop + flow, shuffled with a seeded local
   buffer); ``'precomputed'`` reads the same rows from the pair store (``data.flow_store``) the same way;
-  ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames.
+  ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames. With
+  ``model.film`` (the temporal-context variant) every source yields 3-frame windows instead of pairs
+  (``frames_per_item=3``), and the refinement starts the FiLM module new on a base without one.
 
 Reports: every rank calls ``ray.train.report`` at the same steps (Train V2's report is a barrier: a rank
 that skips one leaves the others waiting until the collective timeout), i.e. at every evaluation step
@@ -65,7 +67,8 @@ from raymotion.models.regressor import freeze_batchnorm
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from raymotion.train.components import (RunLog, batch_indices, build_model, collate, final_metrics, frozen_copy,
-                                        labelled_frames, make_optimiser, seed_everything, storage_root)
+                                        labelled_frames, load_base_weights, make_optimiser, seed_everything,
+                                        storage_root)
 from raymotion.train.report import write_run_report
 from raymotion.train.step import pretrain_loss, refine_loss
 from raymotion.train.update import Bf16Autocast, finite_step
@@ -124,7 +127,8 @@ def pair_rows_to_batch(rows: dict[str, Tensor]) -> dict[str, Tensor]:
     Everything stays on the device the rows are on: ``iter_torch_batches`` puts them on the worker's device
     (CUDA on a GPU worker), so nothing here may assume the CPU.
     """
-    return {"image1": normalise_batch_images(rows["image1"]), "image2": normalise_batch_images(rows["image2"]),
+    images = ("image0", "image1", "image2") if "image0" in rows else ("image1", "image2")  # windows: model.film
+    return {**{name: normalise_batch_images(rows[name]) for name in images},
             "flow_fwd": rows["flow_fwd"].float(), "flow_bwd": rows["flow_bwd"].float()}
 
 
@@ -219,7 +223,7 @@ def _train(cfg: Config, stage: str) -> None:
     before: dict[str, float] = {}
     if stage == "refine":
         pretrained = load_checkpoint(cfg.train.pretrained)
-        model.load_state_dict(pretrained["model"])
+        load_base_weights(model, pretrained["model"])  # a FiLM model from a non-FiLM base: FiLM new (identity)
         frozen = frozen_copy(model).to(device)
         if cfg.train.freeze_batchnorm:
             freeze_batchnorm(model)
@@ -252,14 +256,16 @@ def _train(cfg: Config, stage: str) -> None:
             pairs = VideoPairs(cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
                                flow=cfg.flow.estimator if cfg.train.flow_source == "estimator" else "ground_truth",
                                flow_config=cfg.flow,
-                               gap=cfg.train.video_gap, max_clips=cfg.train.video_clips or None,
+                               gap=cfg.train.video_gap, frames_per_item=3 if cfg.model.film else 2,
+                               max_clips=cfg.train.video_clips or None,
                                with_labels=cfg.loss.video_kp2d_weight > 0)
     total = cfg.train.pretrain_steps if stage == "pretrain" else cfg.train.refine_steps
+    gap = cfg.train.video_gap  # a FiLM model's context spacing at evaluation, as in its training windows
     val = labelled_frames(cfg, "val") if rank == 0 else None
     if rank == 0:
         (directory / "config.yaml").write_text(config_yaml(cfg))
         if stage == "refine" and frozen is not None:
-            before = {f"val/{k}": v for k, v in evaluate(frozen, body, val).items()}
+            before = {f"val/{k}": v for k, v in evaluate(frozen, body, val, context_gap=gap).items()}
         what = (f"{len(labelled)} labelled frames on rank 0" +
                 (f" and video pairs ({cfg.scaling.video_source})" if pairs else ""))
         print(f"[{stage} {cfg.run.name}] {world} worker(s) on {device}, {what}, steps {start}->{total}", flush=True)
@@ -296,7 +302,7 @@ def _train(cfg: Config, stage: str) -> None:
         # Every rank gets here at the same steps (report is a barrier); only rank 0 evaluates.
         report: dict[str, Any] = {"step": done, **logs}
         if done in eval_steps and rank == 0:
-            fresh = {f"val/{k}": v for k, v in evaluate(bare, body, val).items()}
+            fresh = {f"val/{k}": v for k, v in evaluate(bare, body, val, context_gap=gap).items()}
             bare.train()
             log.write(done, {k: v for k, v in fresh.items() if k.endswith("_mm")})
             report.update(fresh)
@@ -315,8 +321,8 @@ def _train(cfg: Config, stage: str) -> None:
         if stage == "refine":
             metrics["pretrained"] = cfg.train.pretrained
             metrics.update({f"before/{k}": v for k, v in before.items()})
-            metrics.update({f"before/test/{k}": v for k, v in evaluate(frozen, body, test).items()})
-        metrics.update(final_metrics(bare, body, {"val": val, "test": test}))
+            metrics.update({f"before/test/{k}": v for k, v in evaluate(frozen, body, test, context_gap=gap).items()})
+        metrics.update(final_metrics(bare, body, {"val": val, "test": test}, context_gap=gap))
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_run_report(directory, metrics)
         print(f"[{stage} {cfg.run.name}] wrote {directory}/metrics.json and report.md", flush=True)

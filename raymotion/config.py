@@ -31,6 +31,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 T = TypeVar("T")
+BadInput = Literal["fail", "skip"]
+"""``data.bad_input``'s choices (raymotion.data.manifest.BAD_INPUT_POLICIES)."""
 
 
 class ConfigError(ValueError):
@@ -74,8 +76,10 @@ class BodyConfig:
     gender: Literal["neutral", "male", "female"] = _field(
         "neutral", "SMPL body gender. Only used with body.model=smpl.")
     h36m_regressor: str = _field(
-        "body_models/J_regressor_h36m.npy", "SPIN's 17-joint Human3.6M joint regressor (.npy); "
-        "needed for evaluation joints with body.model=smpl.")
+        "../J_regressor_h36m.npy", "SPIN's 17-joint Human3.6M joint regressor (.npy); needed for evaluation "
+        "joints with body.model=smpl. A relative path is relative to body.smpl_dir (the default is "
+        "body_models/J_regressor_h36m.npy beside body_models/smpl/), never to the working directory; an "
+        "absolute path is used as given.")
     num_betas: int = _field(10, "Number of shape coefficients (betas).", range=(1, 300))
 
     def __post_init__(self) -> None:
@@ -191,6 +195,12 @@ class DataConfig:
                             range=(32, 1024))
     bbox_scale: float = _field(1.3, "Crop side = bbox_scale x the longer side of the person box (1.3 in "
                                "SPIN and the paper).", range=(1.0, 3.0))
+    bad_input: BadInput = _field(
+        "fail", "What the data readers do with bad input (docs/bad_input.md): a missing, truncated or wrongly sized "
+        "video, a label that is NaN/inf, an empty box, a clip too short for train.video_gap. 'fail' stops naming "
+        "the file, frame and column; 'skip' leaves out that frame (in-memory datasets, labelled Ray Data "
+        "pipeline), window (video pair pipeline) or clip, counts it and logs a warning. Pair stores "
+        "(precompute-flow) always fail: a store must hold every pair.")
 
     def __post_init__(self) -> None:
         _validate_fields(self)

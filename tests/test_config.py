@@ -35,7 +35,7 @@ class Toy:
 def test_defaults():
     cfg = Config()
     assert cfg.body == BodyConfig(model="anny", smpl_dir="body_models/smpl", gender="neutral",
-                                  h36m_regressor="body_models/J_regressor_h36m.npy", num_betas=10)
+                                  h36m_regressor="../J_regressor_h36m.npy", num_betas=10)
     assert cfg.run == RunConfig(output_dir="runs", name="default", seed=0, device="auto")
     assert cfg.render == RenderConfig(image_size=512, motion="walk", phase=0.25, output="raymotion_body.png")
 
@@ -63,7 +63,7 @@ def test_to_dict_from_dict_round_trip():
     cfg = apply_overrides(Config(), {"body.model": "smpl", "body.gender": "female", "run.seed": 7})
     d = to_dict(cfg)
     assert d["body"] == {"model": "smpl", "smpl_dir": "body_models/smpl", "gender": "female",
-                         "h36m_regressor": "body_models/J_regressor_h36m.npy", "num_betas": 10}
+                         "h36m_regressor": "../J_regressor_h36m.npy", "num_betas": 10}
     assert Config.from_dict(d) == cfg
     assert from_dict(Config, d) == cfg
     assert to_dict(Config.from_dict(d)) == d

@@ -160,3 +160,31 @@ def test_a_resumed_log_drops_the_steps_after_its_checkpoint_and_continues_the_wa
     written = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["loss"]) for r in written] == [(1, 1.0), (2, 2.0), (3, 3.5)]
     assert 20.0 <= written[-1]["wall_s"] < 30.0
+
+
+def test_a_truncated_checkpoint_on_resume_fails_once_on_the_driver_naming_the_file(tiny_root, tmp_path):
+    """Before: the workers each failed to load it, scaling.max_failures times (issue 18)."""
+    from raymotion.train.checkpoint import save_checkpoint
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = folder / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.zeros(1000)}, "step": 2, "config": {}})
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=rf"cannot resume: {path} is not a readable raymotion checkpoint .*"
+                                         rf"Delete {path} to start the run over"):
+        pretrain(train_config(tiny_root, tmp_path, "run"), resume=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_gap_longer_than_the_video_clips_is_refused_before_anything_is_written(tiny_root, tmp_path):
+    from raymotion.config import ConfigError, to_dict
+    from raymotion.train.checkpoint import save_checkpoint
+
+    pretrained = tmp_path / "base.pt"
+    cfg = train_config(tiny_root, tmp_path / "runs", "gap", **{"train.video_gap": 6,
+                                                                "train.pretrained": str(pretrained)})
+    save_checkpoint(pretrained, {"model": {}, "step": 0, "config": to_dict(cfg)})  # a base model of this config
+    with pytest.raises(ConfigError, match=r"train.video_gap=6 .*video_00000 \(6 frames\)"):
+        refine(cfg)
+    assert not (tmp_path / "runs").exists()

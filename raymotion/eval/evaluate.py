@@ -82,7 +82,21 @@ def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_
 
 
 def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.ndarray, frame_N: np.ndarray) -> dict[str, float]:
-    """METHOD.md 6 metrics, plus frame-to-frame joint motion of the prediction and of the truth (mm)."""
+    """METHOD.md 6 metrics, plus frame-to-frame joint motion of the prediction and of the truth (mm).
+
+    Raises:
+        ValueError: a prediction or ground-truth array is NaN/inf for some frame (named by clip index and
+            frame): a metric is never silently NaN. Labels and body models are checked when loaded, so this
+            names a model whose outputs are not finite.
+    """
+    for side, arrays in (("the model's prediction", pred), ("the ground truth", truth)):
+        for name, values in arrays.items():
+            bad_N = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+            if bad_N.any():
+                n = int(bad_N.nonzero()[0])
+                raise ValueError(f"{side} ({name}) is not finite for {int(bad_N.sum())} of {len(values)} frames "
+                                 f"(first: clip {int(clip_index_N[n])} of the manifest, frame {int(frame_N[n])}); "
+                                 "the metrics would be NaN")
     pj, tj = pred["eval_joints_NE3"], truth["eval_joints_NE3"]
     metrics = {
         "mpjpe_mm": float(mpjpe_mm(pj, tj).mean()),

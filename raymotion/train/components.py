@@ -88,6 +88,7 @@ def labelled_frames(cfg: Config, split: str, *, augment: bool = False, fraction:
         augment=augment,
         max_clips=max_clips,
         shard=shard,
+        bad_input=cfg.data.bad_input,
     )
 
 

@@ -253,7 +253,7 @@ def _train(cfg: Config, stage: str) -> None:
                                flow=cfg.flow.estimator if cfg.train.flow_source == "estimator" else "ground_truth",
                                flow_config=cfg.flow,
                                gap=cfg.train.video_gap, max_clips=cfg.train.video_clips or None,
-                               with_labels=cfg.loss.video_kp2d_weight > 0)
+                               with_labels=cfg.loss.video_kp2d_weight > 0, bad_input=cfg.data.bad_input)
     total = cfg.train.pretrain_steps if stage == "pretrain" else cfg.train.refine_steps
     val = labelled_frames(cfg, "val") if rank == 0 else None
     if rank == 0:

@@ -10,6 +10,7 @@ traceback; ``user_error`` unwraps them so that the cause is what is printed, las
 
 from __future__ import annotations
 
+import re
 import sys
 import traceback
 
@@ -27,18 +28,32 @@ def _is_ray_wrapper(err: BaseException) -> bool:
     return type(err).__module__.startswith("ray.")
 
 
+# The last line of a remote traceback's user error, e.g. "ValueError: video ... ends before frame 3" or
+# "raymotion.config.ConfigError: train.video_gap=9 is invalid: ...".
+_REMOTE_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(ValueError|FileNotFoundError|FileExistsError|ConfigError|"
+                                r"UnknownKeyError|UnschedulableError): (.+)$", re.MULTILINE)
+
+
 def user_error(err: BaseException) -> BaseException | None:
     """The error to show instead of ``err``'s traceback: ``err`` itself when it is one of ``USER_ERRORS``, or,
-    under Ray's wrappers (``RayTaskError``, Ray Data's ``UserCodeException``), the cause they carry when
-    that is one. None for anything else (a bug: let its traceback through)."""
-    seen: set[int] = set()
+    under Ray's wrappers (``RayTaskError``, Ray Data's ``UserCodeException``), the user error they carry.
+    Ray ships a remote chain as text (an actor's ``raise ... from`` cause does not cross processes), so when
+    no cause object is one, the last user-error line of the remote traceback is returned as a ValueError.
+    None for anything else (a bug: let its traceback through)."""
+    wrapped, seen = err, set()
     while _is_ray_wrapper(err) and id(err) not in seen:
         seen.add(id(err))
         inner = getattr(err, "cause", None) or err.__cause__
         if inner is None:
             break
         err = inner
-    return err if isinstance(err, USER_ERRORS) and not _is_ray_wrapper(err) else None
+    if isinstance(err, USER_ERRORS) and not _is_ray_wrapper(err):
+        return err
+    if _is_ray_wrapper(wrapped):
+        lines = _REMOTE_ERROR_LINE.findall(str(wrapped))
+        if lines:
+            return ValueError(lines[-1][1])
+    return None
 
 
 def report_user_error(prog: str, err: BaseException, *, verbose: bool) -> bool:

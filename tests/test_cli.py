@@ -76,6 +76,13 @@ def test_a_cause_inside_rays_wrappers_is_what_is_shown():
         assert user_error(err) is cause
     assert user_error(RuntimeError("a bug")) is None
     assert user_error(RayTaskError("f", "tb", KeyError("a bug")).as_instanceof_cause()) is None
+    # As it arrives from a Ray Data actor: the chain only as text, the cause object left behind.
+    remote = ("Traceback (most recent call last):\n  File \"decode.py\", line 221, in _run_dali_decoder\n"
+              "ValueError: DALI cannot decode frames 0..6 of video /d/video_00001/video.webm\n\n"
+              "The above exception was the direct cause of the following exception:\n\n"
+              "ray.exceptions.UserCodeException: UDF failed to process a data block.")
+    wrapped = RayTaskError("MapWorker.submit", remote, UserCodeException("UDF failed")).as_instanceof_cause()
+    assert str(user_error(wrapped)) == "DALI cannot decode frames 0..6 of video /d/video_00001/video.webm"
 
 
 def test_job_scripts_report_bad_input_as_one_message_and_exit_2(capsys, monkeypatch):

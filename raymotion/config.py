@@ -51,6 +51,17 @@ class ConfigError(ValueError):
         return ConfigError(_join(prefix, self.key), self.value, self.expected)
 
 
+class UnknownKeyError(ValueError):
+    """A key that is not in the config tree; ``key`` is its dotted path, the message lists the valid keys."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(key, message)  # picklable, like ConfigError
+        self.key, self.message = key, message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def _field(default: Any, doc: str, *, range: tuple[float | None, float | None] | None = None) -> Any:
     """A leaf field with its help text and optional inclusive (min, max) range; None = unbounded."""
     return field(default=default, metadata={"help": doc, "range": range})
@@ -448,6 +459,20 @@ class Config:
         return from_dict(cls, d)
 
 
+def check_refinement(cfg: Config) -> None:
+    """The cross-key checks that hold for refinement only (``launch.check_config_only`` applies them to a run,
+    ``tune.search_space.load_sweep`` to every corner of a sweep): raise a ConfigError naming the key."""
+    source = cfg.scaling.video_source
+    if source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
+        if cfg.train.flow_source != "estimator":
+            raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "
+                              "train.flow_source=ground_truth use scaling.video_source=local")
+        if cfg.loss.video_kp2d_weight > 0:
+            raise ConfigError("scaling.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
+                              "detector's keypoints, which the Ray Data pipeline does not carry; use "
+                              "scaling.video_source=local")
+
+
 # ----------------------------------------------------------------------------- types
 
 @functools.cache
@@ -574,8 +599,8 @@ def _field_type(cls: type, prefix: str, name: str) -> Any:
         where = f"under '{prefix}'" if prefix else "at the top level"
         close = difflib.get_close_matches(str(name), list(hints), n=1)
         guess = f" Did you mean '{_join(prefix, close[0])}'?" if close else ""
-        raise ValueError(f"unknown key '{_join(prefix, str(name))}'; valid keys {where}: "
-                         f"{', '.join(sorted(hints))}.{guess}")
+        raise UnknownKeyError(_join(prefix, str(name)), f"unknown key '{_join(prefix, str(name))}'; valid keys "
+                              f"{where}: {', '.join(sorted(hints))}.{guess}")
     return hints[name]
 
 
@@ -644,7 +669,8 @@ def load_config(path: str | Path | None = None,
                 overrides: Sequence[str] | Mapping[str, Any] | None = None,
                 *, preset: Mapping[str, Any] | None = None) -> Config:
     """Defaults, then a preset's dotted overrides (e.g. ``SYNTH_PRESETS['tiny']``), then the YAML file
-    (nested or dotted keys), then overrides (--set items or a dict)."""
+    (nested or dotted keys), then overrides (--set items or a dict). An error gets a note naming its source:
+    the --set item of the bad key, or else the file."""
     merged: dict[str, Any] = dict(preset or {})
     if path is not None:
         path = Path(path)
@@ -660,13 +686,19 @@ def load_config(path: str | Path | None = None,
             raise ValueError(f"config file {path} must hold a mapping of keys (e.g. 'body:\\n  gender: male'),"
                              f" got a {type(data).__name__}")
         merged.update(_flatten(data))
+    from_set = isinstance(overrides, Sequence) and not isinstance(overrides, str)
     if not isinstance(overrides, Mapping):
         overrides = parse_set_args(overrides or [])
-    merged.update(_flatten(overrides))
+    set_items = _flatten(overrides)
+    merged.update(set_items)
     try:
         return apply_overrides(Config(), merged)  # one pass: cross-field checks see the final values
     except ValueError as e:
-        if path is not None:
+        # Blame the source of the bad key: a --set item wins over the file (it is applied last).
+        key = getattr(e, "key", None)
+        if key in set_items:
+            e.add_note(f"from --set {key}={set_items[key]}" if from_set else f"from the override {key}={set_items[key]!r}")
+        elif path is not None:
             e.add_note(f"while loading config file {path}")
         raise
 

@@ -21,6 +21,8 @@ from raymotion.geometry import axis_angle_to_rotmat, rot6d_to_rotmat
 from raymotion.models.regressor import MeanParams, RegressorOutput
 
 METRIC_KEYS = ("mpjpe_mm", "pa_mpjpe_mm", "pve_mm", "accel_error_mm")
+SCORE_KEYS = (*METRIC_KEYS, "pred_motion_mm", "true_motion_mm", "num_frames")
+"""Every key ``score`` returns (runs report them on the val split as ``val/<key>``)."""
 
 
 class MeanPoseBaseline(nn.Module):

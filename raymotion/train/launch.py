@@ -24,7 +24,7 @@ import ray
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from raymotion.config import Config, ConfigError, flatten, to_dict
+from raymotion.config import Config, ConfigError, check_refinement, flatten, to_dict
 from raymotion.data.flow_store import precompute_for_config, read_pairs
 from raymotion.data.pipeline import build_pair_dataset
 from raymotion.data.manifest import MANIFEST, check_clip_lengths, read_manifest
@@ -254,15 +254,8 @@ def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
 
 def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
     """The checks of ``check_inputs`` that hold before the benchmark and base model exist."""
-    source = cfg.scaling.video_source
-    if stage == "refine" and source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
-        if cfg.train.flow_source != "estimator":
-            raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "
-                              "train.flow_source=ground_truth use scaling.video_source=local")
-        if cfg.loss.video_kp2d_weight > 0:
-            raise ConfigError("scaling.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
-                              "detector's keypoints, which the Ray Data pipeline does not carry; use "
-                              "scaling.video_source=local")
+    if stage == "refine":
+        check_refinement(cfg)
     existing = run_directory(cfg) / CHECKPOINT_NAME
     if existing.is_file() and not resume:
         raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "

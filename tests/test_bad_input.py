@@ -112,7 +112,7 @@ def test_labels_without_a_column_list_it_with_the_file(data_dir):
     row = first_row(data_dir, "labelled")
     path = data_dir / row["labels_path"]
     pq.write_table(pq.read_table(path).drop_columns(["pose_cam", "betas"]), path)
-    with pytest.raises(ValueError, match=rf"{path} lacks the column\(s\) pose_cam, betas that a labels file"):
+    with pytest.raises(ValueError, match=rf"{path} lacks the column\(s\) pose_cam, betas \(label columns read here"):
         labelled(data_dir)
 
 

@@ -150,7 +150,7 @@ def _read_labels(data_dir: Path, row: dict, columns: list[str], *,
     path = data_dir / row["labels_path"]
     if not path.is_file():
         raise FileNotFoundError(f"labels of clip {row['clip_id']} not found: {path}")
-    table = read_columns(path, columns, what="a labels file read for these columns")
+    table = read_columns(path, columns, what="label columns read here")
     if table.num_rows != row["frames"]:
         raise ValueError(f"{path} has {table.num_rows} rows but the manifest says {row['frames']} frames")
     labels = {}

@@ -48,8 +48,8 @@ def read_columns(path: Path, columns: Sequence[str] | None, *, what: str) -> pa.
     names = pq.read_schema(path).names
     missing = [name for name in wanted if name not in names]
     if missing:
-        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} that {what} must have "
-                         f"(docs/data_format.md); it has: {', '.join(names)}")
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} ({what}, docs/data_format.md); it "
+                         f"has: {', '.join(names)}")
     return pq.read_table(path, columns=None if columns is None else list(columns))
 
 
@@ -58,7 +58,7 @@ def read_manifest(data_dir: str | Path) -> pa.Table:
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}: generate the data with `raymotion synth --set synth.out_dir={data_dir}`")
-    return read_columns(path, None, what="a manifest")
+    return read_columns(path, None, what="every manifest column is required")
 
 
 def check_frame_size(row: Mapping, *, height: int, width: int, path: Path) -> None:

@@ -159,7 +159,7 @@ class DecodeCropStage:
         if not window["labels_path"] or not labels_path.is_file():
             raise FileNotFoundError(f"labels of clip {window['clip_id']} not found: {labels_path!s} (boxes are needed to crop)")
         check_frame_size(window, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
-        boxes = read_columns(labels_path, ["box_xyxy"], what="a labels file").column("box_xyxy").combine_chunks()
+        boxes = read_columns(labels_path, ["box_xyxy"], what="the boxes crop every frame").column("box_xyxy").combine_chunks()
         if len(boxes) < first + num:
             raise ValueError(f"{labels_path} has {len(boxes)} rows; frame {first + num - 1} has no box")
         box_T4 = boxes.slice(first, num).flatten().to_numpy(zero_copy_only=False).reshape(num, 4)

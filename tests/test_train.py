@@ -188,3 +188,27 @@ def test_a_gap_longer_than_the_video_clips_is_refused_before_anything_is_written
     with pytest.raises(ConfigError, match=r"train.video_gap=6 .*video_00000 \(6 frames\)"):
         refine(cfg)
     assert not (tmp_path / "runs").exists()
+
+
+def test_frames_with_nan_labels_are_left_out_and_counted_in_the_run_record_under_skip(tiny_root, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raymotion.data.manifest import read_manifest
+
+    root = shutil.copytree(tiny_root, tmp_path / "data")
+    for split in ("labelled", "test"):  # frame 1 of the first clip of each: a NaN joint
+        row = next(r for r in read_manifest(root).to_pylist() if r["split"] == split)
+        path = root / row["labels_path"]
+        table = pq.read_table(path)
+        values = table.column("joints3d_cam").to_pylist()
+        values[1] = [float("nan")] * 72
+        column = pa.array(values, type=table.schema.field("joints3d_cam").type)
+        pq.write_table(table.set_column(table.schema.get_field_index("joints3d_cam"), "joints3d_cam", column), path)
+    with pytest.raises(ValueError, match=r"labels.parquet frame 1: joints3d_cam is not finite"):
+        pretrain(train_config(root, tmp_path / "runs", "fail", **{"train.pretrain_steps": 1}))
+    metrics = pretrain(train_config(root, tmp_path / "runs", "skip", **{"train.pretrain_steps": 1,
+                                                                         "data.bad_input": "skip"}))
+    assert metrics["bad_input_skipped"] == 2 and metrics["mpjpe_mm"] == metrics["mpjpe_mm"]

@@ -312,6 +312,9 @@ def _train(cfg: Config, stage: str) -> None:
         metrics: dict[str, Any] = {"kind": stage, "workers": world, "skipped_steps": skipped,
                                    "train_seconds": log.elapsed}
         test = labelled_frames(cfg, "test")  # decoded once for the model before and after
+        # data.bad_input=skip: what rank 0's datasets left out (its labelled shard, in-memory pairs, val, test).
+        metrics["bad_input_skipped"] = sum(len(frames.skipped) for frames in (labelled, val, test)) + (
+            len(pairs.skipped) if isinstance(pairs, VideoPairs) else 0)
         if stage == "refine":
             metrics["pretrained"] = cfg.train.pretrained
             metrics.update({f"before/{k}": v for k, v in before.items()})

@@ -12,6 +12,9 @@
     raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
     raymotion precompute-flow [--set train.video_clips=24]  # the pair store of scaling.video_source=precomputed
     raymotion bench-data [--max-clips 0] [--source streamed|precomputed]  # Ray Data vs a plain loop
+
+Errors in the config or the input (raymotion.errors.USER_ERRORS, also raised inside Ray) end any command with
+one message on stderr and exit code 2; ``-v`` adds the traceback. Other errors keep their traceback.
 """
 
 from __future__ import annotations

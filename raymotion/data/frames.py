@@ -19,18 +19,17 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
 from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
 from raymotion.data.crops import (
     EVAL_FLIP_PERM,
-    bad_boxes,
-    box_problem,
     SCALE_JITTER,
     SMPL_FLIP_PERM,
     Augmentation,
+    bad_boxes,
+    box_problem,
     check_crop_args,
     crop_box,
     crop_flow,
@@ -55,7 +54,6 @@ LABELLED_SPLITS = ("labelled", "val", "test")
 """Splits whose labels ``LabelledFrames`` may read (never 'video': its labels are not for training)."""
 GROUND_TRUTH_FLOW = "ground_truth"
 """``VideoPairs(flow=...)`` value for the renderer's exact flow (flow.npz)."""
-
 
 
 def read_decoded(data_dir: Path, row: dict) -> np.ndarray:

@@ -259,3 +259,15 @@ def test_bad_arguments_name_the_value_and_the_choices(tiny_benchmark):
         build_labelled_dataset(tiny_benchmark, split="video", **kwargs)
     with pytest.raises(ValueError, match="epochs=0"):
         build_labelled_dataset(tiny_benchmark, epochs=0, **kwargs)
+
+
+def test_a_manifest_frame_size_that_disagrees_with_the_video_names_clip_and_sizes(tiny_benchmark, ray_local, tmp_path):
+    root = shutil.copytree(tiny_benchmark, tmp_path / "copy")
+    rows = read_manifest(root).to_pylist()
+    for row in rows:
+        row["height"] = 120 if row["clip_id"] == "labelled_00000" else row["height"]
+    pq.write_table(pa.Table.from_pylist(rows), root / "manifest.parquet")
+    with pytest.raises(ValueError, match=r"clip labelled_00000: the manifest says width=96, height=120, but .*"
+                                         r"labelled_00000/video.webm decodes to 96x96 frames"):
+        decode_stage_batch(root, "labelled_00000", bad_input="fail")
+    assert decode_stage_batch(root, "labelled_00000", bad_input="skip")["frame"].shape == (0,)

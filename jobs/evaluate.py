@@ -18,4 +18,5 @@ if __name__ == "__main__":
     parser.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt, or 'mean'")
     parser.add_argument("--split", choices=("val", "test"), default="test")
     args = parser.parse_args()
-    print(json.dumps(evaluate_checkpoint(_args.config(args), args.checkpoint, split=args.split), indent=2))
+    metrics = _args.run(args, lambda: evaluate_checkpoint(_args.config(args), args.checkpoint, split=args.split))
+    print(json.dumps(metrics, indent=2))

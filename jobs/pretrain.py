@@ -14,4 +14,4 @@ from raymotion.train.launch import pretrain_job  # noqa: E402
 
 if __name__ == "__main__":
     args = _args.parser(__doc__.splitlines()[0]).parse_args()
-    pretrain_job(_args.config(args), resume=args.resume)
+    _args.run(args, lambda: pretrain_job(_args.config(args), resume=args.resume))

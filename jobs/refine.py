@@ -17,4 +17,4 @@ from raymotion.train.launch import refine_job  # noqa: E402
 
 if __name__ == "__main__":
     args = _args.parser(__doc__.splitlines()[0]).parse_args()
-    refine_job(_args.config(args), resume=args.resume)
+    _args.run(args, lambda: refine_job(_args.config(args), resume=args.resume))

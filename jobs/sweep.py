@@ -4,19 +4,18 @@
     python jobs/sweep.py --config tune_configs/paper_table.yaml     # rerun after an interruption to continue
 """
 
-import argparse
 import sys
+from pathlib import Path
 
-from raymotion.tune.search_space import load_sweep
-from raymotion.tune.sweep import run_sweep
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _args  # noqa: E402
+
+from raymotion.tune.search_space import load_sweep  # noqa: E402
+from raymotion.tune.sweep import run_sweep  # noqa: E402
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _args.parser(__doc__.splitlines()[0], config_args=False)
     parser.add_argument("--config", required=True, help="a sweep file, e.g. tune_configs/smoke.yaml")
     args = parser.parse_args()
-    try:
-        spec = load_sweep(args.config)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"sweep.py: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"results: {run_sweep(spec)}")
+    print(f"results: {_args.run(args, lambda: run_sweep(load_sweep(args.config)))}")

@@ -12,6 +12,9 @@
     raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
     raymotion precompute-flow [--set train.video_clips=24]  # the pair store of scaling.video_source=precomputed
     raymotion bench-data [--max-clips 0] [--source streamed|precomputed]  # Ray Data vs a plain loop
+
+Errors in the config or the input (raymotion.errors.USER_ERRORS, also raised inside Ray) end any command with
+one message on stderr and exit code 2; ``-v`` adds the traceback. Other errors keep their traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import sys
 import yaml
 
 from raymotion.config import SYNTH_PRESETS, Config, describe, load_config, to_dict
+from raymotion.errors import report_user_error
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -97,11 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plain-threads", type=int, default=0,
                        help="OpenCV threads of the plain loop (0: OpenCV's own choice, one per core)")
     _add_config_args(bench)
+    for command in sub.choices.values():
+        command.add_argument("-v", "--verbose", action="store_true",
+                             help="with an error, print its traceback too (errors in the config or the input are "
+                             "otherwise one message and exit code 2)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as err:
+        # Bad config or input (raymotion's errors, also from inside Ray): the message, last, and exit 2.
+        if not report_user_error(f"raymotion {args.command}", err, verbose=args.verbose):
+            raise
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "smpl-to-npz":
         from pathlib import Path
 
@@ -109,18 +127,13 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             arrays = smpl_pkl_to_npz(Path(args.source), Path(args.out))
-        except (ValueError, FileNotFoundError, ModuleNotFoundError) as err:
+        except ModuleNotFoundError as err:  # chumpy missing: the message says what to install
             print(f"raymotion smpl-to-npz: {err}", file=sys.stderr)
             return 2
         print(f"wrote {args.out}: {', '.join(sorted(arrays))}")
         return 0
-    try:
-        preset = SYNTH_PRESETS[args.preset] if args.command == "synth" else None
-        cfg = load_config(args.config, args.overrides, preset=preset)
-    except (ValueError, FileNotFoundError) as err:
-        notes = "".join(f"\n  ({note})" for note in getattr(err, "__notes__", []))
-        print(f"raymotion {args.command}: {err}{notes}", file=sys.stderr)
-        return 2
+    preset = SYNTH_PRESETS[args.preset] if args.command == "synth" else None
+    cfg = load_config(args.config, args.overrides, preset=preset)
     if args.command == "doctor":
         from raymotion.doctor import run_doctor
 
@@ -145,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         from raymotion.eval.evaluate import METRIC_KEYS
         from raymotion.train.launch import run_training
 
-        try:
-            metrics = run_training(cfg, args.command, resume=args.resume, local=True)
-        except (ValueError, FileNotFoundError, FileExistsError) as err:  # checked before training starts
-            print(f"raymotion {args.command}: {err}", file=sys.stderr)
-            return 2
+        metrics = run_training(cfg, args.command, resume=args.resume, local=True)
         print(json.dumps({k: metrics[k] for k in METRIC_KEYS}, indent=2))
         return 0
     if args.command == "evaluate":
@@ -177,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = absolute_paths(cfg)
         init_ray(cfg)
         try:
-            store = precompute_for_config(cfg)
-        except (ValueError, OSError) as err:  # a broken store; an unreachable bucket (the message says what to check)
+            store = precompute_for_config(cfg)  # a bad clip's error comes out of Ray Data: main() prints its cause
+        except OSError as err:  # an unreachable bucket (the message says what to check)
             print(f"raymotion precompute-flow: {err}", file=sys.stderr)
             return 2
         how = "already there, reused" if store.reused else "written"

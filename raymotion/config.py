@@ -31,6 +31,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 T = TypeVar("T")
+BadInput = Literal["fail", "skip"]
+"""``data.bad_input``'s choices (raymotion.data.manifest.BAD_INPUT_POLICIES)."""
 
 
 class ConfigError(ValueError):
@@ -47,6 +49,17 @@ class ConfigError(ValueError):
     def under(self, prefix: str) -> "ConfigError":
         """The same error with ``prefix`` prepended to its key."""
         return ConfigError(_join(prefix, self.key), self.value, self.expected)
+
+
+class UnknownKeyError(ValueError):
+    """A key that is not in the config tree; ``key`` is its dotted path, the message lists the valid keys."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(key, message)  # picklable, like ConfigError
+        self.key, self.message = key, message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def _field(default: Any, doc: str, *, range: tuple[float | None, float | None] | None = None) -> Any:
@@ -74,8 +87,10 @@ class BodyConfig:
     gender: Literal["neutral", "male", "female"] = _field(
         "neutral", "SMPL body gender. Only used with body.model=smpl.")
     h36m_regressor: str = _field(
-        "body_models/J_regressor_h36m.npy", "SPIN's 17-joint Human3.6M joint regressor (.npy); "
-        "needed for evaluation joints with body.model=smpl.")
+        "../J_regressor_h36m.npy", "SPIN's 17-joint Human3.6M joint regressor (.npy); needed for evaluation "
+        "joints with body.model=smpl. A relative path is relative to body.smpl_dir (the default is "
+        "body_models/J_regressor_h36m.npy beside body_models/smpl/), never to the working directory; an "
+        "absolute path is used as given.")
     num_betas: int = _field(10, "Number of shape coefficients (betas).", range=(1, 300))
 
     def __post_init__(self) -> None:
@@ -191,6 +206,12 @@ class DataConfig:
                             range=(32, 1024))
     bbox_scale: float = _field(1.3, "Crop side = bbox_scale x the longer side of the person box (1.3 in "
                                "SPIN and the paper).", range=(1.0, 3.0))
+    bad_input: BadInput = _field(
+        "fail", "What the data readers do with bad input (docs/bad_input.md): a missing, truncated or wrongly sized "
+        "video, a label that is NaN/inf, an empty box, a clip too short for train.video_gap. 'fail' stops naming "
+        "the file, frame and column; 'skip' leaves out that frame (in-memory datasets, labelled Ray Data "
+        "pipeline), window (video pair pipeline) or clip, counts it and logs a warning. Pair stores "
+        "(precompute-flow) always fail: a store must hold every pair.")
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -447,6 +468,20 @@ class Config:
         return from_dict(cls, d)
 
 
+def check_refinement(cfg: Config) -> None:
+    """The cross-key checks that hold for refinement only (``launch.check_config_only`` applies them to a run,
+    ``tune.search_space.load_sweep`` to every corner of a sweep): raise a ConfigError naming the key."""
+    source = cfg.scaling.video_source
+    if source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
+        if cfg.train.flow_source != "estimator":
+            raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "
+                              "train.flow_source=ground_truth use scaling.video_source=local")
+        if cfg.loss.video_kp2d_weight > 0:
+            raise ConfigError("scaling.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
+                              "detector's keypoints, which the Ray Data pipeline does not carry; use "
+                              "scaling.video_source=local")
+
+
 # ----------------------------------------------------------------------------- types
 
 @functools.cache
@@ -573,8 +608,8 @@ def _field_type(cls: type, prefix: str, name: str) -> Any:
         where = f"under '{prefix}'" if prefix else "at the top level"
         close = difflib.get_close_matches(str(name), list(hints), n=1)
         guess = f" Did you mean '{_join(prefix, close[0])}'?" if close else ""
-        raise ValueError(f"unknown key '{_join(prefix, str(name))}'; valid keys {where}: "
-                         f"{', '.join(sorted(hints))}.{guess}")
+        raise UnknownKeyError(_join(prefix, str(name)), f"unknown key '{_join(prefix, str(name))}'; valid keys "
+                              f"{where}: {', '.join(sorted(hints))}.{guess}")
     return hints[name]
 
 
@@ -643,7 +678,8 @@ def load_config(path: str | Path | None = None,
                 overrides: Sequence[str] | Mapping[str, Any] | None = None,
                 *, preset: Mapping[str, Any] | None = None) -> Config:
     """Defaults, then a preset's dotted overrides (e.g. ``SYNTH_PRESETS['tiny']``), then the YAML file
-    (nested or dotted keys), then overrides (--set items or a dict)."""
+    (nested or dotted keys), then overrides (--set items or a dict). An error gets a note naming its source:
+    the --set item of the bad key, or else the file."""
     merged: dict[str, Any] = dict(preset or {})
     if path is not None:
         path = Path(path)
@@ -659,13 +695,19 @@ def load_config(path: str | Path | None = None,
             raise ValueError(f"config file {path} must hold a mapping of keys (e.g. 'body:\\n  gender: male'),"
                              f" got a {type(data).__name__}")
         merged.update(_flatten(data))
+    from_set = isinstance(overrides, Sequence) and not isinstance(overrides, str)
     if not isinstance(overrides, Mapping):
         overrides = parse_set_args(overrides or [])
-    merged.update(_flatten(overrides))
+    set_items = _flatten(overrides)
+    merged.update(set_items)
     try:
         return apply_overrides(Config(), merged)  # one pass: cross-field checks see the final values
     except ValueError as e:
-        if path is not None:
+        # Blame the source of the bad key: a --set item wins over the file (it is applied last).
+        key = getattr(e, "key", None)
+        if key in set_items:
+            e.add_note(f"from --set {key}={set_items[key]}" if from_set else f"from the override {key}={set_items[key]!r}")
+        elif path is not None:
             e.add_note(f"while loading config file {path}")
         raise
 

@@ -1,5 +1,6 @@
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,35 @@ def test_official_style_pickles_with_chumpy_load_and_convert_once_to_npz(tmp_pat
     np.save(tmp_path / "r.npy", np.random.default_rng(1).random((17, 6890)).astype(np.float32))
     body = load_body_model(BodyConfig(model="smpl", smpl_dir=str(smpl_dir), h36m_regressor=str(tmp_path / "r.npy")))
     assert body.num_verts == 6890
+
+
+def test_a_nan_in_the_h36m_regressor_is_refused_by_name_and_the_doctor_calls_the_body_unusable(tmp_path):
+    from raymotion.doctor import check_body_models
+
+    smpl_dir = write_user_smpl(tmp_path, random_smpl_arrays(6890))
+    regressor = np.random.default_rng(1).random((17, 6890)).astype(np.float32)
+    regressor[3, 100] = np.nan
+    np.save(tmp_path / "body_models" / "J_regressor_h36m.npy", regressor)
+    cfg = BodyConfig(model="smpl", smpl_dir=str(smpl_dir))  # the default regressor path: beside smpl_dir
+    with pytest.raises(ValueError, match=r"J_regressor_h36m.npy holds 1 non-finite value\(s\) \(first: nan at "
+                                         r"index \[3, 100\]\)"):
+        load_body_model(cfg)
+    checks, configured_ok = check_body_models(cfg)
+    assert not configured_ok
+    assert any(not c.ok and "non-finite" in c.detail for c in checks)
+
+
+def test_a_nan_in_a_body_model_array_is_refused_by_name(two_bone_arrays):
+    two_bone_arrays["shapedirs"][2, 1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"toy: 'shapedirs' holds 1 non-finite value\(s\) \(first: inf at index "
+                                         r"\[2, 1, 0\]\)"):
+        BodyModel.from_arrays(two_bone_arrays, source="toy")
+
+
+def test_a_relative_h36m_regressor_path_is_relative_to_smpl_dir(tmp_path):
+    from raymotion.body.body_model import h36m_regressor_path
+
+    assert h36m_regressor_path(BodyConfig(smpl_dir="/data/body_models/smpl")) == \
+        Path("/data/body_models/J_regressor_h36m.npy")
+    assert h36m_regressor_path(BodyConfig(smpl_dir="/data/smpl", h36m_regressor="h36m.npy")) == Path("/data/smpl/h36m.npy")
+    assert h36m_regressor_path(BodyConfig(smpl_dir="/data/smpl", h36m_regressor="/x/r.npy")) == Path("/x/r.npy")

@@ -42,3 +42,68 @@ def test_doctor_renders_the_default_body(tmp_path):
     # The body covers part of each panel: neither all background (white) nor all body.
     body_fraction = (image.min(axis=2) < 250).mean()
     assert 0.05 < body_fraction < 0.6
+
+
+def test_an_error_after_parsing_is_one_message_and_exit_2_with_the_traceback_only_with_verbose(tmp_path, capsys):
+    absent = tmp_path / "absent.pt"
+    assert main(["evaluate", "--checkpoint", str(absent)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"raymotion evaluate: checkpoint not found: {absent}")
+    assert "Traceback" not in err
+    assert main(["evaluate", "--checkpoint", str(absent), "-v"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.strip().splitlines()[-1].startswith("raymotion evaluate: checkpoint not found")
+
+
+def test_a_missing_data_root_is_refused_before_anything_is_written(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["pretrain", "--set", f"data.root={tmp_path / 'nowhere'}", "--set", f"run.output_dir={runs}"]) == 2
+    assert "data.root=" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+def test_a_cause_inside_rays_wrappers_is_what_is_shown():
+    from ray.exceptions import RayTaskError, UserCodeException
+
+    from raymotion.errors import user_error
+
+    cause = ValueError("video /data/video_00001/video.webm ends before frame 3")
+    wrapped = RayTaskError("DecodeCropStage.__call__", "Traceback (most recent call last): ...", cause)
+    wrapped = wrapped.as_instanceof_cause()
+    try:
+        raise UserCodeException("UDF failed to process a data block.") from wrapped
+    except UserCodeException as err:
+        assert user_error(err) is cause
+    assert user_error(RuntimeError("a bug")) is None
+    assert user_error(RayTaskError("f", "tb", KeyError("a bug")).as_instanceof_cause()) is None
+    # As it arrives from a Ray Data actor: the chain only as text, the cause object left behind.
+    remote = ("Traceback (most recent call last):\n  File \"decode.py\", line 221, in _run_dali_decoder\n"
+              "ValueError: DALI cannot decode frames 0..6 of video /d/video_00001/video.webm\n\n"
+              "The above exception was the direct cause of the following exception:\n\n"
+              "ray.exceptions.UserCodeException: UDF failed to process a data block.")
+    wrapped = RayTaskError("MapWorker.submit", remote, UserCodeException("UDF failed")).as_instanceof_cause()
+    assert str(user_error(wrapped)) == "DALI cannot decode frames 0..6 of video /d/video_00001/video.webm"
+
+
+def test_job_scripts_report_bad_input_as_one_message_and_exit_2(capsys, monkeypatch):
+    import argparse
+    import sys
+    from pathlib import Path
+
+    from raymotion.config import ConfigError
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "jobs"))
+    import _args
+
+    monkeypatch.setattr(sys, "argv", ["pretrain.py"])
+    args = argparse.Namespace(verbose=False)
+
+    def bad():
+        raise ConfigError("train.video_gap", 9, "too long")
+
+    with pytest.raises(SystemExit) as info:
+        _args.run(args, bad)
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("pretrain.py: train.video_gap=9 is invalid")
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        _args.run(args, lambda: {}["x"])

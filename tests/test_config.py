@@ -35,7 +35,7 @@ class Toy:
 def test_defaults():
     cfg = Config()
     assert cfg.body == BodyConfig(model="anny", smpl_dir="body_models/smpl", gender="neutral",
-                                  h36m_regressor="body_models/J_regressor_h36m.npy", num_betas=10)
+                                  h36m_regressor="../J_regressor_h36m.npy", num_betas=10)
     assert cfg.run == RunConfig(output_dir="runs", name="default", seed=0, device="auto")
     assert cfg.render == RenderConfig(image_size=512, motion="walk", phase=0.25, output="raymotion_body.png")
 
@@ -63,7 +63,7 @@ def test_to_dict_from_dict_round_trip():
     cfg = apply_overrides(Config(), {"body.model": "smpl", "body.gender": "female", "run.seed": 7})
     d = to_dict(cfg)
     assert d["body"] == {"model": "smpl", "smpl_dir": "body_models/smpl", "gender": "female",
-                         "h36m_regressor": "body_models/J_regressor_h36m.npy", "num_betas": 10}
+                         "h36m_regressor": "../J_regressor_h36m.npy", "num_betas": 10}
     assert Config.from_dict(d) == cfg
     assert from_dict(Config, d) == cfg
     assert to_dict(Config.from_dict(d)) == d
@@ -136,7 +136,7 @@ def test_unknown_key_lists_valid_keys():
     with pytest.raises(ValueError, match=r"unknown key 'bdy'; valid keys at the top level: body, data, flow, loss, model, render, run, scaling, synth, train\."):
         Config.from_dict({"bdy": {}})
     with pytest.raises(ValueError, match=r"unknown key 'run.colour'; valid keys under 'run': device, name, "
-                                         r"output_dir, seed\.$"):
+                                         r"output_dir, seed\.\nfrom --set run.colour=red$"):
         load_config(overrides=["run.colour=red"])
 
 
@@ -236,3 +236,29 @@ def test_apply_overrides_does_not_mutate_input():
     assert (new.run.seed, new.body.num_betas) == (3, 20)
     assert to_dict(cfg) == before
     assert new.body is not cfg.body
+
+
+def test_a_bad_set_item_is_blamed_on_the_set_item_not_the_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("run:\n  seed: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["body.gender=robot"])
+    assert info.value.__notes__ == ["from --set body.gender=robot"]
+    with pytest.raises(ValueError, match="unknown key 'body.gendr'") as info:
+        load_config(path, ["body.gendr=male"])
+    assert info.value.__notes__ == ["from --set body.gendr=male"]
+    path.write_text("body:\n  gender: robot\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["run.seed=1"])
+    assert info.value.__notes__ == [f"while loading config file {path}"]
+
+
+def test_smpl_without_mean_params_warns_once():
+    from raymotion.train import components
+
+    components._warn_default_mean_params.cache_clear()
+    cfg = load_config(overrides={"body.model": "smpl"})
+    with pytest.warns(UserWarning, match="body.model=smpl and model.mean_params is empty") as record:
+        components.mean_params_for(cfg)
+        components.mean_params_for(cfg)
+    assert len([w for w in record if "mean_params" in str(w.message)]) == 1

@@ -229,6 +229,10 @@ def test_bad_boxes_short_videos_and_missing_files_name_file_and_frame(tiny_bench
     pq.write_table(table.set_column(table.schema.get_field_index("box_xyxy"), "box_xyxy", column), labels_path)
     with pytest.raises(ValueError, match=r"labelled_00000/labels.parquet frame 1: box_xyxy \[100.0"):
         decode_stage_batch(root, "labelled_00000", bad_input="fail")
+    kept = decode_stage_batch(root, "labelled_00000", bad_input="skip")  # that frame is left out, not the clip
+    assert kept["source"].shape == (2, CROP_SIZE, CROP_SIZE, 3) and kept["frame"].tolist() == [0, 2]
+    column = pa.array([[float("nan")] * 4] * len(boxes), type=table.schema.field("box_xyxy").type)
+    pq.write_table(table.set_column(table.schema.get_field_index("box_xyxy"), "box_xyxy", column), labels_path)
     skipped = decode_stage_batch(root, "labelled_00000", bad_input="skip")
     assert skipped["source"].shape == (0, CROP_SIZE, CROP_SIZE, 3) and skipped["frame"].shape == (0,)
     no_rows = labelled_items(skipped, crop_size=CROP_SIZE, augment=True, seed=0)  # what the next stage makes of it
@@ -255,3 +259,15 @@ def test_bad_arguments_name_the_value_and_the_choices(tiny_benchmark):
         build_labelled_dataset(tiny_benchmark, split="video", **kwargs)
     with pytest.raises(ValueError, match="epochs=0"):
         build_labelled_dataset(tiny_benchmark, epochs=0, **kwargs)
+
+
+def test_a_manifest_frame_size_that_disagrees_with_the_video_names_clip_and_sizes(tiny_benchmark, ray_local, tmp_path):
+    root = shutil.copytree(tiny_benchmark, tmp_path / "copy")
+    rows = read_manifest(root).to_pylist()
+    for row in rows:
+        row["height"] = 120 if row["clip_id"] == "labelled_00000" else row["height"]
+    pq.write_table(pa.Table.from_pylist(rows), root / "manifest.parquet")
+    with pytest.raises(ValueError, match=r"clip labelled_00000: the manifest says width=96, height=120, but .*"
+                                         r"labelled_00000/video.webm decodes to 96x96 frames"):
+        decode_stage_batch(root, "labelled_00000", bad_input="fail")
+    assert decode_stage_batch(root, "labelled_00000", bad_input="skip")["frame"].shape == (0,)

@@ -212,6 +212,21 @@ def test_truncated_video_fails_by_name_or_is_skipped_and_counted(dataset, ray_lo
 
 
 @pytest.mark.ray
+def test_precompute_flow_on_a_bad_video_prints_the_cause_last(dataset, ray_local, tmp_path, capsys):
+    """Before: the cause sat 10 lines above Ray's "UDF failed" ending, and the command exited 1 (issue 18)."""
+    from raymotion.cli import main
+
+    root = shutil.copytree(dataset, tmp_path / "copy")
+    video = root / "video" / "video_00001" / "video.webm"
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])
+    assert main(["precompute-flow", "--set", f"data.root={root}", "--set", "data.crop_size=32",
+                 "--set", "flow.estimator=farneback"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("raymotion precompute-flow: ") and "video_00001/video.webm" in last
+
+
+@pytest.mark.ray
 def test_box_outside_the_frame_fails_naming_file_and_frame(dataset, ray_local, tmp_path):
     from raymotion.data.pipeline import build_pair_dataset
 

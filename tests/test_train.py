@@ -178,3 +178,55 @@ def test_a_film_refinement_of_a_shipped_base_trains_its_film_module_and_starts_a
     plain = components.evaluate_checkpoint(train_config(tiny_root, tmp_path, "plain", **overrides), base, split="test")
     for key in ("mpjpe_mm", "pa_mpjpe_mm", "accel_error_mm"):
         assert metrics[f"before/test/{key}"] == pytest.approx(plain[key], rel=1e-5)
+
+
+def test_a_truncated_checkpoint_on_resume_fails_once_on_the_driver_naming_the_file(tiny_root, tmp_path):
+    """Before: the workers each failed to load it, scaling.max_failures times (issue 18)."""
+    from raymotion.train.checkpoint import save_checkpoint
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    path = folder / "checkpoint.pt"
+    save_checkpoint(path, {"model": {"w": torch.zeros(1000)}, "step": 2, "config": {}})
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=rf"cannot resume: {path} is not a readable raymotion checkpoint .*"
+                                         rf"Delete {path} to start the run over"):
+        pretrain(train_config(tiny_root, tmp_path, "run"), resume=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_gap_longer_than_the_video_clips_is_refused_before_anything_is_written(tiny_root, tmp_path):
+    from raymotion.config import ConfigError, to_dict
+    from raymotion.train.checkpoint import save_checkpoint
+
+    pretrained = tmp_path / "base.pt"
+    cfg = train_config(tiny_root, tmp_path / "runs", "gap", **{"train.video_gap": 6,
+                                                                "train.pretrained": str(pretrained)})
+    save_checkpoint(pretrained, {"model": {}, "step": 0, "config": to_dict(cfg)})  # a base model of this config
+    with pytest.raises(ConfigError, match=r"train.video_gap=6 .*video_00000 \(6 frames\)"):
+        refine(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_frames_with_nan_labels_are_left_out_and_counted_in_the_run_record_under_skip(tiny_root, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raymotion.data.manifest import read_manifest
+
+    root = shutil.copytree(tiny_root, tmp_path / "data")
+    for split in ("labelled", "test"):  # frame 1 of the first clip of each: a NaN joint
+        row = next(r for r in read_manifest(root).to_pylist() if r["split"] == split)
+        path = root / row["labels_path"]
+        table = pq.read_table(path)
+        values = table.column("joints3d_cam").to_pylist()
+        values[1] = [float("nan")] * 72
+        column = pa.array(values, type=table.schema.field("joints3d_cam").type)
+        pq.write_table(table.set_column(table.schema.get_field_index("joints3d_cam"), "joints3d_cam", column), path)
+    with pytest.raises(ValueError, match=r"labels.parquet frame 1: joints3d_cam is not finite"):
+        pretrain(train_config(root, tmp_path / "runs", "fail", **{"train.pretrain_steps": 1}))
+    metrics = pretrain(train_config(root, tmp_path / "runs", "skip", **{"train.pretrain_steps": 1,
+                                                                         "data.bad_input": "skip"}))
+    assert metrics["bad_input_skipped"] == 2 and metrics["mpjpe_mm"] == metrics["mpjpe_mm"]

@@ -10,7 +10,9 @@ import sys
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from raymotion.tune.search_space import load_sweep
@@ -55,15 +57,38 @@ def test_every_shipped_sweep_file_loads_and_every_key_is_a_config_key(path):
     ("search: {loss.flow_weigth: {uniform: [0, 1]}}\ntune: {}", r"bad\.yaml: search\.loss\.flow_weigth: unknown config key\. Did you mean 'loss\.flow_weight'\?"),
     ("search: {loss.flow_weight: {gaussian: [0, 1]}}\ntune: {}", r"search\.loss\.flow_weight: expected one of"),
     ("search: {loss.flow_weight: {loguniform: [0, 1]}}\ntune: {}", r"loguniform needs low > 0"),
-    ("grid: {train.fraction: [0.1, 2.0]}\ntune: {}", r"bad\.yaml: values: train\.fraction=2\.0 is invalid"),
+    ("grid: {train.fraction: [0.1, 2.0]}\ntune: {}",
+     r"bad\.yaml: grid\.train\.fraction: train\.fraction=2\.0 is invalid: .*; fix it in the sweep file$"),
+    ("search: {train.fraction: {uniform: [0.5, 2.0]}}\ntune: {}",
+     r"bad\.yaml: search\.train\.fraction \(a bound or choice\): train\.fraction=2\.0 is invalid: .*sweep file$"),
+    ("tune: {metric: val/pa_mpjpe}", r"bad\.yaml: tune\.metric: 'val/pa_mpjpe' is not reported by the runs; they "
+     r"report: val/mpjpe_mm, val/mpjpe_mm_se, val/pa_mpjpe_mm, .*Did you mean 'val/pa_mpjpe_mm'\?"),
+    ("grid: {loss.flow_weight: [0.1]}\nsearch: {loss.flow_weight: {uniform: [0, 1]}}\ntune: {}",
+     r"bad\.yaml: grid and search: loss\.flow_weight in both"),
+    ("base: {scaling.video_source: ray_data}\ngrid: {train.flow_source: [estimator, ground_truth]}\ntune: {}",
+     r"bad\.yaml: grid point \{'train\.flow_source': 'ground_truth'\} with search values \(none\): "
+     r"scaling\.video_source='ray_data' is invalid: the Ray Data pipeline estimates flow"),
+    ("search: {loss.video_kp2d_weight: {choice: [0.0, 1.0]}}\ntune: {}",
+     r"grid point \(none\) with search values \{'loss\.video_kp2d_weight': 1\.0\}: scaling\.video_source="),
     ("tune: {metrik: x}", r"tune: unknown key\(s\) \['metrik'\]"),
     ("sweep: {}", r"unknown section\(s\) \['sweep'\]"),
 ])
 def test_bad_sweep_files_name_the_file_and_the_key(tmp_path, text, match):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         load_sweep(path)
+    assert "--set" not in str(info.value)  # a sweep file takes no --set
+
+
+def test_the_metrics_a_sweep_may_rank_on_are_those_score_returns():
+    from raymotion.eval.evaluate import SCORE_KEYS, score
+    from raymotion.tune.search_space import REPORTED_METRICS
+
+    pred = {"eval_joints_NE3": torch.zeros(3, 14, 3), "verts_NV3": torch.zeros(3, 5, 3)}
+    truth = {**pred, "verts_pelvis_N3": torch.zeros(3, 3)}
+    assert tuple(score(pred, truth, np.zeros(3), np.arange(3))) == SCORE_KEYS
+    assert REPORTED_METRICS == tuple(f"val/{key}" for key in SCORE_KEYS)
 
 
 @pytest.mark.render

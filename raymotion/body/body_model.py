@@ -18,6 +18,7 @@ from __future__ import annotations
 import _compat_pickle
 import contextlib
 import io
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +112,7 @@ class BodyModel(nn.Module):
                 f"the Human3.6M joint regressor for {source} has shape {h36m_regressor_17V.shape}, "
                 f"expected ({NUM_H36M_JOINTS}, {num_verts}) to match the mesh's {num_verts} vertices"
             )
+        _check_finite(h36m_regressor_17V, what=f"the Human3.6M joint regressor for {source}")
         self.register_buffer(
             "h36m_regressor_17V", torch.as_tensor(h36m_regressor_17V, dtype=torch.float32), persistent=False
         )
@@ -311,9 +313,21 @@ def _check_arrays(arrays: dict[str, np.ndarray], *, source: str) -> None:
             f"{source}: 'posedirs' has {arrays['posedirs'].shape[-1]} pose-corrective columns, "
             f"expected {NUM_BODY_JOINTS * 9} (zeros are fine)"
         )
+    for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights"):
+        _check_finite(arrays[key], what=f"{source}: '{key}'")
     faces = arrays["f"]
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.min() < 0 or faces.max() >= num_verts:
         raise ValueError(f"{source}: 'f' must be (F, 3) vertex indices in [0, {num_verts}), got shape {faces.shape}")
+
+
+def _check_finite(array: np.ndarray, *, what: str) -> None:
+    """Raise naming ``what`` and the first index where a body-model array is NaN or inf (it would turn every
+    mesh, joint and metric it touches into NaN, or crash an SVD downstream)."""
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{what} holds {int(bad.sum())} non-finite value(s) (first: {array[index]} at index "
+                         f"{list(index)}); the file is damaged: get a fresh copy")
 
 
 def _extra_joint_vertex_ids(arrays: dict[str, np.ndarray], *, source: str) -> dict[str, int]:
@@ -342,8 +356,9 @@ def _read_h36m_regressor(path: Path) -> np.ndarray:
             "J_regressor_h36m.npy (17 x 6890; part of SPIN's data download, see its fetch_data.sh): put it at "
             f"{path} or set body.h36m_regressor=<path>"
         )
-    regressor = np.load(path, allow_pickle=False)
-    return np.asarray(regressor, dtype=np.float32)
+    regressor = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+    _check_finite(regressor, what=f"the Human3.6M joint regressor {path}")
+    return regressor
 
 
 def embedded_body_path(model: str) -> Path:
@@ -371,12 +386,18 @@ def smpl_file_path(smpl_dir: str | Path, gender: str) -> Path:
     )
 
 
+def h36m_regressor_path(body_cfg: BodyConfig) -> Path:
+    """``body.h36m_regressor`` resolved: a relative path against ``body.smpl_dir``, an absolute one as given."""
+    path = Path(body_cfg.h36m_regressor).expanduser()
+    return path if path.is_absolute() else Path(os.path.normpath(Path(body_cfg.smpl_dir) / path))
+
+
 def load_body_model(body_cfg: BodyConfig) -> BodyModel:
     """Build the body model that ``config.body`` names."""
     if body_cfg.model == "smpl":
         return BodyModel.from_file(
             smpl_file_path(body_cfg.smpl_dir, body_cfg.gender),
-            h36m_regressor_path=body_cfg.h36m_regressor,
+            h36m_regressor_path=h36m_regressor_path(body_cfg),
             num_betas=body_cfg.num_betas,
         )
     path = embedded_body_path(body_cfg.model)

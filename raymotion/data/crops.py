@@ -87,6 +87,18 @@ def crop_box(box_xyxy_N4: np.ndarray, *, scale: float) -> tuple[np.ndarray, np.n
     return center_N2, side_N
 
 
+def bad_boxes(box_T4: np.ndarray, *, width: int, height: int) -> np.ndarray:
+    """(T,) True where a box (x0, y0, x1, y1), image pixels, is empty, not finite or wholly outside the
+    ``width`` x ``height`` frame: nothing to crop."""
+    bad_T = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
+    return bad_T | (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
+
+
+def box_problem(box_4: np.ndarray, *, width: int, height: int) -> str:
+    """What ``bad_boxes`` found wrong with one box, for error messages."""
+    return f"box_xyxy {box_4.tolist()} is empty, not finite or outside the {width}x{height} frame"
+
+
 def crop_matrix(
     center_2: np.ndarray | tuple[float, float],
     side: float,

@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
@@ -29,6 +28,8 @@ from raymotion.data.crops import (
     SCALE_JITTER,
     SMPL_FLIP_PERM,
     Augmentation,
+    bad_boxes,
+    box_problem,
     check_crop_args,
     crop_box,
     crop_flow,
@@ -46,12 +47,22 @@ from raymotion.data.crops import (
 from raymotion.config import FlowConfig
 from raymotion.data.decode import read_video
 from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
-from raymotion.data.manifest import check_frames_per_item, read_manifest
+from raymotion.data.manifest import (check_bad_input, check_clip_lengths, check_frame_size, check_frames_per_item,
+                                       read_columns, read_manifest, warn_skipped)
 
 LABELLED_SPLITS = ("labelled", "val", "test")
 """Splits whose labels ``LabelledFrames`` may read (never 'video': its labels are not for training)."""
 GROUND_TRUTH_FLOW = "ground_truth"
 """``VideoPairs(flow=...)`` value for the renderer's exact flow (flow.npz)."""
+
+
+def read_decoded(data_dir: Path, row: dict) -> np.ndarray:
+    """A clip's frames (T, H, W, 3) uint8, checked against the manifest row's frame count and size."""
+    path = data_dir / row["path"]
+    frames_THW3 = read_video(path, expected_frames=row["frames"])
+    check_frame_size(row, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
+    return frames_THW3
+
 
 # Per-frame label columns (docs/data_format.md) and their per-frame shapes.
 _LABEL_SHAPES: dict[str, tuple[int, ...]] = {
@@ -103,30 +114,54 @@ def _split_rows(data_dir: Path, split: str, choices: tuple[str, ...] | None) -> 
     return rows
 
 
-def _read_labels(data_dir: Path, row: dict, columns: list[str]) -> dict[str, np.ndarray]:
-    """The named label columns of one clip, as (T, ...) arrays; checks the row count and the boxes."""
+def label_problems(labels: dict[str, np.ndarray], *, width: int, height: int) -> dict[int, str]:
+    """Frame -> what is wrong with its labels (the first problem): a value that is not finite (NaN or inf),
+    naming the column, or a box (``crops.bad_boxes``) with nothing to crop. Frames without one are absent."""
+    problems: dict[int, str] = {}
+    for name, values_T in labels.items():
+        flat_TX = values_T.reshape(len(values_T), -1)
+        if name == "box_xyxy":
+            bad_T = bad_boxes(flat_TX, width=width, height=height)
+        else:
+            bad_T = ~np.isfinite(flat_TX).all(axis=1)
+        for t in np.flatnonzero(bad_T).tolist():
+            if t in problems:
+                continue
+            if name == "box_xyxy":
+                problems[t] = box_problem(flat_TX[t], width=width, height=height)
+            else:
+                i = int(np.flatnonzero(~np.isfinite(flat_TX[t]))[0])
+                problems[t] = f"{name} is not finite ({flat_TX[t, i]} at value {i})"
+    return dict(sorted(problems.items()))
+
+
+def _read_labels(data_dir: Path, row: dict, columns: list[str], *,
+                 bad_input: str) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+    """The named label columns of one clip, as (T, ...) arrays, and its bad frames (``label_problems``).
+
+    Checks the columns exist, the row count, and every frame's values: with ``bad_input='fail'`` a bad
+    frame raises naming the file, the frame and the column; with 'skip' the bad frames are returned as
+    {frame: message} for the caller to leave out (and count).
+    """
     if not row["labels_path"]:
         raise ValueError(f"clip {row['clip_id']} has no labels_path in the manifest; its boxes are needed to crop")
     path = data_dir / row["labels_path"]
     if not path.is_file():
         raise FileNotFoundError(f"labels of clip {row['clip_id']} not found: {path}")
-    table = pq.read_table(path, columns=columns)
+    table = read_columns(path, columns, what="label columns read here")
     if table.num_rows != row["frames"]:
         raise ValueError(f"{path} has {table.num_rows} rows but the manifest says {row['frames']} frames")
     labels = {}
     for name in columns:
         flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
         labels[name] = flat.reshape(table.num_rows, *_LABEL_SHAPES[name])
-    box_T4 = labels["box_xyxy"]
-    bad = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
-    bad |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= row["width"]) | (box_T4[:, 1] >= row["height"])
-    if bad.any():
-        frame = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{path} frame {frame}: box_xyxy {box_T4[frame].tolist()} is empty, not finite or outside the "
-            f"{row['width']}x{row['height']} frame"
-        )
-    return labels
+    problems = label_problems(labels, width=row["width"], height=row["height"])
+    if problems and bad_input == "fail":
+        frame, problem = next(iter(problems.items()))
+        others = f" ({len(problems) - 1} more bad frame(s) in this file)" if len(problems) > 1 else ""
+        raise ValueError(f"{path} frame {frame}: {problem}{others}; fix the labels, or set data.bad_input=skip to "
+                         "leave such frames out (counted)")
+    return labels, {frame: f"skipped {path} frame {frame}: {problem}" for frame, problem in problems.items()}
 
 
 def augmented_store_size(crop_size: int) -> int:
@@ -225,6 +260,11 @@ class LabelledFrames(Dataset):
     this the dataset keeps a larger uint8 source crop per frame (side ceil(S * 1.25 * sqrt 2), at
     the final crop's pixel density, so every scale and rotation stays inside it), about 3x the memory
     of plain crops, and each item is resampled from it (two bilinear resamplings in all).
+
+    Bad input: a missing or truncated video, frames of another size than the manifest row's, a labels file
+    without a needed column, or a frame whose labels hold NaN/inf or whose box is empty raise naming the file
+    (and frame and column) with ``bad_input='fail'`` (``data.bad_input``); with 'skip' such frames are left out,
+    counted in ``skipped`` (one message each) and logged in one warning.
     """
 
     def __init__(
@@ -239,8 +279,10 @@ class LabelledFrames(Dataset):
         augment: bool = False,
         max_clips: int | None = None,
         shard: tuple[int, int] = (0, 1),
+        bad_input: str = "fail",
     ) -> None:
         check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        check_bad_input(bad_input)
         rank, num_shards = shard
         if not 0 <= rank < num_shards:
             raise ValueError(f"shard={shard}: the rank must be in [0, {num_shards}) (a worker's (rank, world size))")
@@ -252,6 +294,7 @@ class LabelledFrames(Dataset):
         # Stored crop side: the final crop, or the source crop that holds every augmented crop.
         self._store_size = augmented_store_size(crop_size) if augment else crop_size
         self.clip_ids = [rows[i][1]["clip_id"] for i in chosen]
+        self.skipped: list[str] = []  # one message per frame left out as bad input (bad_input='skip')
 
         columns = list(_LABEL_SHAPES)
         crops, labels, clip_index, frame_index = [], [], [], []
@@ -263,8 +306,10 @@ class LabelledFrames(Dataset):
             first += row["frames"]
             if len(kept_T) == 0:
                 continue  # nothing of this clip in the shard: not even decoded
-            frames_THW3 = read_video(data_dir / row["path"], expected_frames=row["frames"])
-            clip_labels = _read_labels(data_dir, row, columns)
+            frames_THW3 = read_decoded(data_dir, row)
+            clip_labels, bad = _read_labels(data_dir, row, columns, bad_input=bad_input)
+            self.skipped += [bad[t] for t in kept_T if t in bad]
+            kept_T = np.array([t for t in kept_T if t not in bad], dtype=np.int64)
             center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)
             store_side_T = side_T * (self._store_size / crop_size)
             for t in kept_T:
@@ -274,6 +319,9 @@ class LabelledFrames(Dataset):
             clip_index += [manifest_index] * len(kept_T)
             frame_index += kept_T.tolist()
             del frames_THW3  # only the shard's crops are kept: memory is bounded by the shard
+        warn_skipped(self.skipped, what=f"labelled frames of split {split!r}")
+        if not crops and self.skipped:
+            raise ValueError(f"every labelled frame of this shard was left out as bad input: {self.skipped[0]}")
         if not crops:
             raise ValueError(f"{first} labelled frames cannot be split into {num_shards} shards: lower "
                              "scaling.num_workers")
@@ -366,8 +414,11 @@ class VideoPairs(Dataset):
     training code must NOT pass it, because the 'video' split stands for unannotated video
     (docs/data_format.md). Without it only the boxes are read from labels.parquet.
 
-    Bad input: a clip whose video is missing, undecodable or shorter than its manifest row raises
-    (naming the file); so does a degenerate box. Memory: uint8 crops once per frame and two float16
+    Bad input: a clip whose video is missing, undecodable, shorter than its manifest row or of another frame
+    size raises (naming the file); a clip of ``gap`` frames or fewer raises naming ``train.video_gap``; a
+    frame whose read labels hold NaN/inf or whose box is empty raises naming the file, frame and column. With
+    ``bad_input='skip'`` (``data.bad_input``) such clips and the pairs of such frames are left out instead,
+    one message each in ``skipped``, logged in one warning (a broken video still raises). Memory: uint8 crops once per frame and two float16
     flows per pair (S = 128: 48 KiB per frame, 128 KiB per pair, plus 32 KiB of masks for ground truth).
     """
 
@@ -384,9 +435,11 @@ class VideoPairs(Dataset):
         frames_per_item: int = 2,
         max_clips: int | None = None,
         with_labels: bool = False,
+        bad_input: str = "fail",
     ) -> None:
         check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
         check_frames_per_item(frames_per_item)
+        check_bad_input(bad_input)
         flow_choices = (GROUND_TRUTH_FLOW, *FLOW_ESTIMATORS)
         if flow not in flow_choices:
             raise ValueError(f"flow={flow!r} is not a flow source; choose one of: {', '.join(flow_choices)}")
@@ -398,6 +451,11 @@ class VideoPairs(Dataset):
             raise ValueError(f"max_clips={max_clips} must be >= 1, or None for all clips")
         data_dir = Path(data_dir)
         rows = _split_rows(data_dir, split, None)[:max_clips]
+        self.skipped = check_clip_lengths([row for _, row in rows], split=split, gap=gap, bad_input=bad_input,
+                                          frames_per_item=frames_per_item)
+        rows = [(i, row) for i, row in rows if row["frames"] > (frames_per_item - 1) * gap]
+        if not rows:
+            raise ValueError(f"no clip of split {split!r} holds an item at train.video_gap={gap}: {self.skipped[0]}")
         if flow == GROUND_TRUTH_FLOW:
             missing = [row["clip_id"] for _, row in rows if not row["flow_path"]]
             if missing:
@@ -414,32 +472,36 @@ class VideoPairs(Dataset):
         crops, crop_params, labels, first, clip_index, t_index = [], [], [], [], [], []
         flows_fwd, flows_bwd, valid_fwd, valid_bwd = [], [], [], []
         for manifest_index, row in rows:
-            frames_THW3 = read_video(data_dir / row["path"], expected_frames=row["frames"])
-            clip_labels = _read_labels(data_dir, row, columns)
+            frames_THW3 = read_decoded(data_dir, row)
+            clip_labels, bad = _read_labels(data_dir, row, columns, bad_input=bad_input)
+            self.skipped += list(bad.values())
             center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)
             offset = len(crops)
-            clip_crops = [crop_image(frame, center_2=c, side=s, size=crop_size)
-                          for frame, c, s in zip(frames_THW3, center_T2, side_T)]
+            # A bad frame (bad_input='skip') gets a blank crop that no kept pair uses: its box may be NaN.
+            blank = np.zeros((crop_size, crop_size, 3), np.uint8)
+            clip_crops = [blank if t in bad else crop_image(frame, center_2=c, side=s, size=crop_size)
+                          for t, (frame, c, s) in enumerate(zip(frames_THW3, center_T2, side_T))]
             crops += clip_crops
             crop_params.append(np.concatenate([center_T2, side_T[:, None]], axis=1))
             labels.append(clip_labels)
-            num_pairs = max(0, row["frames"] - gap)
-            first += range(offset, offset + num_pairs)
-            clip_index += [manifest_index] * num_pairs
-            t_index += range(num_pairs)
+            num_pairs = row["frames"] - gap
+            kept_P = [t for t in range(num_pairs) if t not in bad and t + gap not in bad]
+            first += [offset + t for t in kept_P]
+            clip_index += [manifest_index] * len(kept_P)
+            t_index += kept_P
             if estimator is not None:
                 cache = data_dir / row["path"]
                 cache = cache.with_name(f"flow_{estimator.tag}_{crop_size}px_x{bbox_scale:g}_gap{gap}.npz")
                 forward_PSS2, backward_PSS2 = _estimated_crop_flows(cache, estimator, clip_crops, gap=gap, num_pairs=num_pairs)
-                flows_fwd += list(forward_PSS2)
-                flows_bwd += list(backward_PSS2)
+                flows_fwd += list(forward_PSS2[kept_P])
+                flows_bwd += list(backward_PSS2[kept_P])
                 continue
             with np.load(data_dir / row["flow_path"]) as npz:
                 forward_THW2, backward_THW2 = npz["forward"], npz["backward"]
             if len(forward_THW2) != row["frames"] - 1 or len(backward_THW2) != row["frames"] - 1:
                 raise ValueError(f"{data_dir / row['flow_path']} holds {len(forward_THW2)} forward flows; "
                                  f"expected frames - 1 = {row['frames'] - 1}")
-            for t in range(num_pairs):
+            for t in kept_P:
                 one = {"center1_2": center_T2[t], "side1": side_T[t], "center2_2": center_T2[t + 1], "side2": side_T[t + 1]}
                 two = {"center1_2": center_T2[t + 1], "side1": side_T[t + 1], "center2_2": center_T2[t], "side2": side_T[t]}
                 for image_flow, kw, out, valid in ((forward_THW2[t], one, flows_fwd, valid_fwd),
@@ -449,6 +511,7 @@ class VideoPairs(Dataset):
                     out.append(np.where(finite_SS[..., None], crop_flow_SS2, 0.0).astype(np.float16))
                     valid.append(finite_SS)
 
+        warn_skipped(self.skipped, what=f"clips or frames of split {split!r}")
         self._crops_NHW3 = np.stack(crops)
         self._crop_params_N3 = np.concatenate(crop_params).astype(np.float32)
         self._labels = {name: np.concatenate([clip[name] for clip in labels]) for name in labels[0]}

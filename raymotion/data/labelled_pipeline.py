@@ -23,8 +23,9 @@ repeats the same draws (build it with the epochs a run needs, or with another se
 
 Bad input (a missing, corrupt or truncated video, a frame past the end of the video, a missing labels
 file, a label file whose rows disagree with the manifest, a box empty or outside the frame):
-``bad_input='fail'`` raises naming the file (and frame where there is one); ``'skip'`` drops that clip,
-logs a warning naming it, and records it in the ``pipeline.PipelineReport`` passed as ``report=``. The
+``bad_input='fail'`` raises naming the file (and frame where there is one); ``'skip'`` drops that clip
+(a frame whose labels are NaN/inf or whose box is empty: that frame only), logs a warning naming it, and
+records it in the ``pipeline.PipelineReport`` passed as ``report=``. The
 report's counts here: windows (clips decoded), decoded_frames, used_frames (rows), decode_crop_s, skipped.
 
 On a Ray Train worker (the dataset passed as ``datasets={'labelled': ds}``):
@@ -55,6 +56,7 @@ import torch
 from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
 from raymotion.data.crops import Augmentation, check_crop_args, crop_box, crop_image, sample_augmentation
 from raymotion.data.decode import read_video_window
+from raymotion.data.manifest import check_frame_size
 from raymotion.data.frames import (
     LABELLED_ITEM_LABELS,
     LABELLED_SPLITS,
@@ -159,15 +161,24 @@ class LabelledDecodeStage:
         if len(frames_THW3) < num:
             raise ValueError(f"video {path} ends before frame {len(frames_THW3)}: the manifest says {num} frames "
                              "and labels.parquet has a row for each; the file is truncated, regenerate it")
-        labels = _read_labels(self.data_root, window, ["box_xyxy", *LABELLED_ITEM_LABELS])
+        check_frame_size(window, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
+        labels, bad = _read_labels(self.data_root, window, ["box_xyxy", *LABELLED_ITEM_LABELS],
+                                   bad_input=self.bad_input)
+        for message in bad.values():  # bad_input='skip': the frame is left out and counted
+            logger.warning(message)
+            if self.report is not None:
+                self.report.skip.remote(message)
+        kept_T = np.array([t for t in range(num) if t not in bad], dtype=np.int64)
+        labels = {name: values[kept_T] for name, values in labels.items()}
         center_T2, side_T = crop_box(labels.pop("box_xyxy"), scale=self.bbox_scale)
         store_side_T = side_T * (self.store_size / self.crop_size)
-        source_TAA3 = np.stack([crop_image(frames_THW3[t], center_2=center_T2[t], side=store_side_T[t],
-                                           size=self.store_size) for t in range(num)])
+        size = self.store_size
+        source_TAA3 = np.array([crop_image(frames_THW3[t], center_2=c, side=side, size=size)
+                                for t, c, side in zip(kept_T, center_T2, store_side_T)], np.uint8).reshape(-1, size, size, 3)
         rows = {"source": source_TAA3, "center": center_T2, "side": side_T, **labels,
-                "clip_index": np.full(num, int(window["clip_index"]), dtype=np.int64),
-                "frame": np.arange(num, dtype=np.int64),
-                "epoch": np.full(num, int(window["epoch"]), dtype=np.int64)}
+                "clip_index": np.full(len(kept_T), int(window["clip_index"]), dtype=np.int64),
+                "frame": kept_T,
+                "epoch": np.full(len(kept_T), int(window["epoch"]), dtype=np.int64)}
         return rows, decoded, backend
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,21 +15,83 @@ keyframe interval, or the whole clip for short clips).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from raymotion.config import BadInput, ConfigError
+
+logger = logging.getLogger(__name__)
+
 MANIFEST = "manifest.parquet"
+MANIFEST_COLUMNS = ("clip_id", "path", "labels_path", "flow_path", "frames", "fps", "width", "height", "subject",
+                    "motion", "split")
+"""The columns of manifest.parquet (docs/data_format.md)."""
+BAD_INPUT_POLICIES: tuple[str, ...] = typing.get_args(BadInput)
+"""What readers do with bad input (``data.bad_input``): 'fail' raises naming it, 'skip' leaves it out and counts it."""
+
+
+def check_bad_input(bad_input: str) -> None:
+    """Raise naming ``data.bad_input`` unless ``bad_input`` is one of ``BAD_INPUT_POLICIES``."""
+    if bad_input not in BAD_INPUT_POLICIES:
+        raise ValueError(f"bad_input={bad_input!r}; choose one of: {', '.join(BAD_INPUT_POLICIES)} (the key data.bad_input)")
+
+
+def read_columns(path: Path, columns: Sequence[str] | None, *, what: str) -> pa.Table:
+    """The named columns of a Parquet file (None: every column of ``what``'s contract is required and all are
+    read). A missing column is listed by name with the file, instead of pyarrow's schema dump."""
+    wanted = MANIFEST_COLUMNS if columns is None else columns
+    names = pq.read_schema(path).names
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)} ({what}, docs/data_format.md); it "
+                         f"has: {', '.join(names)}")
+    return pq.read_table(path, columns=None if columns is None else list(columns))
 
 
 def read_manifest(data_dir: str | Path) -> pa.Table:
-    """The manifest of a benchmark folder, with a clear error when it is missing."""
+    """The manifest of a benchmark folder, with a clear error when it is missing or lacks a column."""
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}: generate the data with `raymotion synth --set synth.out_dir={data_dir}`")
-    return pq.read_table(path)
+    return read_columns(path, None, what="every manifest column is required")
+
+
+def check_frame_size(row: Mapping, *, height: int, width: int, path: Path) -> None:
+    """Raise unless the decoded frames of a clip have the manifest row's ``width`` x ``height`` (boxes are
+    checked against that size, so a wrong one would crop silently outside the picture)."""
+    if (height, width) != (int(row["height"]), int(row["width"])):
+        raise ValueError(f"clip {row['clip_id']}: the manifest says width={row['width']}, height={row['height']}, "
+                         f"but {path} decodes to {width}x{height} frames; fix the clip's manifest row")
+
+
+def check_clip_lengths(manifest_rows: Sequence[Mapping], *, split: str, gap: int, bad_input: str,
+                       frames_per_item: int = 2) -> list[str]:
+    """Clips of ``split`` too short for one item, a pair (t, t + gap) (``train.video_gap``) or with
+    ``frames_per_item=3`` a window (t - gap, t, t + gap) (model.film): 'fail' raises a ConfigError naming the
+    key, the value and the clip with its frame count; 'skip' returns one message per such clip
+    (``pair_windows`` gives it no window, ``VideoPairs`` no item; log them with ``warn_skipped``)."""
+    span = (frames_per_item - 1) * gap
+    item = "a pair (t, t + gap)" if frames_per_item == 2 else "a 3-frame window (t - gap, t, t + gap; model.film)"
+    short = [row for row in manifest_rows if row["split"] == split and int(row["frames"]) <= span]
+    if short and bad_input == "fail":
+        clips = ", ".join(f"{row['clip_id']} ({row['frames']} frames)" for row in short[:5])
+        raise ConfigError("train.video_gap", gap, f"{item} needs a clip longer than {span} frames, and "
+                          f"clip(s) {clips}{' ...' if len(short) > 5 else ''} of split {split!r} are not; lower it, "
+                          "or set data.bad_input=skip to leave such clips out (counted)")
+    return [f"skipped clip {row['clip_id']} of split {split!r}: {row['frames']} frames hold no item at "
+            f"train.video_gap={gap}" for row in short]
+
+
+def warn_skipped(skipped: Sequence[str], *, what: str) -> None:
+    """One warning for the bad input a reader left out (data.bad_input=skip): how many, and the first messages."""
+    if skipped:
+        shown = "; ".join(skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        logger.warning("left out %d %s as bad input (data.bad_input=skip): %s", len(skipped), what, shown)
 
 
 FRAMES_PER_ITEM = (2, 3)

@@ -24,7 +24,9 @@ With ``frames_per_item=3`` (the temporal-context variant, model.film) each row i
 t - gap, t, t + gap: the same keys for its last pair plus image0 and crop0 of frame t - gap, as
 ``VideoPairs(frames_per_item=3)``; pairs whose frame t has no frame gap before it are not rows then.
 
-Bad input (a missing, corrupt or truncated video, a frame past the end, a box outside the frame):
+Bad input (a missing, corrupt or truncated video, a frame past the end, frames of another size than the
+manifest's, a box outside the frame or not finite, a labels file without box_xyxy, a clip too short for
+the gap):
 ``bad_input='fail'`` raises naming the file and frame; ``'skip'`` drops that window, logs a warning
 naming it, and records it in the ``PipelineReport`` passed as ``report=``: after the dataset has been
 consumed, ``report.summary()['skipped']`` lists every skipped window and why.
@@ -41,18 +43,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pyarrow.parquet as pq
 import ray
 
 from raymotion.config import FlowConfig
-from raymotion.data.crops import check_crop_args, crop_box, crop_image
+from raymotion.data.crops import bad_boxes, box_problem, check_crop_args, crop_box, crop_image
 from raymotion.data.decode import DECODER_BACKENDS, choose_decoder, read_video_window, video_codec
-from raymotion.data.manifest import pair_windows, read_manifest
+from raymotion.data.manifest import (check_bad_input, check_clip_lengths, check_frame_size, pair_windows, read_columns,
+                                     read_manifest, warn_skipped)
 from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
 
 logger = logging.getLogger(__name__)
 
-BAD_INPUT_POLICIES = ("fail", "skip")
 AUTO_DECODER = "auto"
 ACTOR_CPUS = 1.0
 """CPUs every stage actor reserves: its OpenCV / decoder work runs on one thread (``FlowStage``)."""
@@ -100,12 +101,10 @@ class PipelineReport:
 
 def _check_boxes(box_T4: np.ndarray, *, width: int, height: int, first_frame: int, path: Path) -> None:
     """Raise naming the frame of the first empty, non-finite or out-of-frame box."""
-    bad_T = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
-    bad_T |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
+    bad_T = bad_boxes(box_T4, width=width, height=height)
     if bad_T.any():
         t = int(np.flatnonzero(bad_T)[0])
-        raise ValueError(f"{path} frame {first_frame + t}: box_xyxy {box_T4[t].tolist()} is empty, not finite or "
-                         f"outside the {width}x{height} frame")
+        raise ValueError(f"{path} frame {first_frame + t}: {box_problem(box_T4[t], width=width, height=height)}")
 
 
 class DecoderChoice:
@@ -163,7 +162,8 @@ class DecodeCropStage:
         labels_path = self.data_root / window["labels_path"]
         if not window["labels_path"] or not labels_path.is_file():
             raise FileNotFoundError(f"labels of clip {window['clip_id']} not found: {labels_path!s} (boxes are needed to crop)")
-        boxes = pq.read_table(labels_path, columns=["box_xyxy"]).column("box_xyxy").combine_chunks()
+        check_frame_size(window, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
+        boxes = read_columns(labels_path, ["box_xyxy"], what="the boxes crop every frame").column("box_xyxy").combine_chunks()
         if len(boxes) < first + num:
             raise ValueError(f"{labels_path} has {len(boxes)} rows; frame {first + num - 1} has no box")
         box_T4 = boxes.slice(first, num).flatten().to_numpy(zero_copy_only=False).reshape(num, 4)
@@ -256,13 +256,18 @@ class FlowStage:
 
 
 def select_windows(data_root: str | Path, *, split: str, gap: int, window: int,
-                   max_clips: int | None, frames_per_item: int = 2) -> list[dict]:
+                   max_clips: int | None, frames_per_item: int = 2, bad_input: str = "fail") -> list[dict]:
     """The windows ``build_pair_dataset`` decodes: those of the first ``max_clips`` clips of ``split`` that
-    hold an item (None: every clip), in manifest order; rows as ``manifest.pair_windows``'s."""
+    hold an item (None: every clip), in manifest order; rows as ``manifest.pair_windows``'s. A clip too short
+    for an item fails naming ``train.video_gap`` (``bad_input='fail'``) or is skipped with a warning ('skip';
+    ``manifest.check_clip_lengths``)."""
     if max_clips is not None and max_clips < 1:
         raise ValueError(f"max_clips={max_clips} must be >= 1, or None for all clips")
-    windows = pair_windows(read_manifest(data_root).to_pylist(), split=split, gap=gap, window=window,
-                           frames_per_item=frames_per_item)
+    rows = read_manifest(data_root).to_pylist()
+    warn_skipped(check_clip_lengths([row for row in rows if row["split"] == split][:max_clips], split=split,
+                                    gap=gap, bad_input=bad_input, frames_per_item=frames_per_item),
+                 what="video clips")
+    windows = pair_windows(rows, split=split, gap=gap, window=window, frames_per_item=frames_per_item)
     if max_clips is not None:
         kept = set(sorted({w["clip_index"] for w in windows})[:max_clips])
         windows = [w for w in windows if w["clip_index"] in kept]
@@ -356,8 +361,7 @@ def actor_flow_config(flow: str, flow_config: FlowConfig | None, *, flow_gpus: f
 
 def check_decode_args(*, bad_input: str, decoder: str) -> None:
     """Raise a ValueError listing the valid choices unless ``bad_input`` and ``decoder`` are known."""
-    if bad_input not in BAD_INPUT_POLICIES:
-        raise ValueError(f"bad_input={bad_input!r}; choose one of: {', '.join(BAD_INPUT_POLICIES)}")
+    check_bad_input(bad_input)
     if decoder not in (AUTO_DECODER, *DECODER_BACKENDS):
         raise ValueError(f"decoder={decoder!r}; choose one of: {', '.join((AUTO_DECODER, *DECODER_BACKENDS))}")
 
@@ -419,7 +423,7 @@ def build_pair_dataset(
     check_stage_gpus(decoder=decoder, decode_gpus=decode_gpus, flow=flow,
                      flow_device=flow_config.device if flow_config is not None else "auto", flow_gpus=flow_gpus)
     windows = select_windows(data_root, split=split, gap=gap, window=window, max_clips=max_clips,
-                             frames_per_item=frames_per_item)
+                             frames_per_item=frames_per_item, bad_input=bad_input)
     if fuse is None:
         fuse = decode_gpus == 0 and flow_gpus == 0
     decode_kwargs = {"data_root": str(data_root), "crop_size": crop_size, "bbox_scale": bbox_scale, "gap": gap,

@@ -24,6 +24,9 @@ from raymotion.geometry import axis_angle_to_rotmat, rot6d_to_rotmat
 from raymotion.models.regressor import MeanParams, RegressorOutput, push_context, start_context
 
 METRIC_KEYS = ("mpjpe_mm", "pa_mpjpe_mm", "pve_mm", "accel_error_mm")
+SCORE_KEYS = ("mpjpe_mm", "mpjpe_mm_se", "pa_mpjpe_mm", "pa_mpjpe_mm_se", "pve_mm", "pve_mm_se", "accel_error_mm",
+              "accel_error_mm_se", "pred_motion_mm", "true_motion_mm", "num_frames")
+"""Every key ``score`` returns (runs report them on the val split as ``val/<key>``)."""
 
 
 class MeanPoseBaseline(nn.Module):
@@ -154,6 +157,21 @@ def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_
     )
 
 
+def check_finite(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.ndarray,
+                 frame_N: np.ndarray) -> None:
+    """Raise a ValueError when a prediction or ground-truth array is NaN/inf for some frame (named by clip index
+    and frame): a metric is never silently NaN. Labels and body models are checked when loaded, so this
+    names a model whose outputs are not finite."""
+    for side, arrays in (("the model's prediction", pred), ("the ground truth", truth)):
+        for name, values in arrays.items():
+            bad_N = ~torch.isfinite(values.reshape(len(values), -1)).all(dim=1)
+            if bad_N.any():
+                n = int(bad_N.nonzero()[0])
+                raise ValueError(f"{side} ({name}) is not finite for {int(bad_N.sum())} of {len(values)} frames "
+                                 f"(first: clip {int(clip_index_N[n])} of the manifest, frame {int(frame_N[n])}); "
+                                 "the metrics would be NaN")
+
+
 def frame_errors(pred: dict[str, Tensor], truth: dict[str, Tensor]) -> dict[str, Tensor]:
     """Per-frame errors (N,) in mm: ``mpjpe_mm``, ``pa_mpjpe_mm`` and ``pve_mm`` (METHOD.md 6)."""
     pj, tj = pred["eval_joints_NE3"], truth["eval_joints_NE3"]
@@ -168,7 +186,9 @@ def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.nd
     """METHOD.md 6 metrics, plus frame-to-frame joint motion of the prediction and of the truth (mm).
 
     Each per-frame metric ``m`` comes with ``m_se``, the standard error of its mean with the clips as the
-    independent units (``clustered_mean_se``): frames of one clip are not independent draws."""
+    independent units (``clustered_mean_se``): frames of one clip are not independent draws. Non-finite
+    predictions or labels raise (``check_finite``)."""
+    check_finite(pred, truth, clip_index_N, frame_N)
     pj, tj = pred["eval_joints_NE3"], truth["eval_joints_NE3"]
     metrics: dict[str, float] = {}
     cluster_N = torch.as_tensor(clip_index_N)
@@ -213,6 +233,8 @@ def paired_change(model_a: nn.Module, model_b: nn.Module, body_model: BodyModel,
     if not (np.array_equal(clip_index_N, clip_b_N) and np.array_equal(frame_N, frame_b_N)):
         raise ValueError("paired_change needs both models' predictions in the same frame order: make both "
                          "FiLM models or neither (model.film)")
+    check_finite(pred_a, truth, clip_index_N, frame_N)
+    check_finite(pred_b, truth, clip_index_N, frame_N)
     errors_a, errors_b = frame_errors(pred_a, truth), frame_errors(pred_b, truth)
     cluster_N = torch.as_tensor(clip_index_N)
     change: dict[str, float] = {}

@@ -10,9 +10,11 @@ local mode), evaluation in raymotion/eval.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,22 @@ def seed_everything(seed: int) -> None:
 
 
 def mean_params_for(cfg: Config) -> MeanParams:
-    """The regressor's starting point: a named file, the shipped one for the embedded body, or a default."""
+    """The regressor's starting point: a named file, the shipped one for the embedded body, or a default
+    (with a warning, once per process, for body.model=smpl: nothing is shipped for it)."""
     if cfg.model.mean_params:
         return MeanParams.from_npz(cfg.model.mean_params)
     if cfg.body.model.startswith("anny") and MEAN_PARAMS_ANNY.is_file():
         return MeanParams.from_npz(MEAN_PARAMS_ANNY)
+    if cfg.body.model == "smpl":
+        _warn_default_mean_params()
     return MeanParams.default()
+
+
+@functools.cache
+def _warn_default_mean_params() -> None:
+    warnings.warn("body.model=smpl and model.mean_params is empty: the regressor starts from a default (rest pose, "
+                  "zero betas, MeanParams.default), not from the mean of your data. Compute one with `raymotion "
+                  "mean-params --out mean_params.npz` and set model.mean_params=mean_params.npz", stacklevel=3)
 
 
 def build_model(cfg: Config) -> nn.Module:
@@ -88,6 +100,7 @@ def labelled_frames(cfg: Config, split: str, *, augment: bool = False, fraction:
         augment=augment,
         max_clips=max_clips,
         shard=shard,
+        bad_input=cfg.data.bad_input,
     )
 
 

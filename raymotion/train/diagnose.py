@@ -15,7 +15,7 @@ def run_flow_gate(cfg: Config, *, max_clips: int) -> str:
     """Gate table for the renderer's exact flow and ``flow.estimator``; also written to the data folder."""
     body = load_body_model(cfg.body)
     common = dict(split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
-                  max_clips=max_clips, with_labels=True)
+                  max_clips=max_clips, with_labels=True, bad_input=cfg.data.bad_input)
     pairs = {
         "ground_truth": VideoPairs(cfg.data.root, flow="ground_truth", **common),
         cfg.flow.estimator: VideoPairs(cfg.data.root, flow=cfg.flow.estimator, flow_config=cfg.flow, **common),

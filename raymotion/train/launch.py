@@ -24,10 +24,10 @@ import ray
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from raymotion.config import Config, ConfigError, flatten, to_dict
+from raymotion.config import Config, ConfigError, check_refinement, flatten, to_dict
 from raymotion.data.flow_store import precompute_for_config, read_pairs
 from raymotion.data.pipeline import build_pair_dataset
-from raymotion.data.manifest import MANIFEST
+from raymotion.data.manifest import MANIFEST, check_clip_lengths, read_manifest
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from raymotion.train.components import check_checkpoint_matches, compare_checkpoints, storage_root
@@ -46,6 +46,7 @@ def absolute_paths(cfg: Config) -> Config:
 
     return dataclasses.replace(
         cfg,
+        body=dataclasses.replace(cfg.body, smpl_dir=absolute(cfg.body.smpl_dir)),  # body.h36m_regressor follows it
         data=dataclasses.replace(cfg.data, root=absolute(cfg.data.root)),
         run=dataclasses.replace(cfg.run, output_dir=absolute(cfg.run.output_dir)),
         train=dataclasses.replace(cfg.train, pretrained=absolute(cfg.train.pretrained)),
@@ -71,9 +72,19 @@ def check_inputs(cfg: Config, stage: str, *, resume: bool) -> None:
     # jobs call check_config_only early too). The run's own when resuming, checked before anything is written.
     existing = run_directory(cfg) / CHECKPOINT_NAME
     if existing.is_file():
-        check_checkpoint_matches(cfg, load_checkpoint(existing), path=str(existing))
+        # Loaded here, once: a truncated file would otherwise fail in every worker, scaling.max_failures times.
+        try:
+            state = load_checkpoint(existing)
+        except ValueError as err:
+            raise ValueError(f"cannot resume: {err}. Delete {existing} to start the run over, or choose another "
+                             "run.name (--set run.name=...)") from None
+        check_checkpoint_matches(cfg, state, path=str(existing))
     if stage == "refine":
         check_checkpoint_matches(cfg, load_checkpoint(cfg.train.pretrained), path=cfg.train.pretrained, base=True)
+        if cfg.data.bad_input == "fail":  # the clips the refinement reads (VideoPairs, select_windows)
+            video = [row for row in read_manifest(cfg.data.root).to_pylist() if row["split"] == "video"]
+            check_clip_lengths(video[:cfg.train.video_clips or None], split="video", gap=cfg.train.video_gap,
+                               bad_input="fail", frames_per_item=3 if cfg.model.film else 2)
 
 
 def init_ray(cfg: Config) -> None:
@@ -131,7 +142,7 @@ def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
     return {"video": build_pair_dataset(
         cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
         gap=cfg.train.video_gap, window=64, frames_per_item=3 if cfg.model.film else 2,
-        flow=cfg.flow.estimator, flow_config=cfg.flow,
+        flow=cfg.flow.estimator, flow_config=cfg.flow, bad_input=cfg.data.bad_input,
         decode_concurrency=cfg.scaling.decode_actors, flow_concurrency=cfg.scaling.flow_actors,
         decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus, max_clips=cfg.train.video_clips or None,
     )}
@@ -301,19 +312,12 @@ def refine_job(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
 
 def check_config_only(cfg: Config, stage: str, *, resume: bool) -> None:
     """The checks of ``check_inputs`` that hold before the benchmark and base model exist."""
-    source = cfg.scaling.video_source
     if stage == "pretrain" and cfg.model.film:
         raise ConfigError("model.film", True, "the temporal-context variant is a refinement variant: pretrain "
                           "with model.film=false, then refine that base model with model.film=true (its FiLM "
                           "module starts as the identity)")
-    if stage == "refine" and source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
-        if cfg.train.flow_source != "estimator":
-            raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "
-                              "train.flow_source=ground_truth use scaling.video_source=local")
-        if cfg.loss.video_kp2d_weight > 0:
-            raise ConfigError("scaling.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
-                              "detector's keypoints, which the Ray Data pipeline does not carry; use "
-                              "scaling.video_source=local")
+    if stage == "refine":
+        check_refinement(cfg)
     existing = run_directory(cfg) / CHECKPOINT_NAME
     if existing.is_file() and not resume:
         raise FileExistsError(f"{existing} exists: pass --resume to continue that run, or choose a new "

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from raymotion.body.joints import NUM_SMPL_JOINTS
 from raymotion.data.crops import crop_box
+from raymotion.data.frames import _read_labels
 from raymotion.geometry import axis_angle_to_rotmat, rotmat_to_rot6d
 from raymotion.models.regressor import MeanParams
 from raymotion.data.manifest import read_manifest
@@ -41,10 +41,11 @@ def compute_mean_params(data_root: str | Path, *, bbox_scale: float, body_model,
     if not rows:
         raise ValueError(f"{data_root / 'manifest.parquet'} has no '{split}' clips to average")
     columns = ["pose_cam", "betas", "joints2d", "box_xyxy"]
-    tables = [pq.read_table(data_root / r["labels_path"], columns=columns).to_pydict() for r in rows]
-    pose_N243 = torch.tensor(np.concatenate([t["pose_cam"] for t in tables]), dtype=torch.float32).reshape(-1, NUM_SMPL_JOINTS, 3)
+    # Checked like every label read (columns, row counts, finite values): one NaN would make every mean NaN.
+    tables = [_read_labels(data_root, r, columns, bad_input="fail")[0] for r in rows]
+    pose_N243 = torch.tensor(np.concatenate([t["pose_cam"] for t in tables]), dtype=torch.float32)
     betas_NK = torch.tensor(np.concatenate([t["betas"] for t in tables]), dtype=torch.float32)
-    joints2d_NJ2 = torch.tensor(np.concatenate([t["joints2d"] for t in tables]), dtype=torch.float32).reshape(-1, NUM_SMPL_JOINTS, 2)
+    joints2d_NJ2 = torch.tensor(np.concatenate([t["joints2d"] for t in tables]), dtype=torch.float32)
     boxes_N4 = np.concatenate([t["box_xyxy"] for t in tables])
     rotmats_NJ33 = axis_angle_to_rotmat(pose_N243)
     default = MeanParams.default(num_betas=betas_NK.shape[1])

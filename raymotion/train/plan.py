@@ -69,6 +69,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 
 from raymotion.config import ConfigError
+from raymotion.errors import RaymotionError
 from raymotion.data.flow_store import DONE_FILE, PairSpec, store_folder
 from raymotion.data.pipeline import ACTOR_CPUS, AUTO_DECODER, stage_gpu_problems
 
@@ -83,7 +84,7 @@ PROGRESS_EVERY_S = 10.0
 _WORKER_KEYS = ("scaling.num_workers", "scaling.cpus_per_worker", "scaling.use_gpu", "scaling.placement_strategy")
 
 
-class UnschedulableError(RuntimeError):
+class UnschedulableError(RaymotionError, RuntimeError):
     """The cluster did not place a resource plan in time; the message names the groups, their requests,
     the plan's totals, the cluster's resources and the config keys to change."""
 

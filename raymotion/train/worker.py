@@ -258,7 +258,7 @@ def _train(cfg: Config, stage: str) -> None:
                                flow_config=cfg.flow,
                                gap=cfg.train.video_gap, frames_per_item=3 if cfg.model.film else 2,
                                max_clips=cfg.train.video_clips or None,
-                               with_labels=cfg.loss.video_kp2d_weight > 0)
+                               with_labels=cfg.loss.video_kp2d_weight > 0, bad_input=cfg.data.bad_input)
     total = cfg.train.pretrain_steps if stage == "pretrain" else cfg.train.refine_steps
     gap = cfg.train.video_gap  # a FiLM model's context spacing at evaluation, as in its training windows
     val = labelled_frames(cfg, "val") if rank == 0 else None
@@ -318,6 +318,9 @@ def _train(cfg: Config, stage: str) -> None:
         metrics: dict[str, Any] = {"kind": stage, "workers": world, "skipped_steps": skipped,
                                    "train_seconds": log.elapsed}
         test = labelled_frames(cfg, "test")  # decoded once for the model before and after
+        # data.bad_input=skip: what rank 0's datasets left out (its labelled shard, in-memory pairs, val, test).
+        metrics["bad_input_skipped"] = sum(len(frames.skipped) for frames in (labelled, val, test)) + (
+            len(pairs.skipped) if isinstance(pairs, VideoPairs) else 0)
         if stage == "refine":
             metrics["pretrained"] = cfg.train.pretrained
             metrics.update({f"before/{k}": v for k, v in before.items()})

@@ -14,11 +14,14 @@ A sweep file has five parts, all optional but ``tune``:
 
 Specs: ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{randint: [lo, hi]}`` (hi exclusive),
 ``{choice: [a, b, ...]}``. Keys use the config's dotted names, so ``raymotion config --describe`` lists
-what can be swept. Every value a spec can produce is validated against the config before a trial starts.
+what can be swept; a key is in ``grid`` or in ``search``, not both. ``tune.metric`` is one of
+``REPORTED_METRICS``. Every configuration the sweep can make (each grid point with every corner of the search
+space) is validated against the config, including the refinement's cross-key checks, before Ray starts.
 """
 
 from __future__ import annotations
 
+import difflib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,13 +30,16 @@ from typing import Any
 
 import yaml
 
-from raymotion.config import Config, apply_overrides, config_keys, load_config
+from raymotion.config import Config, ConfigError, apply_overrides, check_refinement, config_keys, load_config
+from raymotion.eval.evaluate import SCORE_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 SPEC_KINDS = ("uniform", "loguniform", "randint", "choice")
 TUNE_KEYS = {"metric", "mode", "num_samples", "max_concurrent_trials", "seed", "asha", "name"}
 ASHA_KEYS = {"grace_period", "reduction_factor", "max_t"}
 TOP_KEYS = {"recipe", "base", "grid", "search", "tune"}
+REPORTED_METRICS = tuple(f"val/{key}" for key in SCORE_KEYS)
+"""The metrics a run reports to Tune (train/worker.py, at every train.eval_every step): ``tune.metric`` is one."""
 
 
 @dataclass(kw_only=True, slots=True)
@@ -93,8 +99,6 @@ def _fail(path: Path, where: str, problem: str) -> ValueError:
 def _check_key(path: Path, section: str, key: str) -> None:
     valid = config_keys(Config)
     if key not in valid:
-        import difflib
-
         close = difflib.get_close_matches(key, valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else " `raymotion config --describe` lists every key."
         raise _fail(path, f"{section}.{key}", f"unknown config key.{hint}")
@@ -159,18 +163,50 @@ def load_sweep(path: str | Path) -> SweepSpec:
         raise _fail(path, "tune.mode", f"expected 'min' or 'max', got {tune['mode']!r}")
     settings = TuneSettings(name=str(tune.get("name", path.stem)),
                             **{k: v for k, v in tune.items() if k != "name"})
+    both = sorted(set(grid) & set(search))
+    if both:
+        raise _fail(path, "grid and search", f"{', '.join(both)} in both: a key is either walked (grid) or "
+                                               "sampled (search); keep it in one")
+    if settings.metric not in REPORTED_METRICS:
+        close = difflib.get_close_matches(settings.metric, REPORTED_METRICS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise _fail(path, "tune.metric", f"{settings.metric!r} is not reported by the runs; they report: "
+                                         f"{', '.join(REPORTED_METRICS)}.{hint}")
     spec = SweepSpec(path=path, recipe=recipe_path, base=base, grid=grid, search=search, tune=settings)
-    # Every value the sweep can put in a config must pass the config's own validation.
-    try:
-        cfg = spec.base_config()
-        for point in spec.grid_points():
-            apply_overrides(cfg, point)
-        for key, values in spec_values.items():
-            for value in values:
-                apply_overrides(cfg, {key: value})
-    except ValueError as err:
-        raise _fail(path, "values", str(err)) from None
+    _check_values(spec, spec_values)
     return spec
+
+
+def _check_values(spec: SweepSpec, spec_values: dict[str, list[Any]]) -> None:
+    """Every configuration the sweep can make must pass the config's validation and the refinement's cross-key
+    checks (``config.check_refinement``): each grid point with every corner of the search space (the bounds
+    of each range and every choice), before Ray starts. Errors say which section produced the value."""
+    path = spec.path
+    try:
+        cfg = spec.base_config()  # its cross-key checks come with each grid point below
+    except ValueError as err:
+        raise _fail(path, "recipe and base", _value_problem(err)) from None
+    corners = _product(spec_values, list(spec_values))
+    for point in spec.grid_points():
+        for corner in corners:
+            try:
+                check_refinement(apply_overrides(cfg, {**point, **corner}))
+            except ValueError as err:
+                key = getattr(err, "key", None)
+                if key in point:
+                    where = f"grid.{key}"
+                elif key in corner:
+                    where = f"search.{key} (a bound or choice)"
+                else:  # a cross-key check: the combination is at fault
+                    where = f"grid point {point or '(none)'} with search values {corner or '(none)'}"
+                raise _fail(path, where, _value_problem(err)) from None
+
+
+def _value_problem(err: ValueError) -> str:
+    """An error's text without ConfigError's advice to use --set, which a sweep file does not take."""
+    if isinstance(err, ConfigError):
+        return f"{err.key}={err.value!r} is invalid: {err.expected}; fix it in the sweep file"
+    return str(err)
 
 
 def tune_domains(search: dict[str, dict[str, list[Any]]]) -> dict[str, Any]:

@@ -178,3 +178,16 @@ def test_hair_covers_the_back_of_the_head_and_leaves_the_face():
     face_N = (rel_N3[:, 2] > 0.05) & (rel_N3[:, 1] < 0.0)  # the lower front is the face
     assert face_N.any() and not hair_V[:2000][face_N].any()
     assert not hair_V[2000]                                 # other parts are never hair
+
+
+def test_held_out_split_sizes_leave_the_training_clips_unchanged():
+    """launch ignores these keys when it matches a shipped base model: they must not change its training data."""
+    from raymotion.train.launch import _SYNTH_KEYS_IGNORED
+
+    base = load_config().synth
+    bigger = load_config(overrides={"synth.num_heldout_subjects": 30, "synth.val_clips": 7, "synth.test_clips": 300,
+                                    "synth.eval_frames": 5}).synth
+    assert {"synth.num_heldout_subjects", "synth.val_clips", "synth.test_clips", "synth.eval_frames"} <= _SYNTH_KEYS_IGNORED
+    train = [p for p in plan_clips(base) if p.split in ("labelled", "video")]
+    assert train == [p for p in plan_clips(bigger) if p.split in ("labelled", "video")]
+    assert [p for p in plan_clips(base) if p.split == "test"] != [p for p in plan_clips(bigger) if p.split == "test"]

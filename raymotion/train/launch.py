@@ -175,7 +175,10 @@ def run_training(cfg: Config, stage: str, *, resume: bool = False, local: bool =
 BASE_MODELS_DIR = Path(__file__).resolve().parent.parent / "assets" / "base_models"
 # Keys a shipped base model must share with the run to stand in for pretraining: the data it was trained
 # on (every synth key but where it is written and how), the model, its input and the annotation fraction.
-_SYNTH_KEYS_IGNORED = {"synth.out_dir", "synth.num_workers"}
+# The held-out splits are drawn after the labelled and video clips (synth.scene.plan_clips), so their sizes never
+# change what a base model was trained on.
+_SYNTH_KEYS_IGNORED = {"synth.out_dir", "synth.num_workers", "synth.num_heldout_subjects", "synth.val_clips",
+                       "synth.test_clips", "synth.eval_frames"}
 _BASE_KEYS_PREFIXES = ("synth.", "model.", "body.model", "data.crop_size", "data.bbox_scale", "train.fraction",
                        "train.augment")
 

@@ -344,3 +344,15 @@ def test_the_bf16_wrapper_passes_the_context_on():
     assert out.cam_B3.dtype == torch.float32 and out.cam_B3.shape == (4, 3) and torch.isfinite(out.packed_BP()).all()
     with pytest.raises(ValueError, match="needs context_B2P"):
         wrapped(_images(2, seed=0))
+
+
+def test_paired_change_lines_up_a_film_models_clip_order_with_a_plain_models_frame_order():
+    from raymotion.eval.evaluate import _in_frame_order
+
+    # A plain model visits rows in dataset order, a FiLM model chain by chain: the same rows, another order.
+    clip_N, frame_N = np.array([1, 0, 1, 0]), np.array([0, 1, 1, 0])
+    pred = {"x_N": torch.tensor([10.0, 1.0, 11.0, 0.0])}
+    truth = {"y_N": torch.tensor([20.0, 3.0, 21.0, 2.0])}
+    sorted_pred, sorted_truth, sorted_clip_N = _in_frame_order(pred, truth, clip_N, frame_N)
+    assert sorted_pred["x_N"].tolist() == [0.0, 1.0, 10.0, 11.0]  # (clip 0, frame 0), (0, 1), (1, 0), (1, 1)
+    assert sorted_truth["y_N"].tolist() == [2.0, 3.0, 20.0, 21.0] and sorted_clip_N.tolist() == [0, 0, 1, 1]

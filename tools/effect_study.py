@@ -150,10 +150,11 @@ def summarise(recipe_pattern: str, control_pattern: str, seeds: list[int], full_
         recipe_metrics = json.loads((recipe_dir / "metrics.json").read_text())
         control_metrics = json.loads((control_dir / "metrics.json").read_text())
         cfg = Config.from_dict(load_checkpoint(recipe_dir / CHECKPOINT_NAME)["config"])
+        control_cfg = Config.from_dict(load_checkpoint(control_dir / CHECKPOINT_NAME)["config"])
         row = {"seed": seed, "recipe": str(recipe_dir), "control": str(control_dir)}
         for split in SPLITS:
-            change = compare_checkpoints(cfg, str(control_dir / CHECKPOINT_NAME), str(recipe_dir / CHECKPOINT_NAME),
-                                         split=split)
+            change = compare_checkpoints(control_cfg, str(control_dir / CHECKPOINT_NAME),
+                                         str(recipe_dir / CHECKPOINT_NAME), split=split, cfg_b=cfg)
             row[split] = {
                 "base": recipe_metrics[f"before/{split}/pa_mpjpe_mm"],
                 "control": control_metrics[f"{split}/pa_mpjpe_mm"],

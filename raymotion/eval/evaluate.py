@@ -221,20 +221,27 @@ def evaluate(model: nn.Module, body_model: BodyModel, frames, *, context_gap: in
     return score(*predict_and_truth(model, body_model, frames, context_gap=context_gap))
 
 
+def _in_frame_order(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.ndarray,
+                    frame_N: np.ndarray) -> tuple[dict, dict, np.ndarray]:
+    """Rows sorted by (clip, frame): single-frame and FiLM models visit a split in different orders."""
+    order_N = torch.as_tensor(np.lexsort((frame_N, clip_index_N)))
+    return ({k: v[order_N] for k, v in pred.items()}, {k: v[order_N] for k, v in truth.items()},
+            clip_index_N[order_N.numpy()])
+
+
 def paired_change(model_a: nn.Module, model_b: nn.Module, body_model: BodyModel, frames, *,
-                  context_gap: int = 1) -> dict[str, float]:
+                  context_gap_a: int = 1, context_gap_b: int = 1) -> dict[str, float]:
     """The change from ``model_a`` to ``model_b`` on the same frames: for each per-frame metric ``m``
     (``frame_errors``), ``m`` = mean over frames of (b's error - a's error), negative where b is better, and
     ``m_se``, its paired standard error over clips (``clustered_mean_se`` of the per-frame differences). The
     pairing removes what the two models share (which frames are hard), so their gap is resolved far more
-    finely than either mean. ``context_gap``: see ``predict_and_truth``."""
-    pred_a, truth, clip_index_N, frame_N = predict_and_truth(model_a, body_model, frames, context_gap=context_gap)
-    pred_b, _, clip_b_N, frame_b_N = predict_and_truth(model_b, body_model, frames, context_gap=context_gap)
-    if not (np.array_equal(clip_index_N, clip_b_N) and np.array_equal(frame_N, frame_b_N)):
-        raise ValueError("paired_change needs both models' predictions in the same frame order: make both "
-                         "FiLM models or neither (model.film)")
-    check_finite(pred_a, truth, clip_index_N, frame_N)
-    check_finite(pred_b, truth, clip_index_N, frame_N)
+    finely than either mean. ``context_gap_a/b``: see ``predict_and_truth`` (FiLM models)."""
+    first = predict_and_truth(model_a, body_model, frames, context_gap=context_gap_a)
+    second = predict_and_truth(model_b, body_model, frames, context_gap=context_gap_b)
+    check_finite(*first)
+    check_finite(*second)
+    pred_a, truth, clip_index_N = _in_frame_order(*first)
+    pred_b, _, _ = _in_frame_order(*second)
     errors_a, errors_b = frame_errors(pred_a, truth), frame_errors(pred_b, truth)
     cluster_N = torch.as_tensor(clip_index_N)
     change: dict[str, float] = {}

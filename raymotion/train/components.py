@@ -229,8 +229,12 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str
                     context_gap=cfg.train.video_gap)
 
 
-def compare_checkpoints(cfg: Config, checkpoint_a: str, checkpoint_b: str, *, split: str) -> dict[str, float]:
+def compare_checkpoints(cfg: Config, checkpoint_a: str, checkpoint_b: str, *, split: str,
+                        cfg_b: Config | None = None) -> dict[str, float]:
     """``eval.evaluate.paired_change`` from checkpoint a to b on a split: b's error minus a's per metric
-    (negative: b is better), with the paired standard error over clips."""
-    return paired_change(load_model_for_eval(cfg, checkpoint_a), load_model_for_eval(cfg, checkpoint_b),
-                         load_body_model(cfg.body), labelled_frames(cfg, split), context_gap=cfg.train.video_gap)
+    (negative: b is better), with the paired standard error over clips. ``cfg_b``: b's config where its
+    model differs from a's (e.g. a FiLM refinement against a plain control); default ``cfg``."""
+    cfg_b = cfg_b or cfg
+    return paired_change(load_model_for_eval(cfg, checkpoint_a), load_model_for_eval(cfg_b, checkpoint_b),
+                         load_body_model(cfg.body), labelled_frames(cfg, split),
+                         context_gap_a=cfg.train.video_gap, context_gap_b=cfg_b.train.video_gap)

@@ -25,6 +25,7 @@ Writes ``summary.json`` and ``summary.md`` to ``--out``. Runs that finished (met
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -165,7 +166,8 @@ def summarise(recipe_pattern: str, control_pattern: str, seeds: list[int], full_
             }
             if full_base:
                 if split not in full:
-                    full[split] = evaluate_checkpoint(cfg, full_base, split=split)["pa_mpjpe_mm"]
+                    plain = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, film=False))  # bases: no FiLM
+                    full[split] = evaluate_checkpoint(plain, full_base, split=split)["pa_mpjpe_mm"]
                 gap = row[split]["base"] - full[split]
                 row[split]["G_recipe"] = (row[split]["base"] - row[split]["recipe"]) / gap
                 row[split]["G_control"] = (row[split]["base"] - row[split]["control"]) / gap
@@ -255,6 +257,8 @@ def plot_table(table: dict, path: Path) -> None:
     axis.errorbar(x, [anchors[f][0] for f in x], yerr=[anchors[f][1] for f in x], marker="s", capsize=3,
                   color="grey", linestyle="--", label="anchors only")
     axis.set_xscale("log")
+    axis.set_xticks(x, [f"{f:g}" for f in x])
+    axis.minorticks_off()
     axis.set_xlabel("annotated fraction (%)")
     axis.set_ylabel("G: share of the label gap closed (%)")
     axis.legend(fontsize=8)

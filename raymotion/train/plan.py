@@ -62,6 +62,7 @@ Planning one node with 8 GPUs (text for the README):
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -278,8 +279,11 @@ def check_schedulable(plan: ResourcePlan, *, timeout_s: float) -> None:
         if not groups:
             continue
         available = ray.available_resources()  # for the error message: what was free when we asked
-        pgs = [placement_group([g.bundle] * g.count, strategy=g.strategy, name=f"raymotion-plan-probe/{g.name}")
-               for g in groups]
+        # Named per probe: runs launched side by side (launch.run_side_by_side) probe at the same time, and a
+        # placement group's name is unique in its namespace.
+        token = uuid.uuid4().hex[:8]
+        pgs = [placement_group([g.bundle] * g.count, strategy=g.strategy,
+                               name=f"raymotion-plan-probe/{g.name}/{token}") for g in groups]
         try:
             pending = _wait_placed(pgs, groups, timeout_s=timeout_s)
         finally:

@@ -57,8 +57,8 @@ def control_table(metrics: dict[str, Any], *, flow_weight: float, texture_weight
         change = metrics.get(f"control/change/{name}")
         change_text = "" if change is None else f"{change:+.1f} ± {metrics[f'control/change/{name}_se']:.1f}"
         lines.append(f"| {_NAMES[name]} | " + " | ".join(cells) + f" | {change_text} |")
-    lines.append("\n± = standard error over the test clips; the change is paired by frame (the same frames, the "
-                 "same seed and batches), negative = better with the video terms. Accel. error has no per-frame "
+    lines.append("\n± = standard error over the test clips; the change is paired by frame (the same frames; both runs "
+                 "have the same seed), negative = better with the video terms. Accel. error has no per-frame "
                  "pairing here. The spread over seeds of this recipe is in docs/results/effect/.")
     return "\n".join(lines)
 

@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 import ray
 
 from raymotion.config import FlowConfig
+from raymotion.data.manifest import frames_per_item_for
 from raymotion.data.pipeline import AUTO_DECODER, PipelineReport, build_pair_dataset, select_windows
 from raymotion.storage import StoragePath
 
@@ -114,7 +115,7 @@ class PairSpec:
         return cls(data_root=str(Path(cfg.data.root).resolve()), split="video", crop_size=cfg.data.crop_size,
                    bbox_scale=cfg.data.bbox_scale, gap=cfg.train.video_gap, flow=cfg.flow.estimator,
                    flow_config=cfg.flow, max_clips=cfg.train.video_clips or None,
-                   frames_per_item=3 if cfg.model.film else 2)
+                   frames_per_item=frames_per_item_for(cfg.model.film))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -99,6 +99,12 @@ FRAMES_PER_ITEM = (2, 3)
 variant (model.film), whose last two frames are its pair (the one the flow is between)."""
 
 
+def frames_per_item_for(film: bool) -> int:
+    """Frames per video item of a refinement: 3-frame windows for the temporal-context variant (model.film),
+    else pairs."""
+    return 3 if film else 2
+
+
 def check_frames_per_item(frames_per_item: int) -> None:
     if frames_per_item not in FRAMES_PER_ITEM:
         raise ValueError(f"frames_per_item={frames_per_item} is not supported; choose one of: "

@@ -27,7 +27,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from raymotion.config import Config, ConfigError, check_refinement, flatten, to_dict
 from raymotion.data.flow_store import precompute_for_config, read_pairs
 from raymotion.data.pipeline import build_pair_dataset
-from raymotion.data.manifest import MANIFEST, check_clip_lengths, read_manifest
+from raymotion.data.manifest import MANIFEST, check_clip_lengths, frames_per_item_for, read_manifest
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from raymotion.train.components import check_checkpoint_matches, compare_checkpoints, storage_root
@@ -84,7 +84,7 @@ def check_inputs(cfg: Config, stage: str, *, resume: bool) -> None:
         if cfg.data.bad_input == "fail":  # the clips the refinement reads (VideoPairs, select_windows)
             video = [row for row in read_manifest(cfg.data.root).to_pylist() if row["split"] == "video"]
             check_clip_lengths(video[:cfg.train.video_clips or None], split="video", gap=cfg.train.video_gap,
-                               bad_input="fail", frames_per_item=3 if cfg.model.film else 2)
+                               bad_input="fail", frames_per_item=frames_per_item_for(cfg.model.film))
 
 
 def init_ray(cfg: Config) -> None:
@@ -141,7 +141,7 @@ def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
         return {}
     return {"video": build_pair_dataset(
         cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
-        gap=cfg.train.video_gap, window=64, frames_per_item=3 if cfg.model.film else 2,
+        gap=cfg.train.video_gap, window=64, frames_per_item=frames_per_item_for(cfg.model.film),
         flow=cfg.flow.estimator, flow_config=cfg.flow, bad_input=cfg.data.bad_input,
         decode_concurrency=cfg.scaling.decode_actors, flow_concurrency=cfg.scaling.flow_actors,
         decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus, max_clips=cfg.train.video_clips or None,

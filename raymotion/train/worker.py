@@ -62,6 +62,7 @@ from raymotion.body.body_model import load_body_model
 from raymotion.config import Config, config_yaml, to_dict
 from raymotion.data.crops import normalise_batch_images
 from raymotion.data.frames import VideoPairs
+from raymotion.data.manifest import frames_per_item_for
 from raymotion.eval.evaluate import evaluate
 from raymotion.models.regressor import freeze_batchnorm
 from raymotion.storage import StoragePath
@@ -256,7 +257,7 @@ def _train(cfg: Config, stage: str) -> None:
             pairs = VideoPairs(cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
                                flow=cfg.flow.estimator if cfg.train.flow_source == "estimator" else "ground_truth",
                                flow_config=cfg.flow,
-                               gap=cfg.train.video_gap, frames_per_item=3 if cfg.model.film else 2,
+                               gap=cfg.train.video_gap, frames_per_item=frames_per_item_for(cfg.model.film),
                                max_clips=cfg.train.video_clips or None,
                                with_labels=cfg.loss.video_kp2d_weight > 0, bad_input=cfg.data.bad_input)
     total = cfg.train.pretrain_steps if stage == "pretrain" else cfg.train.refine_steps

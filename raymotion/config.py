@@ -427,6 +427,38 @@ class ScalingConfig:
                 raise ConfigError(key, value, "expected a GPU share in [0, 1] or a whole number of GPUs")
 
 
+@dataclass(kw_only=True, slots=True)
+class PredictConfig:
+    """Running a checkpoint on images and videos (`raymotion predict`, jobs/predict.py). The model itself (backbone,
+    body model, crop size, box margin) always comes from the checkpoint's own config."""
+
+    focal_length: float = _field(
+        0.0, "Focal length of the full-image camera, pixels, for transl_cam, the 2D joints and the overlay (principal "
+        "point at the image centre): 0 = SPIN's 5000 px at 224 px scaled to the image's longer side (the synthetic "
+        "benchmark's camera; near-orthographic, so the overlay matches the crop's weak-perspective camera).",
+        range=(0.0, None))
+    batch_size: int = _field(32, "Person crops per forward pass of the model.", range=(1, None))
+    min_score: float = _field(
+        0.0, "Boxes whose score (from the boxes file) is below this are left out, and counted in the summary.",
+        range=(0.0, None))
+    overlay: bool = _field(True, "Write the meshes over the frames: overlay.mp4 for a video, overlay/<image>.png "
+                           "for images (headless: OSMesa on CPUs, EGL on GPU machines).")
+    side_view: bool = _field(False, "Add a side view (the meshes turned 90 degrees about the vertical) beside each "
+                             "overlay frame.")
+    save_vertices: bool = _field(False, "Also store every mesh's vertices (verts_cam, N x V x 3 float32) and the "
+                                 "faces in predictions.npz (large: ~165 kB per person and frame with body.model=anny).")
+    save_obj: bool = _field(False, "Also write one .obj per frame and track (obj/frame_<f>_track_<t>.obj), camera frame.")
+    smoothing: Literal["none", "gaussian"] = _field(
+        "none", "Temporal smoothing of the exported parameters of each track over consecutive frames (videos): "
+        "'gaussian' smooths rotations (then projected back onto rotations), betas and transl_cam with a Gaussian of "
+        "predict.smoothing_sigma frames; 'none' exports the model's per-frame predictions.")
+    smoothing_sigma: float = _field(2.0, "Standard deviation of predict.smoothing='gaussian', frames.",
+                                    range=(0.1, 100.0))
+
+    def __post_init__(self) -> None:
+        _validate_fields(self)
+
+
 # Size presets of the benchmark: overrides of SynthConfig's defaults (which are the 'default' preset).
 SYNTH_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -457,6 +489,7 @@ class Config:
     loss: LossConfig = _section(LossConfig)
     train: TrainConfig = _section(TrainConfig)
     scaling: ScalingConfig = _section(ScalingConfig)
+    predict: PredictConfig = _section(PredictConfig)
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -678,10 +711,10 @@ def parse_set_args(items: Iterable[str]) -> dict[str, str]:
 
 def load_config(path: str | Path | None = None,
                 overrides: Sequence[str] | Mapping[str, Any] | None = None,
-                *, preset: Mapping[str, Any] | None = None) -> Config:
-    """Defaults, then a preset's dotted overrides (e.g. ``SYNTH_PRESETS['tiny']``), then the YAML file
-    (nested or dotted keys), then overrides (--set items or a dict). An error gets a note naming its source:
-    the --set item of the bad key, or else the file."""
+                *, preset: Mapping[str, Any] | None = None, base: Config | None = None) -> Config:
+    """Defaults (or ``base``, e.g. a checkpoint's config), then a preset's dotted overrides (e.g.
+    ``SYNTH_PRESETS['tiny']``), then the YAML file (nested or dotted keys), then overrides (--set items or a
+    dict). An error gets a note naming its source: the --set item of the bad key, or else the file."""
     merged: dict[str, Any] = dict(preset or {})
     if path is not None:
         path = Path(path)
@@ -703,7 +736,7 @@ def load_config(path: str | Path | None = None,
     set_items = _flatten(overrides)
     merged.update(set_items)
     try:
-        return apply_overrides(Config(), merged)  # one pass: cross-field checks see the final values
+        return apply_overrides(base or Config(), merged)  # one pass: cross-field checks see the final values
     except ValueError as e:
         # Blame the source of the bad key: a --set item wins over the file (it is applied last).
         key = getattr(e, "key", None)

@@ -223,7 +223,8 @@ def load_tracker_pickle(path: Path) -> Any:
         raise ValueError(f"{path} is not a readable tracker pickle ({type(err).__name__}: {err})") from None
 
 
-def _natural_key(name: Any) -> list:
+def natural_key(name: Any) -> list:
+    """Sort key that orders ``img_2`` before ``img_10`` (frame names, image files)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(name))]
 
 
@@ -253,7 +254,7 @@ def _xywh_to_xyxy(box_M4: np.ndarray) -> np.ndarray:
 
 def _phalp_results(results: Mapping, *, path: Path) -> TrackBoxes:
     rows = []
-    for order, name in enumerate(sorted(results, key=_natural_key)):
+    for order, name in enumerate(sorted(results, key=natural_key)):
         entry = results[name]
         frame = int(entry["time"]) if "time" in entry else order
         boxes = np.asarray(entry["bbox"], np.float64).reshape(-1, 4)
@@ -269,7 +270,7 @@ def _phalp_results(results: Mapping, *, path: Path) -> TrackBoxes:
 
 def _phalp_custom_boxes(results: Mapping, *, path: Path) -> TrackBoxes:
     rows = []
-    for frame, name in enumerate(sorted(results, key=_natural_key)):
+    for frame, name in enumerate(sorted(results, key=natural_key)):
         entry = results[name]
         boxes = np.asarray(entry["gt_bbox"], np.float64).reshape(-1, 4)
         tids = entry.get("extra_data", {}).get("gt_track_id", list(range(len(boxes))))

@@ -454,9 +454,17 @@ class PredictConfig:
         "predict.smoothing_sigma frames; 'none' exports the model's per-frame predictions.")
     smoothing_sigma: float = _field(2.0, "Standard deviation of predict.smoothing='gaussian', frames.",
                                     range=(0.1, 100.0))
+    actors: int = _field(2, "jobs/predict.py: Ray Data actors, each holding the model and predicting one video at a "
+                         "time (1 CPU and predict.actor_gpus each).", range=(1, None))
+    actor_gpus: float = _field(0.0, "jobs/predict.py: GPU share each actor reserves (0 = CPU; 0.25 = four actors per "
+                               "GPU). A share in [0, 1] or a whole number.", range=(0.0, None))
+    actor_threads: int = _field(1, "jobs/predict.py: torch threads per actor (1 keeps actors from fighting over "
+                                "cores).", range=(1, None))
 
     def __post_init__(self) -> None:
         _validate_fields(self)
+        if self.actor_gpus > 1 and not float(self.actor_gpus).is_integer():  # Ray refuses fractional GPUs above one
+            raise ConfigError("actor_gpus", self.actor_gpus, "expected a GPU share in [0, 1] or a whole number of GPUs")
 
 
 # Size presets of the benchmark: overrides of SynthConfig's defaults (which are the 'default' preset).

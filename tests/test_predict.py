@@ -307,3 +307,59 @@ def test_cli_predict_with_smoothing_side_view_vertices_and_obj(test_clips, tmp_p
     overlay = video_frames(out / "overlay.mp4")
     assert len(overlay) == num_rows and overlay[0].shape[1] == 2 * frames_of(test_clips[0])[0].shape[1]
     assert json.loads((out / "summary.json").read_text())["people"] == num_rows
+
+
+# ---- jobs/predict.py: many videos on Ray Data -----------------------------------------------------
+
+
+@pytest.mark.ray
+def test_batch_job_with_two_actors_writes_what_predict_writes_and_skips_finished_videos(
+        ray_local, tiny_benchmark, test_clips, tmp_path):
+    from raymotion.predict.pipeline import list_videos, predict_videos
+    from raymotion.predict.run import predict_config
+
+    overrides = ["run.device=cpu", "predict.overlay=false", "predict.actors=2"]
+    folder = tmp_path / "videos"  # three videos; one with a boxes file beside it, two on the whole frame
+    folder.mkdir()
+    clips = [*test_clips, *sorted((tiny_benchmark / "val").iterdir())[:1]]
+    for i, clip in enumerate(clips):
+        (folder / f"v{i}.webm").write_bytes((clip / "video.webm").read_bytes())
+    labels = pq.read_table(clips[0] / "labels.parquet").to_pydict()
+    (folder / "v0.csv").write_text("frame,track,x0,y0,x1,y1\n" + "".join(
+        f"{f},3,{x0},{y0},{x1},{y1}\n" for f, (x0, y0, x1, y1) in zip(labels["frame"], labels["box_xyxy"])))
+    videos = list_videos(folder)
+    assert [(v["name"], Path(v["boxes"]).name if v["boxes"] else "") for v in videos] == [("v0", "v0.csv"), ("v1", ""),
+                                                                                         ("v2", "")]
+    cfg, _ = predict_config(BASE_MODEL, overrides=overrides)
+    summary = predict_videos(cfg, checkpoint=BASE_MODEL, videos=videos, out_dir=tmp_path / "batch")
+    assert summary.videos == 3 and summary.frames == sum(len(frames_of(c)) for c in clips)
+
+    single = Predictor.from_checkpoint(BASE_MODEL, overrides=overrides)
+    for video in videos:
+        predict_to_folder(single, video["input"], tmp_path / "single" / video["name"], boxes_path=video["boxes"] or None,
+                          progress=False)
+        batch, alone = load(tmp_path / "batch" / video["name"]), load(tmp_path / "single" / video["name"])
+        assert batch.keys() == alone.keys()
+        for key in batch:
+            if key != "metadata":
+                np.testing.assert_array_equal(batch[key], alone[key], err_msg=f"{video['name']}: {key}")
+    assert load(tmp_path / "batch" / "v0")["track"].tolist() == [3] * len(labels["frame"])
+
+    # A rerun does only what is not finished: v1's folder lost its summary.json (as if cut off).
+    (tmp_path / "batch" / "v1" / "summary.json").unlink()
+    before = (tmp_path / "batch" / "v0" / "predictions.npz").stat().st_mtime_ns
+    again = predict_videos(cfg, checkpoint=BASE_MODEL, videos=videos, out_dir=tmp_path / "batch")
+    assert again.videos == 1 and again.skipped_finished == ["v0", "v2"]
+    assert (tmp_path / "batch" / "v0" / "predictions.npz").stat().st_mtime_ns == before
+    assert (tmp_path / "batch" / "v1" / "summary.json").is_file()
+
+
+def test_video_lists_from_a_manifest_and_a_csv(tiny_benchmark, tmp_path):
+    from raymotion.predict.pipeline import list_videos
+
+    test = list_videos(tiny_benchmark / "manifest.parquet", split="test")
+    assert [v["name"] for v in test] == ["test_00000", "test_00001"]
+    assert Path(test[0]["input"]) == tiny_benchmark / "test" / "test_00000"
+    (tmp_path / "list.csv").write_text("video,boxes\na/walk.mp4,a/walk.csv\nb/walk.mp4,\n")
+    with pytest.raises(ValueError, match=r"several videos would write the same output folder \['walk'\]"):
+        list_videos(tmp_path / "list.csv")

@@ -20,14 +20,15 @@ import _args  # noqa: E402
 
 
 def main(args: argparse.Namespace) -> None:
-    from raymotion.predict.pipeline import list_videos, predict_videos
+    from raymotion.predict.pipeline import list_videos, predict_videos, todo
     from raymotion.predict.run import predict_config
     from raymotion.train.launch import absolute_paths, init_ray
 
     cfg, _ = predict_config(args.checkpoint, config_path=args.config, overrides=args.overrides)
     cfg = absolute_paths(cfg)
     videos = list_videos(args.videos, split=args.split)
-    init_ray(cfg)
+    if todo(videos, args.out)[0]:  # nothing left to do: no Ray to start
+        init_ray(cfg)
     print(predict_videos(cfg, checkpoint=args.checkpoint, videos=videos, out_dir=args.out).format(args.out))
 
 

@@ -345,13 +345,17 @@ def test_batch_job_with_two_actors_writes_what_predict_writes_and_skips_finished
                 np.testing.assert_array_equal(batch[key], alone[key], err_msg=f"{video['name']}: {key}")
     assert load(tmp_path / "batch" / "v0")["track"].tolist() == [3] * len(labels["frame"])
 
-    # A rerun does only what is not finished: v1's folder lost its summary.json (as if cut off).
+    # A rerun does only what is not finished: v1's folder lost its summary.json (as if cut off); a corrupt v3 was
+    # added, which data.bad_input=skip reports while the others go on.
     (tmp_path / "batch" / "v1" / "summary.json").unlink()
+    (folder / "v3.webm").write_bytes(b"not a video")
     before = (tmp_path / "batch" / "v0" / "predictions.npz").stat().st_mtime_ns
-    again = predict_videos(cfg, checkpoint=BASE_MODEL, videos=videos, out_dir=tmp_path / "batch")
+    cfg, _ = predict_config(BASE_MODEL, overrides=[*overrides, "data.bad_input=skip"])
+    again = predict_videos(cfg, checkpoint=BASE_MODEL, videos=list_videos(folder), out_dir=tmp_path / "batch")
     assert again.videos == 1 and again.skipped_finished == ["v0", "v2"]
+    assert len(again.failed) == 1 and str(folder / "v3.webm") in again.failed[0]
     assert (tmp_path / "batch" / "v0" / "predictions.npz").stat().st_mtime_ns == before
-    assert (tmp_path / "batch" / "v1" / "summary.json").is_file()
+    assert (tmp_path / "batch" / "v1" / "summary.json").is_file() and not (tmp_path / "batch" / "v3" / "summary.json").exists()
 
 
 def test_video_lists_from_a_manifest_and_a_csv(tiny_benchmark, tmp_path):

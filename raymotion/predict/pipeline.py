@@ -127,6 +127,9 @@ class BatchSummary:
     frames: int
     people: int
     seconds: float
+    """Wall seconds of the Ray Data run, the actors' start-up included."""
+    busy_s: float = 0.0
+    """Seconds the actors spent on videos, summed over actors (without their start-up)."""
 
     def format(self, out_dir: str | Path) -> str:
         rate = self.frames / self.seconds if self.seconds > 0 else float("nan")
@@ -150,11 +153,12 @@ def predict_videos(cfg: Config, *, checkpoint: str, videos: list[dict[str, str]]
         return BatchSummary(0, finished, [], 0, 0, 0.0)
     dataset = ray.data.from_items(remaining, override_num_blocks=len(remaining))
     results = dataset.map_batches(
-        PredictStage, batch_size=1, concurrency=min(cfg.predict.actors, len(remaining)), num_cpus=1,
-        num_gpus=cfg.predict.actor_gpus or None,
+        PredictStage, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(cfg.predict.actors, len(remaining))),
+        num_cpus=1, num_gpus=cfg.predict.actor_gpus or None,
         fn_constructor_kwargs={"checkpoint": str(Path(checkpoint).resolve()), "config": to_dict(cfg),
                                "out_dir": str(out_dir)})
     rows = list(results.iter_rows())
     failed = [str(row["error"]) for row in rows if row["error"]]
     return BatchSummary(len(rows) - len(failed), finished, failed, int(sum(row["frames"] for row in rows)),
-                        int(sum(row["people"] for row in rows)), time.perf_counter() - start)
+                        int(sum(row["people"] for row in rows)), time.perf_counter() - start,
+                        float(sum(row["seconds"] for row in rows)))

@@ -367,3 +367,25 @@ def test_video_lists_from_a_manifest_and_a_csv(tiny_benchmark, tmp_path):
     (tmp_path / "list.csv").write_text("video,boxes\na/walk.mp4,a/walk.csv\nb/walk.mp4,\n")
     with pytest.raises(ValueError, match=r"several videos would write the same output folder \['walk'\]"):
         list_videos(tmp_path / "list.csv")
+
+
+def test_a_checkpoint_of_another_backbone_builds_its_own_model_and_mismatched_weights_are_refused(test_clips, tmp_path):
+    from raymotion.models.regressor import MeanParams, build_regressor
+    from raymotion.train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(BASE_MODEL)
+    config = {**state["config"], "model": {**state["config"]["model"], "backbone": "resnet18"}}
+    resnet = build_regressor(backbone="resnet18", mean_params=MeanParams.default())
+    save_checkpoint(tmp_path / "resnet18.pt", {"model": resnet.state_dict(), "step": 0, "config": config})
+    predictor = Predictor.from_checkpoint(str(tmp_path / "resnet18.pt"), overrides=["predict.overlay=false"])
+    assert type(predictor.model.backbone).__name__ == "ResNet"  # no --set model.backbone needed: the file says it
+    summary = predict_to_folder(predictor, test_clips[0], tmp_path / "out", progress=False)
+    assert summary.people == len(frames_of(test_clips[0]))
+    save_checkpoint(tmp_path / "mixed.pt", {"model": resnet.state_dict(), "step": 0, "config": state["config"]})
+    with pytest.raises(ValueError, match=r"mixed.pt's weights do not fit the model its own config describes "
+                                         r"\(model.backbone=small_cnn"):
+        Predictor.from_checkpoint(str(tmp_path / "mixed.pt"))
+    film = {**state["config"], "model": {**state["config"]["model"], "film": True}}
+    save_checkpoint(tmp_path / "film.pt", {"model": state["model"], "step": 0, "config": film})
+    with pytest.raises(ConfigError, match="model.film=True is invalid: the checkpoint .*film.pt is a FiLM model"):
+        Predictor.from_checkpoint(str(tmp_path / "film.pt"))

@@ -85,7 +85,14 @@ class Predictor:
         self.model = build_regressor(backbone=cfg.model.backbone, num_betas=cfg.body.num_betas,
                                      mean_params=MeanParams.default(num_betas=cfg.body.num_betas),
                                      iterations=cfg.model.iterations, film=False)
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as err:  # weights of another network than the stored config describes
+            detail = " ".join(str(err).split())[:300]
+            raise ValueError(f"the checkpoint {checkpoint}'s weights do not fit the model its own config describes "
+                             f"(model.backbone={cfg.model.backbone}, body.num_betas={cfg.body.num_betas}, "
+                             f"model.iterations={cfg.model.iterations}): {detail}; the file is not a raymotion run's "
+                             "checkpoint, or was edited") from None
         self.model.to(self.device).eval()
         self.body: BodyModel = load_body_model(cfg.body)
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from raymotion.config import Config, to_dict
+from raymotion.config import Config, apply_overrides, to_dict
 from raymotion.data.boxes import BOX_SUFFIXES, natural_key
 from raymotion.errors import USER_ERRORS
 from raymotion.predict.run import SUMMARY, Predictor, predict_config, predict_to_folder
@@ -89,6 +89,10 @@ class PredictStage:
         import torch
 
         cfg = Config.from_dict(config)
+        if cfg.predict.actor_gpus == 0 and cfg.run.device == "auto":
+            # Ray leaves CUDA_VISIBLE_DEVICES alone for an actor that reserved no GPU: run.device=auto would take a
+            # GPU it never asked for (and that a training worker may hold).
+            cfg = apply_overrides(cfg, {"run.device": "cpu"})
         torch.set_num_threads(cfg.predict.actor_threads)
         _, state = predict_config(checkpoint)  # the model's weights; its config came resolved from the driver
         self.predictor = Predictor(cfg, state, checkpoint=checkpoint)

@@ -3,6 +3,7 @@ the person, overlays with every frame, the full-image camera against hand-comput
 error cases (no boxes, mixed image sizes, corrupt input, a checkpoint of another model)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import av
@@ -364,6 +365,11 @@ def test_video_lists_from_a_manifest_and_a_csv(tiny_benchmark, tmp_path):
     test = list_videos(tiny_benchmark / "manifest.parquet", split="test")
     assert [v["name"] for v in test] == ["test_00000", "test_00001"]
     assert Path(test[0]["input"]) == tiny_benchmark / "test" / "test_00000"
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_benchmark, partial, ignore=shutil.ignore_patterns("*.npz"))
+    (partial / "test" / "test_00001" / "video.webm").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 of the 2 clips .* have no video \(first: .*test_00001/video.webm\)"):
+        list_videos(partial / "manifest.parquet", split="test")
     (tmp_path / "list.csv").write_text("video,boxes\na/walk.mp4,a/walk.csv\nb/walk.mp4,\n")
     with pytest.raises(ValueError, match=r"several videos would write the same output folder \['walk'\]"):
         list_videos(tmp_path / "list.csv")

@@ -50,11 +50,15 @@ def list_videos(source: str | Path, *, split: str = "") -> list[dict[str, str]]:
     elif source.suffix == ".parquet":
         from raymotion.data.manifest import read_manifest
 
-        rows = read_manifest(source.parent).to_pylist()
-        items = [{"input": str(source.parent / Path(row["path"]).parent), "boxes": "", "name": row["clip_id"]}
-                 for row in rows if not split or row["split"] == split]
-        if not items:
+        rows = [row for row in read_manifest(source.parent).to_pylist() if not split or row["split"] == split]
+        if not rows:
             raise ValueError(f"{source} lists no clips{f' in split {split!r}' if split else ''}")
+        missing = [row["path"] for row in rows if not (source.parent / row["path"]).is_file()]
+        if missing:  # e.g. labelled clips a partly rendered synthetic benchmark lacks
+            raise FileNotFoundError(f"{len(missing)} of the {len(rows)} clips {source} lists have no video (first: "
+                                    f"{source.parent / missing[0]}); render them, or choose a split that has them (--split)")
+        items = [{"input": str(source.parent / Path(row["path"]).parent), "boxes": "", "name": row["clip_id"]}
+                 for row in rows]
     elif source.suffix == ".csv":
         with source.open(newline="") as handle:
             reader = csv.DictReader(handle)

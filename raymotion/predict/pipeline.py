@@ -48,15 +48,18 @@ def list_videos(source: str | Path, *, split: str = "") -> list[dict[str, str]]:
         if not items:
             raise ValueError(f"folder {source} holds no videos ({', '.join(VIDEO_SUFFIXES)})")
     elif source.suffix == ".parquet":
-        from raymotion.data.manifest import read_manifest
+        from raymotion.data.manifest import UNRENDERED, read_manifest
 
         rows = [row for row in read_manifest(source.parent).to_pylist() if not split or row["split"] == split]
         if not rows:
             raise ValueError(f"{source} lists no clips{f' in split {split!r}' if split else ''}")
         missing = [row["path"] for row in rows if not (source.parent / row["path"]).is_file()]
-        if missing:  # e.g. labelled clips a partly rendered synthetic benchmark lacks
+        if missing:  # e.g. labelled clips a synthetic benchmark rendered for one run's fraction lacks
+            hint = (f" ({source.parent / UNRENDERED} lists the clips not rendered yet)"
+                    if (source.parent / UNRENDERED).is_file() else "")
             raise FileNotFoundError(f"{len(missing)} of the {len(rows)} clips {source} lists have no video (first: "
-                                    f"{source.parent / missing[0]}); render them, or choose a split that has them (--split)")
+                                    f"{source.parent / missing[0]}){hint}; render them, or choose a split that has "
+                                    "them (--split)")
         items = [{"input": str(source.parent / Path(row["path"]).parent), "boxes": "", "name": row["clip_id"]}
                  for row in rows]
     elif source.suffix == ".csv":

@@ -257,6 +257,25 @@ def test_a_truncated_video_fails_naming_it(test_clips, tmp_path):
         predict_to_folder(predictor, video, tmp_path / "out", progress=False)
 
 
+def test_a_clip_whose_video_ends_early_fails_by_name_or_keeps_its_frames_under_skip(test_clips, tmp_path):
+    """FFmpeg ends a truncated WebM early without an error; the clip's labels say how many frames it has."""
+    clip = tmp_path / "clip"
+    shutil.copytree(test_clips[0], clip)
+    whole = (clip / "video.webm").read_bytes()
+    (clip / "video.webm").write_bytes(whole[:int(0.8 * len(whole))])
+    decoded = len(video_frames(clip / "video.webm"))
+    expected = len(pq.read_table(clip / "labels.parquet"))
+    assert 0 < decoded < expected
+    strict = Predictor.from_checkpoint(BASE_MODEL, overrides=["run.device=cpu", "predict.overlay=false"])
+    with pytest.raises(ValueError, match=f"video {clip / 'video.webm'} ends after {decoded} of the {expected} frames"):
+        predict_to_folder(strict, clip, tmp_path / "out", progress=False)
+    skipping = Predictor.from_checkpoint(BASE_MODEL, overrides=["run.device=cpu", "predict.overlay=false",
+                                                                "data.bad_input=skip"])
+    summary = predict_to_folder(skipping, clip, tmp_path / "out", progress=False)
+    assert summary.frames == summary.people == decoded and len(summary.skipped) == 1
+    assert summary.boxes_past_the_end == expected - decoded
+
+
 def test_boxes_below_the_score_or_outside_the_frame_are_counted_not_silent(test_clips, tmp_path):
     predictor = Predictor.from_checkpoint(BASE_MODEL, overrides=["run.device=cpu", "predict.overlay=false",
                                                                  "predict.min_score=0.5", "data.bad_input=skip"])

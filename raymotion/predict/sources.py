@@ -59,7 +59,7 @@ class InputSource:
         its last decodable frame, appending one message each to ``skipped``."""
         if self.is_video:
             assert self.video_path is not None
-            yield from _video_frames(self.video_path, bad_input=bad_input, skipped=skipped)
+            yield from _video_frames(self.video_path, bad_input=bad_input, skipped=skipped, expected=self.num_frames)
             return
         for index, path in enumerate(self.image_paths):
             image = read_image(path, bad_input=bad_input, skipped=skipped)
@@ -79,7 +79,9 @@ def read_image(path: Path, *, bad_input: str, skipped: list[str]) -> np.ndarray 
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _video_frames(path: Path, *, bad_input: str, skipped: list[str]) -> Iterator[Frame]:
+def _video_frames(path: Path, *, bad_input: str, skipped: list[str], expected: int | None) -> Iterator[Frame]:
+    """A video's frames; ``expected``: the frame count its container declares, where it does (FFmpeg ends a
+    truncated file early without an error: fewer frames than declared is reported like a decoding error)."""
     import av
 
     index = 0
@@ -93,8 +95,13 @@ def _video_frames(path: Path, *, bad_input: str, skipped: list[str]) -> Iterator
         if bad_input == "fail":
             raise ValueError(f"{message}; repair it, or set data.bad_input=skip to keep the frames before it") from err
         skipped.append(f"skipped the rest of {message}")
-    if index == 0 and bad_input == "fail":
-        raise ValueError(f"video {path} holds no decodable frames; the file is corrupt or not a video")
+    if expected is not None and 0 < index < expected:
+        message = f"video {path} ends after {index} of the {expected} frames its container declares: it is truncated"
+        if bad_input == "fail":
+            raise ValueError(f"{message}; repair it, or set data.bad_input=skip to keep the frames it has")
+        skipped.append(f"skipped the missing frames of {message}")
+    if index == 0:
+        raise ValueError(f"video {path} holds no decodable frames; the file is corrupt, truncated or not a video")
 
 
 def _video_info(path: Path) -> tuple[float, int | None]:
@@ -137,8 +144,9 @@ def open_input(path: str | Path) -> InputSource:
     videos = sorted(p for p in path.glob("video.*") if p.suffix.lower() in VIDEO_SUFFIXES)
     if (path / CLIP_LABELS).is_file() and videos:
         fps, frames = _video_info(videos[0])
-        return InputSource(path, "clip", video_path=videos[0], fps=fps, num_frames=frames,
-                           label_boxes=_clip_boxes(path / CLIP_LABELS))
+        label_boxes = _clip_boxes(path / CLIP_LABELS)  # one row per frame (docs/data_format.md)
+        return InputSource(path, "clip", video_path=videos[0], fps=fps, num_frames=frames or len(label_boxes),
+                           label_boxes=label_boxes)
     images = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
                     key=lambda p: natural_key(p.name))
     if not images:

@@ -414,3 +414,20 @@ def test_a_checkpoint_of_another_backbone_builds_its_own_model_and_mismatched_we
     save_checkpoint(tmp_path / "film.pt", {"model": state["model"], "step": 0, "config": film})
     with pytest.raises(ConfigError, match="model.film=True is invalid: the checkpoint .*film.pt is a FiLM model"):
         Predictor.from_checkpoint(str(tmp_path / "film.pt"))
+
+
+@pytest.mark.ray
+def test_the_job_script_predicts_a_manifest_split_and_says_what_it_skipped(ray_local, tiny_benchmark, tmp_path,
+                                                                           monkeypatch, capsys):
+    import runpy
+    import sys
+
+    argv = ["predict.py", str(tiny_benchmark / "manifest.parquet"), "--split", "test", "--checkpoint", BASE_MODEL,
+            "--out", str(tmp_path), "--set", "predict.overlay=false", "--set", "predict.actors=1"]
+    monkeypatch.setattr(sys, "argv", argv)
+    script = str(Path(__file__).resolve().parent.parent / "jobs" / "predict.py")
+    runpy.run_path(script, run_name="__main__")
+    assert "predicted 2 videos" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["test_00000", "test_00001"]
+    runpy.run_path(script, run_name="__main__")
+    assert "skipped 2 finished videos (their summary.json exists): test_00000, test_00001" in capsys.readouterr().out

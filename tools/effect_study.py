@@ -163,6 +163,8 @@ def run_table(args: argparse.Namespace) -> dict:
 
 def _stats(values: list[float]) -> dict[str, float]:
     n = len(values)
+    if any(math.isnan(v) for v in values):  # G at 100 % of the labels: undefined
+        return {"mean": float("nan"), "std": float("nan"), "se": float("nan"), "n": n}
     std = statistics.stdev(values) if n > 1 else float("nan")
     return {"mean": statistics.fmean(values), "std": std, "se": std / n ** 0.5, "n": n}
 

@@ -13,7 +13,7 @@ Flow sources (``flow.estimator``, built by ``make_flow_estimator(name, cfg.flow)
   ``flow.raft_weights`` (never downloaded, never random), ``flow.raft_iters`` refinement iterations, on
   ``flow.device``. GPU or CPU.
 - 'dali_of': the NVIDIA optical-flow engine (Turing and newer) through DALI's ``fn.optical_flow``
-  (``raymotion.data.decode.dali_optical_flow``): one vector per 4x4 block, upsampled here to every pixel.
+  (``raymotion.dali.dali_optical_flow``): one vector per 4x4 block, upsampled here to every pixel.
   Needs a CUDA GPU with that engine; anywhere else it raises an error naming the alternatives.
 - The renderer's exact flow is not an estimator: ``raymotion.data.frames.VideoPairs(flow='ground_truth')``
   reads it from the benchmark's flow.npz (synthetic data only).
@@ -153,7 +153,7 @@ class DaliOpticalFlow:
     def __init__(self, cfg: FlowConfig) -> None:
         import torch
 
-        from raymotion.data.decode import dali_optical_flow, dali_status
+        from raymotion.dali import dali_optical_flow, dali_status
 
         if cfg.device == "cpu":
             raise ConfigError("flow.device", cfg.device, "flow.estimator=dali_of runs on the GPU's optical-flow "

@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from raymotion.body.body_model import BodyModel, embedded_body_path
-from raymotion.body.joints import SMPL_JOINT
+from raymotion.body.joints import SMPL_FLIP_PERM, SMPL_JOINT
 from raymotion.data.crops import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    SMPL_FLIP_PERM,
     Augmentation,
     crop_box,
     from_normalised,

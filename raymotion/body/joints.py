@@ -138,3 +138,23 @@ EXTRA_JOINT_NAMES: tuple[str, ...] = (
     "rring",
     "rpinky",
 )
+
+
+def flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
+    """Index map that swaps every ``left_*`` joint with its ``right_*`` twin (others stay)."""
+
+    def mirror(name: str) -> str:
+        if name.startswith("left_"):
+            return "right_" + name[len("left_"):]
+        if name.startswith("right_"):
+            return "left_" + name[len("right_"):]
+        return name
+
+    index = {name: i for i, name in enumerate(names)}
+    return tuple(index[mirror(name)] for name in names)
+
+
+SMPL_FLIP_PERM = flip_permutation(SMPL_JOINT_NAMES)
+"""Left/right swap of the 24 SMPL joints."""
+EVAL_FLIP_PERM = flip_permutation(EVAL_JOINT_NAMES)
+"""Left/right swap of the 14 evaluation joints."""

@@ -22,11 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
+from raymotion.body.joints import EVAL_FLIP_PERM, NUM_EVAL_JOINTS, NUM_SMPL_JOINTS, SMPL_FLIP_PERM
 from raymotion.data.crops import (
-    EVAL_FLIP_PERM,
     SCALE_JITTER,
-    SMPL_FLIP_PERM,
     Augmentation,
     bad_boxes,
     box_problem,
@@ -35,16 +33,13 @@ from raymotion.data.crops import (
     crop_flow,
     crop_image,
     crop_matrix,
-    flip_pose,
-    flip_points3d,
     normalise_image,
-    rotate_points3d,
-    rotate_pose,
     sample_augmentation,
     to_normalised,
     transform_points,
 )
 from raymotion.config import FlowConfig
+from raymotion.geometry.pose3d import flip_points3d, flip_pose, rotate_points3d, rotate_pose
 from raymotion.data.decode import read_video
 from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
 from raymotion.data.manifest import (check_bad_input, check_clip_lengths, check_frame_size, check_frames_per_item,
@@ -222,7 +217,7 @@ def labelled_item(source_HW3: np.ndarray, labels: dict[str, np.ndarray], *, crop
         visible_J = visible_J[list(SMPL_FLIP_PERM)]
         joints3d_J3 = flip_points3d(joints3d_J3, SMPL_FLIP_PERM)
         eval_joints3d_E3 = flip_points3d(eval_joints3d_E3, EVAL_FLIP_PERM)
-        pose_J3 = flip_pose(pose_J3)
+        pose_J3 = flip_pose(pose_J3, SMPL_FLIP_PERM)
     visible_J &= (np.abs(joints2d_J2) <= 1.0).all(axis=1)
     gain_3 = None if aug.gain_3 == (1.0, 1.0, 1.0) else np.asarray(aug.gain_3)
     return {

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 
 
-# ImageNet statistics of torchvision's pretrained backbones (RGB, on [0, 1] pixel values). Defined
-# here because `data` never imports `models` (STYLE, dependency direction); the regressor's input
-# must be normalised with these same values.
+# ImageNet statistics of torchvision's and timm's pretrained backbones (RGB, on [0, 1] pixel values): the
+# one definition. The regressor (raymotion.models) expects its input normalised with them and never
+# normalises itself, so they live with the normalisation here (`data` never imports `models`).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -284,8 +284,7 @@ def normalise_image(crop_HW3: np.ndarray, *, gain_3: np.ndarray | None = None) -
     image_HW3 = crop_HW3.astype(np.float32)
     if gain_3 is not None:
         image_HW3 = np.clip(image_HW3 * np.asarray(gain_3, dtype=np.float32), 0.0, 255.0)
-    image_HW3 = (image_HW3 / 255.0 - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(image_HW3.transpose(2, 0, 1)))
+    return normalise_batch_images(torch.from_numpy(image_HW3)[None])[0].contiguous()
 
 
 def normalise_batch_images(images_BSS3: torch.Tensor) -> torch.Tensor:

@@ -99,13 +99,11 @@ class BodyConfig:
 
 @dataclass(kw_only=True, slots=True)
 class RunConfig:
-    """Where a run writes its outputs, and how it is seeded and placed."""
+    """Where a run writes its outputs, and how it is seeded (where it runs: ``scaling``)."""
 
     output_dir: str = _field("runs", "Parent folder of run directories.")
     name: str = _field("default", "Run name, used as a folder name: letters, digits, '-', '_', '.'.")
     seed: int = _field(0, "Random seed for torch, numpy and Python.", range=(0, None))
-    device: Literal["auto", "cpu", "cuda"] = _field(
-        "auto", "Device: 'auto' = cuda when available, else cpu.")
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -214,6 +212,11 @@ class DataConfig:
         "the file, frame and column; 'skip' leaves out that frame (in-memory datasets, labelled Ray Data "
         "pipeline), window (video pair pipeline) or clip, counts it and logs a warning. Pair stores "
         "(precompute-flow) always fail: a store must hold every pair.")
+    decode_window: int = _field(
+        64, "Frames the Ray Data pair pipeline decodes at a time from one clip (the pair store and "
+        "benchmarks/bench_data.py too). A window covering the whole clip decodes each frame exactly once (clips "
+        "with one keyframe, as the synthetic benchmark's: 32 frames); shorter windows each restart at the "
+        "keyframe before them. Does not change the pairs.", range=(2, None))
 
     def __post_init__(self) -> None:
         _validate_fields(self)
@@ -588,14 +591,37 @@ def _check_value(key: str, value: Any, tp: Any) -> None:
         raise ConfigError(key, value, f"expected {_type_name(tp)}")
 
 
+def _check_field(key: str, f: dataclasses.Field, value: Any, tp: Any) -> None:
+    """Type, choice and range checks of one field's value; errors name ``key``."""
+    _check_value(key, value, tp)
+    lo, hi = f.metadata["range"] or (None, None)
+    if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        raise ConfigError(key, value, f"expected a value in range {_range_text(lo, hi)}")
+
+
 def _validate_fields(obj: Any) -> None:
     """Type, choice and range checks for every field of one section (keys relative to it)."""
     for f in fields(obj):
-        value = getattr(obj, f.name)
-        _check_value(f.name, value, _hints(type(obj))[f.name])
-        lo, hi = f.metadata["range"] or (None, None)
-        if value is not None and ((lo is not None and value < lo) or (hi is not None and value > hi)):
-            raise ConfigError(f.name, value, f"expected a value in range {_range_text(lo, hi)}")
+        _check_field(f.name, f, getattr(obj, f.name), _hints(type(obj))[f.name])
+
+
+def check_values(values: Mapping[str, Any]) -> None:
+    """Check values against the rules of their dotted config keys (type, choices, range), without building
+    a config: for functions that take config values as plain arguments, so that they accept exactly what
+    the config accepts, e.g. ``check_values({"data.crop_size": crop_size, "data.bbox_scale": 1.3})``.
+
+    Raises:
+        ConfigError: a value the key does not accept, naming the key, the value and what it expects.
+        UnknownKeyError: a key that is not in the config tree.
+    """
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        cls, prefix = Config, ""
+        for part in parents:
+            cls, prefix = _field_type(cls, prefix, part), _join(prefix, part)
+        tp = _field_type(cls, prefix, leaf)
+        (f,) = [f for f in fields(cls) if f.name == leaf]
+        _check_field(key, f, value, tp)
 
 
 def _range_text(lo: float | None, hi: float | None) -> str:
@@ -622,11 +648,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return {f.name: plain(getattr(cfg, f.name)) for f in fields(cfg)}
 
 
+RETIRED_KEYS: dict[str, str] = {
+    "run.device": "it was read nowhere: training places workers with scaling.use_gpu, RAFT runs on flow.device",
+}
+"""Keys that are gone from the tree -> why. Configs stored before (a run's config.yaml, every checkpoint,
+the shipped base models) still load: ``from_dict`` drops such a key (it never had an effect), and an override
+that sets one (YAML, --set) is dropped with a warning, never an error."""
+
+
 def from_dict(cls: type[T], d: Mapping[str, Any], *, prefix: str = "") -> T:
-    """Build ``cls`` from a (partial) nested dict; values are coerced, unknown keys raise."""
+    """Build ``cls`` from a (partial) nested dict; values are coerced, unknown keys raise (``RETIRED_KEYS`` are
+    dropped)."""
     if not isinstance(d, Mapping):
         raise ValueError(f"expected a mapping of keys for '{prefix or 'the config'}', got {d!r}")
-    kwargs = {k: _coerce(_join(prefix, k), v, _field_type(cls, prefix, k)) for k, v in d.items()}
+    kwargs = {k: _coerce(_join(prefix, k), v, _field_type(cls, prefix, k)) for k, v in d.items()
+              if _join(prefix, k) not in RETIRED_KEYS}
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -651,6 +687,9 @@ def apply_overrides(cfg: T, overrides: Mapping[str, Any]) -> T:
     """A new validated config with dotted-key ``overrides`` applied; ``cfg`` is not modified."""
     d = to_dict(cfg)
     for key, value in _flatten(overrides).items():
+        if key in RETIRED_KEYS:
+            warnings.warn(f"config key {key!r} is ignored: it was removed ({RETIRED_KEYS[key]})", stacklevel=2)
+            continue
         *parents, leaf = key.split(".")
         node, cls, prefix = d, type(cfg), ""
         for part in parents:

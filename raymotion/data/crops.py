@@ -63,14 +63,6 @@ COLOUR_GAIN_RANGE = (0.6, 1.4)
 # ---- boxes and affine maps ------------------------------------------------------------------
 
 
-def check_crop_args(*, crop_size: int, bbox_scale: float) -> None:
-    """Raise a ValueError naming the bad value unless ``crop_size`` >= 8 px and ``bbox_scale`` > 0."""
-    if crop_size < 8:
-        raise ValueError(f"crop_size={crop_size} must be >= 8 pixels")
-    if not bbox_scale > 0:
-        raise ValueError(f"bbox_scale={bbox_scale} must be > 0 (1.3 = a 30 % margin around the box)")
-
-
 def crop_box(box_xyxy_N4: np.ndarray, *, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """The square crop around person boxes: centred on the box, side = scale * max(w, h).
 
@@ -88,16 +80,17 @@ def crop_box(box_xyxy_N4: np.ndarray, *, scale: float) -> tuple[np.ndarray, np.n
     return center_N2, side_N
 
 
-def bad_boxes(box_T4: np.ndarray, *, width: int, height: int) -> np.ndarray:
-    """(T,) True where a box (x0, y0, x1, y1), image pixels, is empty, not finite or wholly outside the
-    ``width`` x ``height`` frame: nothing to crop."""
+def box_problems(box_T4: np.ndarray, *, width: int, height: int) -> dict[int, str]:
+    """Frame -> what is wrong with its box: empty, not finite or wholly outside the ``width`` x ``height``
+    frame (nothing to crop). Frames with a good box are absent; the dict is in frame order.
+
+    Args:
+        box_T4: (T, 4) boxes (x0, y0, x1, y1), image pixels, one per frame.
+    """
     bad_T = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
-    return bad_T | (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
-
-
-def box_problem(box_4: np.ndarray, *, width: int, height: int) -> str:
-    """What ``bad_boxes`` found wrong with one box, for error messages."""
-    return f"box_xyxy {box_4.tolist()} is empty, not finite or outside the {width}x{height} frame"
+    bad_T |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
+    return {t: f"box_xyxy {box_T4[t].tolist()} is empty, not finite or outside the {width}x{height} frame"
+            for t in np.flatnonzero(bad_T).tolist()}
 
 
 def crop_matrix(

@@ -14,8 +14,10 @@ Returned images are (3, S, S) float32, RGB, ImageNet-normalised (``crops.IMAGENE
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +28,7 @@ from raymotion.body.joints import EVAL_FLIP_PERM, NUM_EVAL_JOINTS, NUM_SMPL_JOIN
 from raymotion.data.crops import (
     SCALE_JITTER,
     Augmentation,
-    bad_boxes,
-    box_problem,
-    check_crop_args,
+    box_problems,
     crop_box,
     crop_flow,
     crop_image,
@@ -38,10 +38,10 @@ from raymotion.data.crops import (
     to_normalised,
     transform_points,
 )
-from raymotion.config import FlowConfig
+from raymotion.config import FlowConfig, check_values
 from raymotion.geometry.pose3d import flip_points3d, flip_pose, rotate_points3d, rotate_pose
 from raymotion.data.decode import read_video
-from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
+from raymotion.flow.estimator import make_flow_estimator
 from raymotion.data.manifest import (check_bad_input, check_clip_lengths, check_frame_size, check_frames_per_item,
                                        read_columns, read_manifest, warn_skipped)
 
@@ -111,26 +111,23 @@ def _split_rows(data_dir: Path, split: str, choices: tuple[str, ...] | None) -> 
 
 def label_problems(labels: dict[str, np.ndarray], *, width: int, height: int) -> dict[int, str]:
     """Frame -> what is wrong with its labels (the first problem): a value that is not finite (NaN or inf),
-    naming the column, or a box (``crops.bad_boxes``) with nothing to crop. Frames without one are absent."""
+    naming the column, or a box with nothing to crop (``crops.box_problems``). Frames without one are absent."""
     problems: dict[int, str] = {}
     for name, values_T in labels.items():
         flat_TX = values_T.reshape(len(values_T), -1)
         if name == "box_xyxy":
-            bad_T = bad_boxes(flat_TX, width=width, height=height)
+            found = box_problems(flat_TX, width=width, height=height)
         else:
-            bad_T = ~np.isfinite(flat_TX).all(axis=1)
-        for t in np.flatnonzero(bad_T).tolist():
-            if t in problems:
-                continue
-            if name == "box_xyxy":
-                problems[t] = box_problem(flat_TX[t], width=width, height=height)
-            else:
+            found = {}
+            for t in np.flatnonzero(~np.isfinite(flat_TX).all(axis=1)).tolist():
                 i = int(np.flatnonzero(~np.isfinite(flat_TX[t]))[0])
-                problems[t] = f"{name} is not finite ({flat_TX[t, i]} at value {i})"
+                found[t] = f"{name} is not finite ({flat_TX[t, i]} at value {i})"
+        for t, problem in found.items():
+            problems.setdefault(t, problem)
     return dict(sorted(problems.items()))
 
 
-def _read_labels(data_dir: Path, row: dict, columns: list[str], *,
+def read_labels(data_dir: Path, row: dict, columns: list[str], *,
                  bad_input: str) -> tuple[dict[str, np.ndarray], dict[int, str]]:
     """The named label columns of one clip, as (T, ...) arrays, and its bad frames (``label_problems``).
 
@@ -276,7 +273,7 @@ class LabelledFrames(Dataset):
         shard: tuple[int, int] = (0, 1),
         bad_input: str = "fail",
     ) -> None:
-        check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        check_values({"data.crop_size": crop_size, "data.bbox_scale": bbox_scale})
         check_bad_input(bad_input)
         rank, num_shards = shard
         if not 0 <= rank < num_shards:
@@ -302,7 +299,7 @@ class LabelledFrames(Dataset):
             if len(kept_T) == 0:
                 continue  # nothing of this clip in the shard: not even decoded
             frames_THW3 = read_decoded(data_dir, row)
-            clip_labels, bad = _read_labels(data_dir, row, columns, bad_input=bad_input)
+            clip_labels, bad = read_labels(data_dir, row, columns, bad_input=bad_input)
             self.skipped += [bad[t] for t in kept_T if t in bad]
             kept_T = np.array([t for t in kept_T if t not in bad], dtype=np.int64)
             center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)
@@ -355,6 +352,34 @@ class LabelledFrames(Dataset):
         return item
 
 
+def crop_clip(frames_THW3: np.ndarray, box_T4: np.ndarray, *, crop_size: int, bbox_scale: float,
+              blank: Collection[int] = ()) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every frame of a clip cropped around its own box (``crops.crop_box``, ``crops.crop_image``).
+
+    Args:
+        frames_THW3: (T, H, W, 3) uint8 RGB frames. box_T4: (T, 4) boxes (x0, y0, x1, y1), image pixels.
+        blank: frames that get an all-zero crop instead (bad frames under ``bad_input='skip'``: their box
+            may be NaN; no kept pair uses them).
+
+    Returns:
+        crops: T arrays (S, S, 3) uint8. params_T3: (T, 3) float64 (center x, center y, side), image pixels.
+    """
+    center_T2, side_T = crop_box(box_T4, scale=bbox_scale)
+    empty = np.zeros((crop_size, crop_size, 3), np.uint8)
+    crops = [empty if t in blank else crop_image(frame, center_2=c, side=s, size=crop_size)
+             for t, (frame, c, s) in enumerate(zip(frames_THW3, center_T2, side_T))]
+    return crops, np.concatenate([center_T2, side_T[:, None]], axis=1)
+
+
+def estimate_pair_flows(estimator, crops: list[np.ndarray], *, gap: int,
+                        num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Forward (crop t -> crop t + gap) and backward flow of the first ``num_pairs`` pairs of a clip's
+    crops, each (P, S, S, 2) float32, crop pixels."""
+    forward = np.stack([estimator(crops[t], crops[t + gap]) for t in range(num_pairs)])
+    backward = np.stack([estimator(crops[t + gap], crops[t]) for t in range(num_pairs)])
+    return forward, backward
+
+
 def _estimated_crop_flows(cache: Path, estimator, crops: list[np.ndarray], *, gap: int,
                           num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
     """Forward and backward estimator flow between the crops of each pair, (P, S, S, 2) float16.
@@ -368,8 +393,8 @@ def _estimated_crop_flows(cache: Path, estimator, crops: list[np.ndarray], *, ga
         with np.load(cache) as data:
             if data["forward"].shape == (num_pairs, size, size, 2):
                 return data["forward"], data["backward"]
-    forward = np.stack([estimator(crops[t], crops[t + gap]) for t in range(num_pairs)]).astype(np.float16)
-    backward = np.stack([estimator(crops[t + gap], crops[t]) for t in range(num_pairs)]).astype(np.float16)
+    forward, backward = (flows.astype(np.float16) for flows in
+                         estimate_pair_flows(estimator, crops, gap=gap, num_pairs=num_pairs))
     tmp = cache.with_name(f".{cache.stem}.tmp-{os.getpid()}.npz")
     np.savez(tmp, forward=forward, backward=backward)
     os.replace(tmp, cache)
@@ -380,7 +405,7 @@ class VideoPairs(Dataset):
     """All frame pairs (t, t + gap) of the clips of a split, each frame cropped with its own box,
     with optical flow between the two crops in both directions.
 
-    ``flow``: an estimator name (``raymotion.flow.estimator.FLOW_ESTIMATORS``, e.g. 'dis'), run on
+    ``flow``: an estimator name (a ``flow.estimator`` choice, e.g. 'dis'), run on
     the two crops once at construction (forward crop1 -> crop2, backward crop2 -> crop1), or
     'ground_truth': the renderer's exact flow (flow.npz; gap 1 only) mapped to the crops with
     ``crops.crop_flow``, NaN (off the body) set to 0 and reported in the validity masks.
@@ -432,12 +457,11 @@ class VideoPairs(Dataset):
         with_labels: bool = False,
         bad_input: str = "fail",
     ) -> None:
-        check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        check_values({"data.crop_size": crop_size, "data.bbox_scale": bbox_scale})
         check_frames_per_item(frames_per_item)
         check_bad_input(bad_input)
-        flow_choices = (GROUND_TRUTH_FLOW, *FLOW_ESTIMATORS)
-        if flow not in flow_choices:
-            raise ValueError(f"flow={flow!r} is not a flow source; choose one of: {', '.join(flow_choices)}")
+        if flow != GROUND_TRUTH_FLOW:  # an estimator: the config's rule for flow.estimator
+            check_values({"flow.estimator": flow})
         if gap < 1:
             raise ValueError(f"gap={gap} must be >= 1 frame")
         if flow == GROUND_TRUTH_FLOW and gap != 1:
@@ -461,23 +485,22 @@ class VideoPairs(Dataset):
         self.gap = gap
         self.frames_per_item = frames_per_item
         self.with_labels = with_labels
-        estimator = None if flow == GROUND_TRUTH_FLOW else make_flow_estimator(flow, flow_config)
+        estimator = None if flow == GROUND_TRUTH_FLOW else make_flow_estimator(
+            dataclasses.replace(flow_config or FlowConfig(), estimator=flow))
         columns = list(_LABEL_SHAPES) if with_labels else ["box_xyxy"]
 
         crops, crop_params, labels, first, clip_index, t_index = [], [], [], [], [], []
         flows_fwd, flows_bwd, valid_fwd, valid_bwd = [], [], [], []
         for manifest_index, row in rows:
             frames_THW3 = read_decoded(data_dir, row)
-            clip_labels, bad = _read_labels(data_dir, row, columns, bad_input=bad_input)
+            clip_labels, bad = read_labels(data_dir, row, columns, bad_input=bad_input)
             self.skipped += list(bad.values())
-            center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)
             offset = len(crops)
-            # A bad frame (bad_input='skip') gets a blank crop that no kept pair uses: its box may be NaN.
-            blank = np.zeros((crop_size, crop_size, 3), np.uint8)
-            clip_crops = [blank if t in bad else crop_image(frame, center_2=c, side=s, size=crop_size)
-                          for t, (frame, c, s) in enumerate(zip(frames_THW3, center_T2, side_T))]
+            clip_crops, params_T3 = crop_clip(frames_THW3, clip_labels["box_xyxy"], crop_size=crop_size,
+                                              bbox_scale=bbox_scale, blank=set(bad))
+            center_T2, side_T = params_T3[:, :2], params_T3[:, 2]
             crops += clip_crops
-            crop_params.append(np.concatenate([center_T2, side_T[:, None]], axis=1))
+            crop_params.append(params_T3)
             labels.append(clip_labels)
             num_pairs = row["frames"] - gap
             kept_P = [t for t in range(num_pairs) if t not in bad and t + gap not in bad]
@@ -565,3 +588,29 @@ class VideoPairs(Dataset):
             "joints2d": joints2d_J2, "joints2d_vis": visible_J,
         }
         return {name + suffix: torch.as_tensor(value, dtype=torch.float32) for name, value in values.items()}
+
+
+def mean_param_targets(data_root: str | Path, *, bbox_scale: float, split: str = "labelled") -> dict[str, torch.Tensor]:
+    """The labels ``raymotion.models.mean_params.fit_mean_params`` averages, of every frame of a split:
+    pose_N243 (axis-angle, camera frame), betas_NK, and joints2d_NJ2 in normalised crop coordinates of each
+    frame's crop (``crops.crop_box`` with ``bbox_scale``), float32 tensors.
+
+    Every label is checked as it is read (columns, row counts, finite values): one NaN would make every
+    mean NaN, so a bad frame raises naming the file, the frame and the column.
+    """
+    data_root = Path(data_root)
+    rows = [r for r in read_manifest(data_root).to_pylist() if r["split"] == split]
+    if not rows:
+        raise ValueError(f"{data_root / 'manifest.parquet'} has no '{split}' clips to average")
+    columns = ["pose_cam", "betas", "joints2d", "box_xyxy"]
+    tables = [read_labels(data_root, r, columns, bad_input="fail")[0] for r in rows]
+    labels = {name: np.concatenate([t[name] for t in tables]) for name in columns}
+    joints2d_NJ2 = torch.tensor(labels["joints2d"], dtype=torch.float32)
+    centre_N2, side_N = crop_box(labels["box_xyxy"], scale=bbox_scale)
+    centre_N2 = torch.as_tensor(centre_N2, dtype=torch.float32)
+    side_N = torch.as_tensor(side_N, dtype=torch.float32)
+    return {
+        "pose_N243": torch.tensor(labels["pose_cam"], dtype=torch.float32),
+        "betas_NK": torch.tensor(labels["betas"], dtype=torch.float32),
+        "joints2d_NJ2": 2.0 * (joints2d_NJ2 - centre_N2[:, None]) / side_N[:, None, None],
+    }

@@ -12,8 +12,8 @@ scaling.flow_gpus); the flags are what only a benchmark chooses.
 
 Both sides do the same work on the first ``max_clips`` clips of the video split: decode every frame, crop
 each frame with its own box, and estimate flow forward and backward per pair. The plain loop is the
-library's single-process path without its flow cache (``frames.read_decoded``, ``frames.crop_clip``,
-``frames.estimate_pair_flows``, as ``VideoPairs``: whole clips decoded with PyAV) and leaves OpenCV its own
+library's single-process path without its flow cache (``labels.read_decoded``, ``video_pairs.crop_clip``,
+``video_pairs.estimate_pair_flows``, as ``VideoPairs``: whole clips decoded with PyAV) and leaves OpenCV its own
 thread pool (``plain_threads=0``; DIS runs parts of each field in parallel); each
 pipeline actor holds one CPU and runs OpenCV single-threaded (``pipeline.FlowStage``).
 
@@ -42,7 +42,8 @@ import cv2
 
 from raymotion.config import Config, load_config
 from raymotion.data.flow_store import PairSpec, check_store, precompute_pairs, read_pairs
-from raymotion.data.frames import crop_clip, estimate_pair_flows, read_decoded, read_labels
+from raymotion.data.labels import read_decoded, read_labels
+from raymotion.data.video_pairs import crop_clip, estimate_pair_flows
 from raymotion.data.manifest import read_manifest
 from raymotion.data.pipeline import AUTO_DECODER, PipelineReport, build_pair_dataset, select_windows
 from raymotion.errors import report_user_error

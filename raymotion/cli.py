@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "mean-params":
         from raymotion.body.body_model import load_body_model
-        from raymotion.data.frames import mean_param_targets
+        from raymotion.data.labels import mean_param_targets
         from raymotion.models.mean_params import fit_mean_params
 
         params = fit_mean_params(**mean_param_targets(cfg.data.root, bbox_scale=cfg.data.bbox_scale),

@@ -19,7 +19,8 @@ from raymotion.data.crops import (
     from_normalised,
 )
 from raymotion.data.decode import read_video_pyav
-from raymotion.data.frames import LabelledFrames, VideoPairs, select_clips
+from raymotion.data.frames import LabelledFrames, select_clips
+from raymotion.data.video_pairs import VideoPairs
 from raymotion.geometry import axis_angle_to_rotmat
 from raymotion.data.manifest import read_manifest
 from raymotion.synth.writer import write_video

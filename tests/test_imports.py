@@ -97,3 +97,16 @@ def test_nvidia_dali_is_imported_in_exactly_one_module():
     users = sorted(module_name(p) for p in PACKAGE.rglob("*.py")
                    if any(n == "nvidia.dali" or n.startswith("nvidia.dali.") for n in imported_names(p)))
     assert users == ["raymotion.dali"]
+
+
+# Ray Data stages, the training loop and its launcher, the resource plan, sweeps, and the doctor's Ray check.
+RAY_EDGES = ("raymotion.data.pipeline", "raymotion.data.labelled_pipeline", "raymotion.data.flow_store",
+             "raymotion.train.worker", "raymotion.train.launch", "raymotion.train.plan", "raymotion.tune.",
+             "raymotion.doctor")
+
+
+def test_ray_stays_at_the_edges():
+    users = sorted(module_name(p) for p in PACKAGE.rglob("*.py")
+                   if any(n == "ray" or n.startswith("ray.") for n in imported_names(p)))
+    inside = [m for m in users if not m.startswith(RAY_EDGES)]
+    assert inside == [], f"modules importing ray outside the edges (STYLE.md rule 11): {inside}"

@@ -149,7 +149,7 @@ def collect(ds):
 @pytest.mark.parametrize("frames_per_item", [2, 3], ids=["pairs", "3-frame windows"])
 def test_pipeline_pairs_are_complete_and_match_video_pairs(dataset, ray_local, tmp_path, fuse, frames_per_item):
     """Pairs (t, t + gap), or model.film's windows (t - gap, t, t + gap) with the last pair's flow."""
-    from raymotion.data.frames import VideoPairs
+    from raymotion.data.video_pairs import VideoPairs
     from raymotion.data.pipeline import PipelineReport, build_pair_dataset
 
     root = shutil.copytree(dataset, tmp_path / "copy")  # VideoPairs caches flow beside the clips

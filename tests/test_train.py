@@ -8,7 +8,7 @@ import torch
 from conftest import CodePayload
 
 from raymotion.config import LossConfig, load_config
-from raymotion.data.frames import VideoPairs
+from raymotion.data.video_pairs import VideoPairs
 from raymotion.body.body_model import load_body_model
 from raymotion.eval.flow_gate import gate_table
 from raymotion.train import components, update

@@ -4,7 +4,7 @@ The 3D side of an augmentation (rotating and mirroring poses and camera-frame jo
 ``raymotion.geometry.pose3d``.
 
 Pure numpy/torch (and OpenCV for the one warp); no Ray, no DALI. The single-process datasets
-(``raymotion.data.frames``) and the Ray Data pipeline use the same functions.
+(``raymotion.data.frames``, ``raymotion.data.video_pairs``) and the Ray Data pipelines use the same functions.
 
 Tensor naming legend (shape suffixes):
     N = points or boxes, J = joints, H, W = image height and width, S = crop side (pixels);

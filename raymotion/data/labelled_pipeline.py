@@ -58,15 +58,9 @@ from raymotion.config import check_values
 from raymotion.data.crops import Augmentation, crop_box, crop_image, sample_augmentation
 from raymotion.data.decode import read_video_window
 from raymotion.data.manifest import check_frame_size
-from raymotion.data.frames import (
-    LABELLED_ITEM_LABELS,
-    LABELLED_SPLITS,
-    read_labels,
-    _split_rows,
-    augmented_store_size,
-    labelled_item,
-    select_clips,
-)
+from raymotion.data.frames import (LABELLED_ITEM_LABELS, LABELLED_SPLITS, augmented_store_size, labelled_item,
+                                   select_clips)
+from raymotion.data.labels import read_labels, split_rows
 from raymotion.data.pipeline import (AUTO_DECODER, DecoderChoice, PipelineReport, check_decode_args, check_stage_gpus,
                                      each_window)
 
@@ -111,7 +105,7 @@ def labelled_windows(data_root: str | Path, *, split: str, fraction: float, frac
         One dict per (epoch, clip): clip_id, path, labels_path, frames, width, height (as in the manifest),
         clip_index (row in manifest.parquet), epoch.
     """
-    rows = _split_rows(Path(data_root), split, LABELLED_SPLITS)
+    rows = split_rows(Path(data_root), split, LABELLED_SPLITS)
     chosen = select_clips(len(rows), fraction=fraction, seed=fraction_seed)
     windows = []
     for epoch in range(epochs):

@@ -1,6 +1,6 @@
 """Frame pairs (or 3-frame windows) of unannotated video as a Ray Data dataset: windows -> decode + crop -> flow.
 
-The Ray version of ``raymotion.data.frames.VideoPairs`` (same crops, same flow estimators, same keys),
+The Ray version of ``raymotion.data.video_pairs.VideoPairs`` (same crops, same flow estimators, same keys),
 streaming instead of in memory. Each clip is cut into windows of consecutive frames
 (``raymotion.data.manifest.pair_windows``), so every frame is decoded about once per epoch.
 
@@ -403,7 +403,7 @@ def build_pair_dataset(
             > 0 = NVDEC, e.g. 0.25 = four decode actors per GPU. 'dali_mixed' needs > 0.
         flow_gpus: GPU share each flow actor reserves (``scaling.flow_gpus``): > 0 runs RAFT / 'dali_of' on
             it; 0 runs the estimator on the CPU ('dali_of' needs > 0). Shares: ``stage_gpu_problems``.
-        max_clips: use the first this many clips of the split (None: all), as ``frames.VideoPairs`` does.
+        max_clips: use the first this many clips of the split (None: all), as ``video_pairs.VideoPairs`` does.
         fuse: decode and flow in the same ``flow_concurrency`` actors (``DecodeFlowStage``, each reserving the
             larger GPU share; decode_concurrency and flow_batch_size then unused), or in two stages.
             None: fused when neither stage reserves a GPU. The rows are the same either way (tested).

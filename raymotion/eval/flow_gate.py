@@ -23,7 +23,7 @@ from torch.utils.data import default_collate
 
 from raymotion.body.body_model import BodyModel, load_body_model
 from raymotion.config import Config, LossConfig
-from raymotion.data.frames import VideoPairs
+from raymotion.data.video_pairs import VideoPairs
 from raymotion.geometry import axis_angle_to_rotmat, image_to_crop, perspective_project
 from raymotion.losses.consistency import flow_loss_at
 

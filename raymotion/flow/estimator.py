@@ -15,7 +15,7 @@ Flow sources (``flow.estimator``, built by ``make_flow_estimator(cfg.flow)``):
 - 'dali_of': the NVIDIA optical-flow engine (Turing and newer) through DALI's ``fn.optical_flow``
   (``raymotion.dali.dali_optical_flow``): one vector per 4x4 block, upsampled here to every pixel.
   Needs a CUDA GPU with that engine; anywhere else it raises an error naming the alternatives.
-- The renderer's exact flow is not an estimator: ``raymotion.data.frames.VideoPairs(flow='ground_truth')``
+- The renderer's exact flow is not an estimator: ``raymotion.data.video_pairs.VideoPairs(flow='ground_truth')``
   reads it from the benchmark's flow.npz (synthetic data only).
 
 Every estimator has ``name`` (its registry key), ``tag`` (name plus every setting that changes its output,

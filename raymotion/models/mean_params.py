@@ -1,7 +1,7 @@
 """The regressor's starting point for a dataset: mean joint rotations, betas and camera of its labelled pool.
 
 SPIN ships such a file for SMPL (smpl_mean_params.npz); ``raymotion mean-params`` makes one from any
-dataset in raymotion's format (the labels: ``raymotion.data.frames.mean_param_targets``), and the one
+dataset in raymotion's format (the labels: ``raymotion.data.labels.mean_param_targets``), and the one
 shipped for the embedded body came from the default synthetic benchmark (see README).
 
 Legend: N labelled frames, J = 24 SMPL joints, K shape coefficients; trailing digits are literal sizes.

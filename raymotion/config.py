@@ -43,7 +43,7 @@ from raymotion.typed_config import (
 
 __all__ = [
     "SYNTH_PRESETS", "BadInput", "BodyConfig", "Config", "ConfigError", "DataConfig", "FlowConfig", "LossConfig",
-    "ModelConfig", "RETIRED_KEYS", "RenderConfig", "RunConfig", "ScalingConfig", "SynthConfig", "TrainConfig",
+    "ModelConfig", "RenderConfig", "RunConfig", "ScalingConfig", "SynthConfig", "TrainConfig",
     "UnknownKeyError", "apply_overrides", "check_refinement", "check_values", "config_keys", "config_yaml",
     "describe", "flatten", "from_dict", "load_config", "parse_set_args", "save_config", "to_dict",
 ]
@@ -79,11 +79,13 @@ class BodyConfig:
 
 @dataclass(kw_only=True, slots=True)
 class RunConfig:
-    """Where a run writes its outputs, and how it is seeded (where it runs: ``scaling``)."""
+    """Where a run writes its outputs, and how it is seeded and placed."""
 
     output_dir: str = leaf("runs", "Parent folder of run directories.")
     name: str = leaf("default", "Run name, used as a folder name: letters, digits, '-', '_', '.'.")
     seed: int = leaf(0, "Random seed for torch, numpy and Python.", range=(0, None))
+    device: Literal["auto", "cpu", "cuda"] = leaf(
+        "auto", "Device: 'auto' = cuda when available, else cpu.")
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -449,9 +451,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
-        """Inverse of ``to_dict``: strict (unknown keys raise), missing keys keep their defaults; a config
-        stored before a key was retired (``RETIRED_KEYS``) loads without it."""
-        return from_dict(cls, _without_retired(d))
+        """Inverse of ``to_dict``: strict (unknown keys raise), missing keys keep their defaults."""
+        return from_dict(cls, d)
 
 
 def check_refinement(cfg: Config) -> None:
@@ -466,24 +467,6 @@ def check_refinement(cfg: Config) -> None:
             raise ConfigError("scaling.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
                               "detector's keypoints, which the Ray Data pipeline does not carry; use "
                               "scaling.video_source=local")
-
-
-RETIRED_KEYS: dict[str, str] = {
-    "run.device": "it was read nowhere: training places workers with scaling.use_gpu, RAFT runs on flow.device",
-}
-"""Keys that are gone from the tree -> why. Configs stored before (a run's config.yaml, every checkpoint,
-the shipped base models) still load: ``Config.from_dict`` drops such a key (it never had an effect), and
-``load_config`` drops one set by a file or --set with a warning, never an error."""
-
-
-def _without_retired(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config dict without its ``RETIRED_KEYS``."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if key not in RETIRED_KEYS:
-            out[k] = _without_retired(v, key) if isinstance(v, Mapping) else v
-    return out
 
 
 def check_values(values: Mapping[str, Any]) -> None:
@@ -537,9 +520,6 @@ def load_config(path: str | Path | None = None,
         overrides = parse_set_args(overrides or [])
     set_items = flatten(overrides)
     merged.update(set_items)
-    for key in [k for k in merged if k in RETIRED_KEYS]:
-        warnings.warn(f"config key {key!r} is ignored: it was removed ({RETIRED_KEYS[key]})", stacklevel=2)
-        del merged[key]
     try:
         return apply_overrides(Config(), merged)  # one pass: cross-field checks see the final values
     except ValueError as e:

@@ -36,7 +36,7 @@ def test_defaults():
     cfg = Config()
     assert cfg.body == BodyConfig(model="anny", smpl_dir="body_models/smpl", gender="neutral",
                                   h36m_regressor="../J_regressor_h36m.npy", num_betas=10)
-    assert cfg.run == RunConfig(output_dir="runs", name="default", seed=0)
+    assert cfg.run == RunConfig(output_dir="runs", name="default", seed=0, device="auto")
     assert cfg.render == RenderConfig(image_size=512, motion="walk", phase=0.25, output="raymotion_body.png")
 
 
@@ -47,9 +47,9 @@ def test_every_field_has_help_text():
 
 
 def test_config_keys_and_describe():
-    assert config_keys()[:12] == [
+    assert config_keys()[:13] == [
         "body.model", "body.smpl_dir", "body.gender", "body.h36m_regressor", "body.num_betas",
-        "run.output_dir", "run.name", "run.seed",
+        "run.output_dir", "run.name", "run.seed", "run.device",
         "render.image_size", "render.motion", "render.phase", "render.output",
     ]
     assert "synth.image_size" in config_keys()
@@ -135,7 +135,7 @@ def test_unknown_key_lists_valid_keys():
                               "model, num_betas, smpl_dir. Did you mean 'body.gender'?")
     with pytest.raises(ValueError, match=r"unknown key 'bdy'; valid keys at the top level: body, data, flow, loss, model, render, run, scaling, synth, train\."):
         Config.from_dict({"bdy": {}})
-    with pytest.raises(ValueError, match=r"unknown key 'run.colour'; valid keys under 'run': name, "
+    with pytest.raises(ValueError, match=r"unknown key 'run.colour'; valid keys under 'run': device, name, "
                                          r"output_dir, seed\.\nfrom --set run.colour=red$"):
         load_config(overrides=["run.colour=red"])
 
@@ -276,15 +276,3 @@ def test_check_values_applies_the_config_rules_to_plain_arguments():
         check_values({"flow.estimator": "pwc"})
     with pytest.raises(UnknownKeyError, match="unknown key 'data.crop'.*Did you mean 'data.crop_size'"):
         check_values({"data.crop": 64})
-
-
-def test_a_retired_key_is_dropped_so_stored_configs_still_load_and_setting_it_warns():
-    from raymotion.config import RETIRED_KEYS, to_dict
-
-    assert "run.device" in RETIRED_KEYS  # read nowhere (issue 17); checkpoints and base models still carry it
-    with pytest.warns(UserWarning, match="config key 'run.device' is ignored: it was removed"):
-        cfg = load_config(overrides={"run.device": "cpu", "run.seed": 3})
-    assert cfg.run.seed == 3 and "device" not in to_dict(cfg)["run"]
-    stored = to_dict(Config())
-    stored["run"]["device"] = "auto"  # as a checkpoint written before the removal holds it
-    assert Config.from_dict(stored) == Config()

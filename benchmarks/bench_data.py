@@ -232,7 +232,7 @@ def run_bench(settings: BenchSettings, *, start_ray: Callable[[], None]) -> Benc
 
 
 def format_bench(result: BenchResult) -> str:
-    """The result as the table and lines ``raymotion bench-data`` prints."""
+    """The result as the table and lines ``main`` prints."""
     s, cfg = result.settings, result.settings.cfg
     if s.source == "streamed":
         side, actors = "Ray Data pipeline", (f"{cfg.scaling.flow_actors} decode+flow actors (fused on CPU; cv2 "

@@ -7,6 +7,7 @@
     raymotion pretrain --set train.fraction=0.05 --set run.name=pre5 [--resume]  # supervised, on a fraction
     raymotion refine --set train.pretrained=runs/pre5/checkpoint.pt --set run.name=ref5
     raymotion evaluate --checkpoint runs/ref5/checkpoint.pt [--split test]  # or --checkpoint mean
+    raymotion predict --checkpoint runs/ref5/checkpoint.pt video.mp4 --out pred/ [--boxes tracks.csv] [--side-view]
     raymotion mean-params --out mean_params.npz                            # regressor start point
     raymotion smpl-to-npz body_models/smpl/SMPL_NEUTRAL.pkl --out body_models/smpl/SMPL_NEUTRAL.npz
     raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
@@ -75,6 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a run's checkpoint.pt, or 'mean' for the constant mean-pose baseline")
     evaluate.add_argument("--split", choices=("val", "test"), default="test")
     _add_config_args(evaluate)
+    predict = sub.add_parser("predict", help="run a checkpoint on an image, a folder of images, a video or a clip "
+                             "folder: predictions.npz, mesh overlays (predict.* keys; the model comes from the "
+                             "checkpoint's own config)")
+    predict.add_argument("input", help="an image, a folder of images (any sizes), a video, or a clip folder of "
+                         "raymotion's data format (its labels' boxes are used)")
+    predict.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt (or a shipped base model)")
+    predict.add_argument("--out", required=True, help="output folder: predictions.npz, overlay.mp4 or overlay/, "
+                         "summary.json")
+    predict.add_argument("--boxes", help="person boxes: .csv (frame,track,x0,y0,x1,y1[,score]), .json, or a PHALP / "
+                         "VIBE tracker pickle (raymotion/data/boxes.py); default: the clip's labels, else the whole frame")
+    for flag, key, text in (("--side-view", "predict.side_view", "add a side view to the overlay"),
+                            ("--no-overlay", "predict.overlay", "skip the overlay (predictions only)"),
+                            ("--vertices", "predict.save_vertices", "store every mesh's vertices in predictions.npz"),
+                            ("--obj", "predict.save_obj", "write one .obj per frame and track")):
+        predict.add_argument(flag, dest=key, action="store_true", help=f"{text} (= --set {key}="
+                             f"{'false' if flag.startswith('--no-') else 'true'})")
+    predict.add_argument("--smooth", choices=("none", "gaussian"), default=None,
+                         help="temporal smoothing of a video's exported parameters (= --set predict.smoothing=...)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_args(predict)
     mean = sub.add_parser("mean-params", help="mean pose/shape/camera of the labelled pool (regressor start)")
     mean.add_argument("--out", required=True, help="the .npz to write")
     _add_config_args(mean)
@@ -118,6 +139,19 @@ def _run(args: argparse.Namespace) -> int:
             print(f"raymotion smpl-to-npz: {err}", file=sys.stderr)
             return 2
         print(f"wrote {args.out}: {', '.join(sorted(arrays))}")
+        return 0
+    if args.command == "predict":
+        from raymotion.predict.run import Predictor, predict_to_folder
+
+        flags = [f"{key}={'false' if key == 'predict.overlay' else 'true'}"
+                 for key in ("predict.side_view", "predict.overlay", "predict.save_vertices", "predict.save_obj")
+                 if getattr(args, key)]
+        flags += [f"predict.smoothing={args.smooth}"] if args.smooth else []
+        predictor = Predictor.from_checkpoint(args.checkpoint, config_path=args.config,
+                                              overrides=[*flags, *args.overrides])
+        summary = predict_to_folder(predictor, args.input, args.out, boxes_path=args.boxes,
+                                    progress=not args.no_progress)
+        print(summary.format())
         return 0
     preset = SYNTH_PRESETS[args.preset] if args.command == "synth" else None
     cfg = load_config(args.config, args.overrides, preset=preset)

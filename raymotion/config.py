@@ -43,7 +43,7 @@ from raymotion.typed_config import (
 
 __all__ = [
     "SYNTH_PRESETS", "BadInput", "BodyConfig", "Config", "ConfigError", "DataConfig", "FlowConfig", "LossConfig",
-    "ModelConfig", "RenderConfig", "RunConfig", "ScalingConfig", "SynthConfig", "TrainConfig",
+    "ModelConfig", "PredictConfig", "RenderConfig", "RunConfig", "ScalingConfig", "SynthConfig", "TrainConfig",
     "UnknownKeyError", "apply_overrides", "check_refinement", "check_values", "config_keys", "config_yaml",
     "describe", "flatten", "from_dict", "load_config", "parse_set_args", "save_config", "to_dict",
 ]
@@ -412,6 +412,46 @@ class ScalingConfig:
                 raise ConfigError(key, value, "expected a GPU share in [0, 1] or a whole number of GPUs")
 
 
+@dataclass(kw_only=True, slots=True)
+class PredictConfig:
+    """Running a checkpoint on images and videos (`raymotion predict`, jobs/predict.py). The model itself (backbone,
+    body model, crop size, box margin) always comes from the checkpoint's own config."""
+
+    focal_length: float = leaf(
+        0.0, "Focal length of the full-image camera, pixels, for transl_cam, the 2D joints and the overlay (principal "
+        "point at the image centre): 0 = SPIN's 5000 px at 224 px scaled to the image's longer side (the synthetic "
+        "benchmark's camera; near-orthographic, so the overlay matches the crop's weak-perspective camera).",
+        range=(0.0, None))
+    batch_size: int = leaf(32, "Person crops per forward pass of the model.", range=(1, None))
+    min_score: float = leaf(
+        0.0, "Boxes whose score (from the boxes file) is below this are left out, and counted in the summary.",
+        range=(0.0, None))
+    overlay: bool = leaf(True, "Write the meshes over the frames: overlay.mp4 for a video, overlay/<image>.png "
+                           "for images (headless: OSMesa on CPUs, EGL on GPU machines).")
+    side_view: bool = leaf(False, "Add a side view (the meshes turned 90 degrees about the vertical) beside each "
+                             "overlay frame.")
+    save_vertices: bool = leaf(False, "Also store every mesh's vertices (verts_cam, N x V x 3 float32) and the "
+                                 "faces in predictions.npz (large: ~165 kB per person and frame with body.model=anny).")
+    save_obj: bool = leaf(False, "Also write one .obj per frame and track (obj/frame_<f>_track_<t>.obj), camera frame.")
+    smoothing: Literal["none", "gaussian"] = leaf(
+        "none", "Temporal smoothing of the exported parameters of each track over consecutive frames (videos): "
+        "'gaussian' smooths rotations (then projected back onto rotations), betas and transl_cam with a Gaussian of "
+        "predict.smoothing_sigma frames; 'none' exports the model's per-frame predictions.")
+    smoothing_sigma: float = leaf(2.0, "Standard deviation of predict.smoothing='gaussian', frames.",
+                                    range=(0.1, 100.0))
+    actors: int = leaf(2, "jobs/predict.py: Ray Data actors, each holding the model and predicting one video at a "
+                         "time (1 CPU and predict.actor_gpus each).", range=(1, None))
+    actor_gpus: float = leaf(0.0, "jobs/predict.py: GPU share each actor reserves (0 = CPU; 0.25 = four actors per "
+                               "GPU). A share in [0, 1] or a whole number.", range=(0.0, None))
+    actor_threads: int = leaf(1, "jobs/predict.py: torch threads per actor (1 keeps actors from fighting over "
+                                "cores).", range=(1, None))
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        if self.actor_gpus > 1 and not float(self.actor_gpus).is_integer():  # Ray refuses fractional GPUs above one
+            raise ConfigError("actor_gpus", self.actor_gpus, "expected a GPU share in [0, 1] or a whole number of GPUs")
+
+
 # Size presets of the benchmark: overrides of SynthConfig's defaults (which are the 'default' preset).
 SYNTH_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -442,6 +482,7 @@ class Config:
     loss: LossConfig = section(LossConfig)
     train: TrainConfig = section(TrainConfig)
     scaling: ScalingConfig = section(ScalingConfig)
+    predict: PredictConfig = section(PredictConfig)
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -496,10 +537,10 @@ def describe(cls: type | None = None) -> str:
 
 def load_config(path: str | Path | None = None,
                 overrides: Sequence[str] | Mapping[str, Any] | None = None,
-                *, preset: Mapping[str, Any] | None = None) -> Config:
-    """Defaults, then a preset's dotted overrides (e.g. ``SYNTH_PRESETS['tiny']``), then the YAML file
-    (nested or dotted keys), then overrides (--set items or a dict). An error gets a note naming its source:
-    the --set item of the bad key, or else the file."""
+                *, preset: Mapping[str, Any] | None = None, base: Config | None = None) -> Config:
+    """Defaults (or ``base``, e.g. a checkpoint's config), then a preset's dotted overrides (e.g.
+    ``SYNTH_PRESETS['tiny']``), then the YAML file (nested or dotted keys), then overrides (--set items or a
+    dict). An error gets a note naming its source: the --set item of the bad key, or else the file."""
     merged: dict[str, Any] = dict(preset or {})
     if path is not None:
         path = Path(path)
@@ -521,7 +562,7 @@ def load_config(path: str | Path | None = None,
     set_items = flatten(overrides)
     merged.update(set_items)
     try:
-        return apply_overrides(Config(), merged)  # one pass: cross-field checks see the final values
+        return apply_overrides(base or Config(), merged)  # one pass: cross-field checks see the final values
     except ValueError as e:
         # Blame the source of the bad key: a --set item wins over the file (it is applied last).
         key = getattr(e, "key", None)

@@ -1,5 +1,7 @@
 """The synthetic benchmark: labels agree with pixels, flow with the renderer, seeds with themselves."""
 
+import dataclasses
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -191,3 +193,40 @@ def test_held_out_split_sizes_leave_the_training_clips_unchanged():
     train = [p for p in plan_clips(base) if p.split in ("labelled", "video")]
     assert train == [p for p in plan_clips(bigger) if p.split in ("labelled", "video")]
     assert [p for p in plan_clips(base) if p.split == "test"] != [p for p in plan_clips(bigger) if p.split == "test"]
+
+
+def test_a_run_renders_only_the_labelled_clips_of_its_fraction_and_the_rest_on_demand(tiny, tmp_path):
+    """ensure_benchmark renders what one run reads (every video/val/test clip, the fraction's labelled clips);
+    the manifest still lists every clip, so the fraction's subset is the one a full benchmark gives; a reader
+    of a labelled clip that is not rendered names it and the fix; a run at a larger fraction renders the rest."""
+    import shutil
+
+    from raymotion.data.frames import LabelledFrames, select_clips
+    from raymotion.data.manifest import MANIFEST, UNRENDERED
+    from raymotion.train.launch import ensure_benchmark
+
+    root = tmp_path / "bench"
+    shutil.copytree(tiny.synth.out_dir, root)
+    full_rows = read_manifest(root).to_pylist()
+    shutil.rmtree(root / "labelled")
+    (root / MANIFEST).unlink()
+    cfg = tiny_config(root, **{"data.root": str(root), "train.fraction": 0.5, "train.fraction_seed": 3})
+    ensure_benchmark(cfg)
+
+    labelled = [p.clip_id for p in plan_clips(cfg.synth) if p.split == "labelled"]  # 6 clips
+    chosen = {labelled[i] for i in select_clips(6, fraction=0.5, seed=3)}
+    assert len(chosen) == 3
+    assert {d.name for d in (root / "labelled").iterdir() if not d.name.startswith(".")} == chosen
+    assert (root / UNRENDERED).read_text().split() == [c for c in labelled if c not in chosen]
+    assert read_manifest(root).to_pylist() == full_rows  # every clip listed, as a full render lists it
+    frames = LabelledFrames(root, split="labelled", crop_size=32, bbox_scale=1.2, fraction=0.5, seed=3)
+    assert sorted(frames.clip_ids) == sorted(chosen)
+    with pytest.raises(FileNotFoundError, match=r"3 clip\(s\) of split 'labelled' chosen at train.fraction=1 .*"
+                                                r"raymotion synth --set synth.out_dir="):
+        LabelledFrames(root, split="labelled", crop_size=32, bbox_scale=1.2, fraction=1.0, seed=3)
+
+    ensure_benchmark(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fraction=1.0)))
+    assert not (root / UNRENDERED).exists()
+    assert len(LabelledFrames(root, split="labelled", crop_size=32, bbox_scale=1.2).clip_ids) == 6
+    again = read_video_pyav(root / full_rows[0]["path"])
+    np.testing.assert_array_equal(again, read_video_pyav(f"{tiny.synth.out_dir}/{full_rows[0]['path']}"))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -169,8 +170,10 @@ def summarise(recipe_pattern: str, control_pattern: str, seeds: list[int], full_
                     plain = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, film=False))  # bases: no FiLM
                     full[split] = evaluate_checkpoint(plain, full_base, split=split)["pa_mpjpe_mm"]
                 gap = row[split]["base"] - full[split]
-                row[split]["G_recipe"] = (row[split]["base"] - row[split]["recipe"]) / gap
-                row[split]["G_control"] = (row[split]["base"] - row[split]["control"]) / gap
+                # No gap at 100 % of the labels (the base is the fully supervised model): G is undefined there.
+                no_gap = abs(gap) < 1e-6
+                row[split]["G_recipe"] = float("nan") if no_gap else (row[split]["base"] - row[split]["recipe"]) / gap
+                row[split]["G_control"] = float("nan") if no_gap else (row[split]["base"] - row[split]["control"]) / gap
         per_seed.append(row)
     summary = {"seeds": seeds, "per_seed": per_seed, "full_base": full_base, "full_pa_mpjpe_mm": full}
     for split in SPLITS:
@@ -224,6 +227,8 @@ def table_markdown(table: dict, seeds: list[int]) -> str:
         t, v = summary["test"], summary["val"]
         g = (f"{t['G_recipe']['mean'] * 100:.0f} ± {t['G_recipe']['std'] * 100:.0f} % | "
              f"{t['G_control']['mean'] * 100:.0f} ± {t['G_control']['std'] * 100:.0f} %") if "G_recipe" in t else " | "
+        if "G_recipe" in t and math.isnan(t["G_recipe"]["mean"]):
+            g = "— (no gap) | —"
         lines.append(f"| {float(fraction) * 100:g} % | {variant} | {t['base']['mean']:.1f} | "
                      f"{t['control']['mean']:.1f} ± {t['control']['std']:.1f} | {t['recipe']['mean']:.1f} ± "
                      f"{t['recipe']['std']:.1f} | **{t['change']['mean']:+.1f} ± {t['change']['std']:.1f}** "
@@ -246,6 +251,8 @@ def plot_table(table: dict, path: Path) -> None:
         g = summary["test"].get("G_recipe")
         if g is None:
             return
+        if math.isnan(g["mean"]):  # 100 % of the labels: no gap to close
+            continue
         by_variant.setdefault(variant, []).append((float(fraction) * 100, g["mean"] * 100, g["std"] * 100))
         gc = summary["test"]["G_control"]
         anchors[float(fraction) * 100] = (gc["mean"] * 100, gc["std"] * 100)
@@ -279,6 +286,8 @@ def main() -> None:
     grid.add_argument("--base", action="append", default=[], metavar="FRACTION=CHECKPOINT",
                       help="the base model of a fraction (default: shipped, or pretrained once)")
     grid.add_argument("--prefix", default="", help="prefix of the run names t<fraction>-<variant>-s<seed>")
+    grid.add_argument("--keep", type=Path, default=None, metavar="TABLE_JSON",
+                      help="a table.json whose rows this run does not remake are kept in the output (same seeds)")
     for p in (run, grid):
         p.add_argument("--config", default="jobs/embedded_default.yaml")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -294,6 +303,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "table":
         table = run_table(args)
+        if args.keep:  # rows measured before (e.g. by another lane of runs): kept unless rerun now
+            kept = json.loads(args.keep.read_text())
+            table = {**{k: v for k, v in kept.items() if k not in table}, **table}
+            table = dict(sorted(table.items(), key=lambda item: (float(item[0].split("/")[0]),
+                                                                 list(VARIANTS).index(item[0].split("/")[1]))))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "table.json").write_text(json.dumps(table, indent=2))
         text = table_markdown(table, args.seeds)

@@ -181,8 +181,9 @@ class BodyModel(nn.Module):
 
 # What an official SMPL .pkl may reference (written by Python 2: numpy arrays, scipy.sparse matrices, chumpy
 # arrays rebuilt through copy_reg). Anything else a pickle names is refused before it can run: a plain
-# pickle.load would call whatever a planted __reduce__ asks for.
-_PICKLE_GLOBALS = {
+# pickle.load would call whatever a planted __reduce__ asks for. The numpy and builtin part, which tracker
+# pickles need too, is shared with raymotion.data.boxes.
+NUMPY_PICKLE_GLOBALS = {
     ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"), ("_codecs", "encode"),
     ("__builtin__", "object"), ("builtins", "object"), ("__builtin__", "set"), ("builtins", "set"),
     ("__builtin__", "frozenset"), ("builtins", "frozenset"),
@@ -202,7 +203,7 @@ class _SMPLUnpickler(pickle.Unpickler):
         self.path = path
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _PICKLE_GLOBALS or (module.startswith("scipy.sparse") and name in _SPARSE_CLASSES):
+        if (module, name) in NUMPY_PICKLE_GLOBALS or (module.startswith("scipy.sparse") and name in _SPARSE_CLASSES):
             return super().find_class(module, name)
         if module == "chumpy" or module.startswith("chumpy."):
             found = super().find_class(module, name)  # imports chumpy (needed to read official files anyway)

@@ -34,7 +34,7 @@ from raymotion.data.crops import (
     transform_points,
 )
 from raymotion.data.labels import LABEL_SHAPES, read_decoded, read_labels, split_rows
-from raymotion.data.manifest import check_bad_input, warn_skipped
+from raymotion.data.manifest import UNRENDERED, check_bad_input, warn_skipped
 from raymotion.geometry.pose3d import flip_points3d, flip_pose, rotate_points3d, rotate_pose
 
 LABELLED_SPLITS = ("labelled", "val", "test")
@@ -59,6 +59,25 @@ def select_clips(num_clips: int, *, fraction: float, seed: int, max_clips: int |
     if max_clips is not None:
         count = min(count, max_clips)
     return np.sort(order[:count])
+
+
+def selected_clip_rows(data_dir: Path, split: str, *, fraction: float, seed: int,
+                       max_clips: int | None = None) -> list[tuple[int, dict]]:
+    """(manifest row index, row) of the annotation-fraction subset of a labelled split (``select_clips``), in
+    manifest order. Raises naming the clips when a chosen clip's video is not on disk: a benchmark rendered only
+    for the clips one run reads (``synth.generate``'s ``only``, listed in ``UNRENDERED``) lacks the others."""
+    rows = split_rows(data_dir, split, LABELLED_SPLITS)
+    chosen = [rows[int(i)] for i in select_clips(len(rows), fraction=fraction, seed=seed, max_clips=max_clips)]
+    missing = [row["path"] for _, row in chosen if not (data_dir / row["path"]).is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        hint = (f" ({data_dir / UNRENDERED} lists the clips not rendered yet)" if (data_dir / UNRENDERED).is_file()
+                else "")
+        raise FileNotFoundError(
+            f"{len(missing)} clip(s) of split {split!r} chosen at train.fraction={fraction:g} have no video in "
+            f"{data_dir} ({shown}){hint}; render them with `raymotion synth --set synth.out_dir={data_dir}` (skips "
+            "the clips already there), or choose a fraction whose clips are there")
+    return chosen
 
 
 def augmented_store_size(crop_size: int) -> int:
@@ -184,20 +203,18 @@ class LabelledFrames(Dataset):
         if not 0 <= rank < num_shards:
             raise ValueError(f"shard={shard}: the rank must be in [0, {num_shards}) (a worker's (rank, world size))")
         data_dir = Path(data_dir)
-        rows = split_rows(data_dir, split, LABELLED_SPLITS)
-        chosen = select_clips(len(rows), fraction=fraction, seed=seed, max_clips=max_clips)
+        chosen = selected_clip_rows(data_dir, split, fraction=fraction, seed=seed, max_clips=max_clips)
         self.crop_size = crop_size
         self.augment = augment
         # Stored crop side: the final crop, or the source crop that holds every augmented crop.
         self._store_size = augmented_store_size(crop_size) if augment else crop_size
-        self.clip_ids = [rows[i][1]["clip_id"] for i in chosen]
+        self.clip_ids = [row["clip_id"] for _, row in chosen]
         self.skipped: list[str] = []  # one message per frame left out as bad input (bad_input='skip')
 
         columns = list(LABEL_SHAPES)
         crops, labels, clip_index, frame_index = [], [], [], []
         first = 0  # index of the clip's first frame among all frames of the chosen clips
-        for i in chosen:
-            manifest_index, row = rows[i]
+        for manifest_index, row in chosen:
             # This shard's frames of the clip: global frame indices n = rank (mod num_shards).
             kept_T = np.arange((rank - first) % num_shards, row["frames"], num_shards)
             first += row["frames"]

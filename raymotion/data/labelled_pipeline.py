@@ -58,9 +58,9 @@ from raymotion.config import check_values
 from raymotion.data.crops import Augmentation, crop_box, crop_image, sample_augmentation
 from raymotion.data.decode import read_video_window
 from raymotion.data.manifest import check_frame_size
-from raymotion.data.frames import (LABELLED_ITEM_LABELS, LABELLED_SPLITS, augmented_store_size, labelled_item,
-                                   select_clips)
-from raymotion.data.labels import read_labels, split_rows
+from raymotion.data.frames import (LABELLED_ITEM_LABELS, augmented_store_size, labelled_item,
+                                   selected_clip_rows)
+from raymotion.data.labels import read_labels
 from raymotion.data.pipeline import (AUTO_DECODER, DecoderChoice, PipelineReport, check_decode_args, check_stage_gpus,
                                      each_window)
 
@@ -105,12 +105,11 @@ def labelled_windows(data_root: str | Path, *, split: str, fraction: float, frac
         One dict per (epoch, clip): clip_id, path, labels_path, frames, width, height (as in the manifest),
         clip_index (row in manifest.parquet), epoch.
     """
-    rows = split_rows(Path(data_root), split, LABELLED_SPLITS)
-    chosen = select_clips(len(rows), fraction=fraction, seed=fraction_seed)
+    chosen = selected_clip_rows(Path(data_root), split, fraction=fraction, seed=fraction_seed)
     windows = []
     for epoch in range(epochs):
-        for i in np.random.default_rng([seed, epoch]).permutation(chosen):
-            clip_index, row = rows[int(i)]
+        for i in np.random.default_rng([seed, epoch]).permutation(len(chosen)):
+            clip_index, row = chosen[int(i)]
             windows.append({
                 "clip_id": row["clip_id"], "path": row["path"], "labels_path": row["labels_path"],
                 "frames": int(row["frames"]), "width": int(row["width"]), "height": int(row["height"]),

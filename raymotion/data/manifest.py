@@ -31,6 +31,9 @@ MANIFEST = "manifest.parquet"
 MANIFEST_COLUMNS = ("clip_id", "path", "labels_path", "flow_path", "frames", "fps", "width", "height", "subject",
                     "motion", "split")
 """The columns of manifest.parquet (docs/data_format.md)."""
+UNRENDERED = "unrendered.txt"
+"""In a synthetic benchmark rendered only for the clips one run reads (``synth.generate``'s ``only``): the ids of
+the planned clips not rendered yet, one per line; absent when every clip is there. The manifest lists them all."""
 BAD_INPUT_POLICIES: tuple[str, ...] = typing.get_args(BadInput)
 """What readers do with bad input (``data.bad_input``): 'fail' raises naming it, 'skip' leaves it out and counts it."""
 

@@ -29,7 +29,8 @@ import torch
 from raymotion.body.body_model import load_body_model
 from raymotion.body.joints import NUM_SMPL_JOINTS, SMPL_PARENTS
 from raymotion.config import Config
-from raymotion.data.manifest import MANIFEST
+from raymotion.data.frames import select_clips
+from raymotion.data.manifest import MANIFEST, UNRENDERED
 from raymotion.geometry import axis_angle_to_rotmat, rotmat_to_axis_angle
 from raymotion.geometry.rasterize import Raster, rasterize, surface_flow
 from raymotion.synth.motions import motion_clip, sample_motion_params
@@ -44,7 +45,8 @@ from raymotion.synth.scene import (
     subject_rng,
 )
 from raymotion.synth.textures import background_image, body_vertex_colors
-from raymotion.synth.writer import VIDEO_SUFFIX, ClipDir, atomic_write_table, write_table, write_video
+from raymotion.synth.writer import (VIDEO_SUFFIX, ClipDir, atomic_write_table, atomic_write_text, write_table,
+                                    write_video)
 
 
 
@@ -143,7 +145,7 @@ class ClipRenderer:
             plan, pose_T243, betas_K, camera, joints_cam_TJ3, eval_cam_TE3, verts_pix_TV3, raster.face_id_BHW, project
         )
         flow_fwd = flow_bwd = None
-        if synth.save_flow and plan.split != "labelled":
+        if _has_flow(plan, synth):
             kwargs = dict(fx=focal, fy=focal, cx=centre, cy=centre)
             first = Raster(raster.face_id_BHW[:-1], raster.bary_BHW3[:-1], raster.depth_BHW[:-1])
             second = Raster(raster.face_id_BHW[1:], raster.bary_BHW3[1:], raster.depth_BHW[1:])
@@ -243,6 +245,11 @@ class ClipRenderer:
         self.renderer.close()
 
 
+def _has_flow(plan: ClipPlan, synth) -> bool:
+    """Whether a clip stores the renderer's ground-truth flow: video, val and test clips, with synth.save_flow."""
+    return synth.save_flow and plan.split != "labelled"
+
+
 def manifest_row(plan: ClipPlan, synth, video_name: str, *, has_flow: bool) -> dict[str, object]:
     clip_dir = f"{plan.split}/{plan.clip_id}"
     return {
@@ -277,10 +284,22 @@ def _render_in_worker(plan: ClipPlan, out_dir: str) -> dict[str, object]:
     return _WORKER.write(plan, Path(out_dir))
 
 
-def generate(cfg: Config, *, progress: bool = True) -> Path:
-    """Render every missing clip of ``cfg.synth`` and (re)write the manifest. Returns its path.
+def run_clips(plans: list[ClipPlan], *, fraction: float, fraction_seed: int) -> set[str]:
+    """The ids of the clips a run at annotation fraction ``fraction`` reads: every video, val and test clip, and
+    the labelled clips of its subset (``frames.select_clips`` over the labelled split in plan order, which is
+    the manifest's order; ``train.fraction``, ``train.fraction_seed``)."""
+    labelled = [p.clip_id for p in plans if p.split == "labelled"]
+    chosen = select_clips(len(labelled), fraction=fraction, seed=fraction_seed) if labelled else []
+    return {p.clip_id for p in plans if p.split != "labelled"} | {labelled[int(i)] for i in chosen}
 
-    Clips already on disk are skipped (a rerun resumes); each clip folder appears atomically.
+
+def generate(cfg: Config, *, progress: bool = True, only: set[str] | None = None) -> Path:
+    """Render every missing clip of ``cfg.synth`` (with ``only``: the missing ones among those ids, e.g.
+    ``run_clips``) and (re)write the manifest. Returns its path.
+
+    Clips already on disk are skipped (a rerun resumes); each clip folder appears atomically. The manifest
+    always lists every planned clip; the ids of those not on disk are written to ``UNRENDERED`` (removed once
+    all are there), and the readers of the labelled split refuse a chosen clip that is not rendered.
     """
     from tqdm import tqdm
 
@@ -291,16 +310,18 @@ def generate(cfg: Config, *, progress: bool = True) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_clips(synth)
     video_name = "video" + VIDEO_SUFFIX[synth.codec]
-    todo = [p for p in plans if not (out_dir / p.split / p.clip_id / video_name).is_file()]
-    todo_ids = {p.clip_id for p in todo}
+    todo = [p for p in plans if not (out_dir / p.split / p.clip_id / video_name).is_file()
+            and (only is None or p.clip_id in only)]
     rows: dict[str, dict[str, object]] = {}
     for plan in plans:
-        if plan.clip_id not in todo_ids:
+        if (out_dir / plan.split / plan.clip_id / video_name).is_file():
             flow_file = out_dir / plan.split / plan.clip_id / "flow.npz"
             rows[plan.clip_id] = manifest_row(plan, synth, video_name, has_flow=flow_file.is_file())
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"synth {out_dir}", unit="clip", disable=not progress)
-    if synth.num_workers == 1 or len(todo) <= 1:
+    if not todo:
+        pass
+    elif synth.num_workers == 1 or len(todo) == 1:
         renderer = ClipRenderer(cfg)
         for plan in todo:
             rows[plan.clip_id] = renderer.write(plan, out_dir)
@@ -316,10 +337,20 @@ def generate(cfg: Config, *, progress: bool = True) -> Path:
                 rows[str(row["clip_id"])] = row
                 bar.update()
     bar.close()
+    for plan in plans:  # planned, not rendered: listed (the fraction subsets stay the same), named in UNRENDERED
+        rows.setdefault(plan.clip_id, manifest_row(plan, synth, video_name, has_flow=_has_flow(plan, synth)))
     table = pa.Table.from_pylist([rows[p.clip_id] for p in plans])
+    unrendered = [p.clip_id for p in plans if not (out_dir / p.split / p.clip_id / video_name).is_file()]
+    if unrendered:
+        atomic_write_text(out_dir / UNRENDERED, "".join(f"{clip_id}\n" for clip_id in unrendered))
+    else:
+        (out_dir / UNRENDERED).unlink(missing_ok=True)
     atomic_write_table(out_dir / MANIFEST, table)
     elapsed = time.perf_counter() - start
     if todo and progress:
         frames = sum(p.num_frames for p in todo)
         print(f"rendered {len(todo)} clips, {frames} frames in {elapsed:.1f} s ({frames / elapsed:.1f} frames/s)")
+    if unrendered and progress:
+        print(f"{len(unrendered)} planned clips not rendered (listed in {out_dir / UNRENDERED}): `raymotion synth "
+              f"--set synth.out_dir={out_dir}` renders them")
     return out_dir / MANIFEST

@@ -68,6 +68,13 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 class ClipDir:
     """A clip's folder, written in a temporary sibling and renamed into place by ``commit``."""
 

@@ -27,7 +27,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from raymotion.config import Config, ConfigError, check_refinement, flatten, to_dict
 from raymotion.data.flow_store import precompute_for_config, read_pairs
 from raymotion.data.pipeline import build_pair_dataset
-from raymotion.data.manifest import MANIFEST, check_clip_lengths, frames_per_item_for, read_manifest
+from raymotion.data.manifest import MANIFEST, UNRENDERED, check_clip_lengths, frames_per_item_for, read_manifest
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from raymotion.train.components import check_checkpoint_matches, compare_checkpoints, storage_root
@@ -212,13 +212,25 @@ def shipped_base_model(cfg: Config) -> Path | None:
 
 
 def ensure_benchmark(cfg: Config) -> None:
-    """Render the synthetic benchmark into ``data.root`` when it has no manifest (skips finished clips)."""
-    if (Path(cfg.data.root) / MANIFEST).is_file():
+    """Render into ``data.root`` the clips of the synthetic benchmark that this run reads and that are missing
+    (``synth.generate.run_clips``: every video, val and test clip, and the labelled clips of ``train.fraction``'s
+    subset; the other labelled clips, ~40 % of the default benchmark's rendering, are listed but left for
+    ``raymotion synth``). Nothing to do for a folder with a manifest and no ``UNRENDERED`` list: a benchmark
+    rendered in full, or a dataset of yours."""
+    root = Path(cfg.data.root)
+    unrendered_file = root / UNRENDERED
+    if (root / MANIFEST).is_file() and not unrendered_file.is_file():
         return
-    from raymotion.synth.generate import generate
+    from raymotion.synth.generate import generate, run_clips
+    from raymotion.synth.scene import plan_clips
 
-    print(f"no benchmark at {cfg.data.root}: rendering it (synth.* keys; `raymotion synth` does the same)", flush=True)
-    generate(dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, out_dir=cfg.data.root)))
+    synth_cfg = dataclasses.replace(cfg, synth=dataclasses.replace(cfg.synth, out_dir=cfg.data.root))
+    wanted = run_clips(plan_clips(synth_cfg.synth), fraction=cfg.train.fraction, fraction_seed=cfg.train.fraction_seed)
+    if (root / MANIFEST).is_file() and not wanted & set(unrendered_file.read_text().split()):
+        return
+    print(f"rendering the clips this run reads into {root} (synth.* keys; `raymotion synth` renders every clip)",
+          flush=True)
+    generate(synth_cfg, only=wanted)
 
 
 def ensure_pretrained(cfg: Config, *, resume: bool) -> Config:

@@ -99,9 +99,10 @@ def test_nvidia_dali_is_imported_in_exactly_one_module():
     assert users == ["raymotion.dali"]
 
 
-# Ray Data stages, the training loop and its launcher, the resource plan, sweeps, and the doctor's Ray check.
+# Ray Data stages (pairs, labelled frames, the pair store, batch prediction), the training loop and its launcher,
+# the resource plan, sweeps, and the doctor's Ray check.
 RAY_EDGES = ("raymotion.data.pipeline", "raymotion.data.labelled_pipeline", "raymotion.data.flow_store",
-             "raymotion.train.worker", "raymotion.train.launch", "raymotion.train.plan", "raymotion.tune.",
+             "raymotion.predict.pipeline", "raymotion.train.worker", "raymotion.train.launch", "raymotion.train.plan", "raymotion.tune.",
              "raymotion.doctor")
 
 

@@ -159,8 +159,10 @@ class DecodeCropStage:
         if len(boxes) < first + num:
             raise ValueError(f"{labels_path} has {len(boxes)} rows; frame {first + num - 1} has no box")
         box_T4 = boxes.slice(first, num).flatten().to_numpy(zero_copy_only=False).reshape(num, 4)
-        for t, problem in box_problems(box_T4, width=int(window["width"]), height=int(window["height"])).items():
-            raise ValueError(f"{labels_path} frame {first + t}: {problem}")  # the first bad box
+        problems = box_problems(box_T4, width=int(window["width"]), height=int(window["height"]))
+        if problems:
+            t, problem = next(iter(problems.items()))  # the first bad box
+            raise ValueError(f"{labels_path} frame {first + t}: {problem}")
         center_T2, side_T = crop_box(box_T4, scale=self.bbox_scale)
         crops_TSS3 = np.stack([crop_image(frame, center_2=c, side=s, size=self.crop_size)
                                for frame, c, s in zip(frames_THW3, center_T2, side_T)])
@@ -388,8 +390,8 @@ def build_pair_dataset(
     Args:
         data_root: a benchmark folder (docs/data_format.md).
         crop_size: S, crop side in pixels; bbox_scale: crop side / longest box side (1.3 usual).
-        gap, window, frames_per_item: see ``manifest.pair_windows`` (window: ``data.decode_window``); 3 frames per item: rows are 3-frame
-            windows (module doc). For clips with one keyframe (the synthetic benchmark's), a window covering
+        gap, window, frames_per_item: see ``manifest.pair_windows`` (window: ``data.decode_window``); 3 frames
+            per item: rows are 3-frame windows (module doc). For clips with one keyframe (the synthetic benchmark's), a window covering
             the whole clip decodes each frame exactly once.
         flow: a flow estimator name (a ``flow.estimator`` choice), or None for no flow stage.
         flow_config: the ``flow`` config section, for estimators with settings (RAFT's weights, ...); its

@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -77,15 +78,33 @@ VARIANTS = {  # the paper's rows: the video terms of each (flow at the recipe's 
 }
 
 
+def _claim(output: Path, name: str) -> bool:
+    """Claim a run for this process (``<name>.claim``, created exclusively): several processes (lanes) given the
+    same jobs share them instead of running one twice. A lane that was killed leaves its claims: delete them."""
+    try:
+        os.close(os.open(output / f"{name}.claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
 def _run_all(jobs: list[tuple[str, list[str]]], output: Path, parallel: int) -> None:
-    """Run (name, command) jobs ``parallel`` at a time, skipping names whose run folder has metrics.json."""
-    todo = [(name, command) for name, command in jobs if not (output / name / "metrics.json").is_file()]
+    """Run (name, command) jobs ``parallel`` at a time, skipping names whose run folder has metrics.json and those
+    another process claimed (then waiting for them to finish)."""
+    done = lambda name: (output / name / "metrics.json").is_file()  # noqa: E731
+    todo = [(name, command) for name, command in jobs if not done(name)]
     running: list[tuple[str, subprocess.Popen, float]] = []
+    others: list[str] = []
     failed = []
     output.mkdir(parents=True, exist_ok=True)
     while todo or running:
         while todo and len(running) < parallel:
             name, command = todo.pop(0)
+            if done(name):
+                continue
+            if not _claim(output, name):
+                others.append(name)
+                continue
             log = open(output / f"{name}.log", "w")
             print(f"start {name}", flush=True)
             running.append((name, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), time.time()))
@@ -94,9 +113,13 @@ def _run_all(jobs: list[tuple[str, list[str]]], output: Path, parallel: int) -> 
             name, process, start = item
             if process.poll() is not None:
                 running.remove(item)
+                (output / f"{name}.claim").unlink(missing_ok=True)
                 print(f"end {name}: exit {process.returncode} after {time.time() - start:.0f} s", flush=True)
                 if process.returncode:
                     failed.append(name)
+    while [name for name in others if not done(name) and (output / f"{name}.claim").is_file()]:
+        time.sleep(10)  # runs another process is making
+    failed += [name for name in others if not done(name)]
     if failed:
         raise SystemExit(f"runs failed: {', '.join(failed)} (their logs: {output}/<name>.log)")
 
@@ -292,6 +315,10 @@ def main() -> None:
         p.add_argument("--config", default="jobs/embedded_default.yaml")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
+    merge = sub.add_parser("merge", help="join table.json files (later files win) into one table, its markdown and plot")
+    merge.add_argument("--tables", type=Path, nargs="+", required=True)
+    merge.add_argument("--out", type=Path, required=True)
+    merge.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     show = sub.add_parser("summarise", help="summarise finished runs")
     show.add_argument("--recipe", required=True, help="run folder pattern with {seed}")
     show.add_argument("--control", required=True, help="run folder pattern with {seed}")
@@ -301,13 +328,16 @@ def main() -> None:
         p.add_argument("--out", type=Path, required=True)
         p.add_argument("--title", default="Flow refinement against its anchors-only control")
     args = parser.parse_args()
-    if args.command == "table":
-        table = run_table(args)
-        if args.keep:  # rows measured before (e.g. by another lane of runs): kept unless rerun now
-            kept = json.loads(args.keep.read_text())
+    if args.command in ("table", "merge"):
+        if args.command == "table":
+            table, sources = run_table(args), [args.keep] if args.keep else []
+        else:
+            table, sources = {}, list(reversed(args.tables))  # later files win
+        for path in sources:  # rows measured before, or by another lane of runs: kept unless made now
+            kept = json.loads(path.read_text())
             table = {**{k: v for k, v in kept.items() if k not in table}, **table}
-            table = dict(sorted(table.items(), key=lambda item: (float(item[0].split("/")[0]),
-                                                                 list(VARIANTS).index(item[0].split("/")[1]))))
+        table = dict(sorted(table.items(), key=lambda item: (float(item[0].split("/")[0]),
+                                                             list(VARIANTS).index(item[0].split("/")[1]))))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "table.json").write_text(json.dumps(table, indent=2))
         text = table_markdown(table, args.seeds)

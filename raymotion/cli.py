@@ -12,7 +12,9 @@
     raymotion smpl-to-npz body_models/smpl/SMPL_NEUTRAL.pkl --out body_models/smpl/SMPL_NEUTRAL.npz
     raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
     raymotion precompute-flow [--set train.video_clips=24]  # the pair store of scaling.video_source=precomputed
-    raymotion bench-data [--max-clips 0] [--source streamed|precomputed]  # Ray Data vs a plain loop
+
+The data pipeline's benchmark (Ray Data against a plain loop) is not a command of the library:
+``python benchmarks/bench_data.py`` (same config flags).
 
 Errors in the config or the input (raymotion.errors.USER_ERRORS, also raised inside Ray) end any command with
 one message on stderr and exit code 2; ``-v`` adds the traceback. Other errors keep their traceback.
@@ -107,21 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     store = sub.add_parser("precompute-flow", help="write the refinement's frame pairs with flow once, as the "
                            "Parquet pair store that scaling.video_source=precomputed reads (skips a finished one)")
     _add_config_args(store)
-    bench = sub.add_parser("bench-data", help="pairs/s of the Ray Data pipeline against a plain single-process loop "
-                           "doing the same work (no training); data.root, data.bbox_scale, train.video_gap, "
-                           "flow.estimator and scaling.pair_store come from the config")
-    bench.add_argument("--max-clips", type=int, default=0,
-                       help="first clips of the video split to use (0: all; 64 in the default benchmark)")
-    bench.add_argument("--crop-size", type=int, default=None, help="crop side in pixels (default: data.crop_size)")
-    bench.add_argument("--window", type=int, default=32, help="frames per decoded window of the pipeline")
-    bench.add_argument("--flow-actors", type=int, default=2, help="flow actors of the pipeline (1 CPU each)")
-    bench.add_argument("--decoder", default="auto", help="pipeline decoder: auto, pyav, dali_cpu, dali_mixed")
-    bench.add_argument("--source", choices=("streamed", "precomputed"), default="streamed",
-                       help="streamed: decode + crop + flow actors; precomputed: read the pair store back "
-                       "(computed first when missing, not timed)")
-    bench.add_argument("--plain-threads", type=int, default=0,
-                       help="OpenCV threads of the plain loop (0: OpenCV's own choice, one per core)")
-    _add_config_args(bench)
     for command in sub.choices.values():
         command.add_argument("-v", "--verbose", action="store_true",
                              help="with an error, print its traceback too (errors in the config or the input are "
@@ -202,14 +189,16 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "mean-params":
         from raymotion.body.body_model import load_body_model
-        from raymotion.train.mean_params import compute_mean_params
+        from raymotion.data.labels import mean_param_targets
+        from raymotion.models.mean_params import fit_mean_params
 
-        params = compute_mean_params(cfg.data.root, bbox_scale=cfg.data.bbox_scale, body_model=load_body_model(cfg.body))
+        params = fit_mean_params(**mean_param_targets(cfg.data.root, bbox_scale=cfg.data.bbox_scale),
+                                 body_model=load_body_model(cfg.body))
         params.to_npz(args.out)
         print(f"wrote {args.out}: cam {params.cam_3.tolist()}, mean |beta| {params.betas_K.abs().mean():.3f}")
         return 0
     if args.command == "diagnose-flow":
-        from raymotion.train.diagnose import run_flow_gate
+        from raymotion.eval.flow_gate import run_flow_gate
 
         print(run_flow_gate(cfg, max_clips=args.max_clips))
         return 0
@@ -226,19 +215,6 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         how = "already there, reused" if store.reused else "written"
         print(f"pair store {store.folder}: {store.rows} pairs, {how} ({store.seconds:.1f} s to compute)")
-        return 0
-    if args.command == "bench-data":
-        from raymotion.data.bench import BenchSettings, format_bench, run_bench
-        from raymotion.train.launch import absolute_paths, init_ray
-
-        cfg = absolute_paths(cfg)
-        settings = BenchSettings(
-            data_root=cfg.data.root, max_clips=args.max_clips or None, crop_size=args.crop_size or cfg.data.crop_size,
-            bbox_scale=cfg.data.bbox_scale, gap=cfg.train.video_gap, window=args.window, flow=cfg.flow.estimator,
-            flow_actors=args.flow_actors, decoder=args.decoder, source=args.source,
-            plain_threads=args.plain_threads, store_dir=cfg.scaling.pair_store,
-            decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus)
-        print(format_bench(run_bench(settings, start_ray=lambda: init_ray(cfg))))
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

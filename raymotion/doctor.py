@@ -89,7 +89,7 @@ def check_body_models(body_cfg: BodyConfig) -> tuple[list[Check], bool]:
 
 def check_accelerators() -> list[Check]:
     """CUDA, DALI and its decoders."""
-    from raymotion.data.decode import dali_status
+    from raymotion.dali import dali_status
 
     checks: list[Check] = []
     cuda = torch.cuda.is_available()

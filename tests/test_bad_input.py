@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from raymotion.config import ConfigError
-from raymotion.data.frames import LabelledFrames, VideoPairs
+from raymotion.data.frames import LabelledFrames
+from raymotion.data.video_pairs import VideoPairs
 from raymotion.data.manifest import MANIFEST, check_clip_lengths, read_manifest
 from raymotion.eval.evaluate import score
 
@@ -149,9 +150,9 @@ def test_video_pairs_with_a_gap_of_the_clip_length_name_the_key(tiny_benchmark):
 
 
 def test_mean_params_of_a_split_with_a_nan_pose_name_the_file(data_dir):
-    from raymotion.train.mean_params import compute_mean_params
+    from raymotion.data.labels import mean_param_targets
 
     row = first_row(data_dir, "labelled")
     path = set_label(data_dir, row, "pose_cam", 0, [float("nan")] * 72)
     with pytest.raises(ValueError, match=rf"{path} frame 0: pose_cam is not finite"):
-        compute_mean_params(data_dir, bbox_scale=BBOX_SCALE, body_model=None)
+        mean_param_targets(data_dir, bbox_scale=BBOX_SCALE)

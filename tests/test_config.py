@@ -262,3 +262,17 @@ def test_smpl_without_mean_params_warns_once():
         components.mean_params_for(cfg)
         components.mean_params_for(cfg)
     assert len([w for w in record if "mean_params" in str(w.message)]) == 1
+
+
+def test_check_values_applies_the_config_rules_to_plain_arguments():
+    from raymotion.config import UnknownKeyError, check_values
+
+    check_values({"data.crop_size": 32, "data.bbox_scale": 3.0, "flow.estimator": "farneback"})  # the limits pass
+    with pytest.raises(ConfigError, match=r"data.crop_size=31 is invalid: expected a value in range \[32, 1024\]"):
+        check_values({"data.crop_size": 31})
+    with pytest.raises(ConfigError, match=r"data.bbox_scale=0.5 is invalid: expected a value in range \[1.0, 3.0\]"):
+        check_values({"data.bbox_scale": 0.5})
+    with pytest.raises(ConfigError, match="flow.estimator='pwc' is invalid: expected one of: dis, farneback"):
+        check_values({"flow.estimator": "pwc"})
+    with pytest.raises(UnknownKeyError, match="unknown key 'data.crop'.*Did you mean 'data.crop_size'"):
+        check_values({"data.crop": 64})

@@ -15,7 +15,7 @@ from raymotion.body.body_model import load_body_model
 from raymotion.body.joints import NUM_SMPL_JOINTS
 from raymotion.config import ConfigError, load_config, to_dict
 from raymotion.data.crops import crop_box
-from raymotion.data.frames import VideoPairs
+from raymotion.data.video_pairs import VideoPairs
 from raymotion.data.manifest import pair_windows, read_manifest, window_pairs
 from raymotion.eval.evaluate import context_chains, predict_in_context
 from raymotion.models.regressor import (

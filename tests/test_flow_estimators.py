@@ -48,14 +48,14 @@ def test_registry_lists_every_source_and_matches_the_config_choices():
     assert set(choices) == set(FLOW_ESTIMATORS)
 
 
-def test_unknown_estimator_lists_the_choices():
+def test_an_unknown_estimator_is_refused_by_the_config_listing_the_choices():
     choices = "dis, farneback, raft_small, raft_large, dali_of"
-    with pytest.raises(ValueError, match=f"unknown flow estimator 'pwc'; choose one of: {choices}"):
-        make_flow_estimator("pwc")
+    with pytest.raises(ConfigError, match=f"estimator='pwc' is invalid: expected one of: {choices}"):
+        make_flow_estimator(FlowConfig(estimator="pwc"))
 
 
-def test_name_only_callers_still_get_the_cpu_estimators():
-    estimator = make_flow_estimator("dis")
+def test_the_default_flow_config_builds_the_cpu_estimator():
+    estimator = make_flow_estimator(FlowConfig())
     assert isinstance(estimator, DISFlow) and estimator.tag == "dis"
     frame0, frame1 = _frames(32, 40)
     flows = estimator.batch(np.stack([frame0, frame0]), np.stack([frame1, frame1]))
@@ -75,14 +75,14 @@ def test_flow_config_keys_load_and_check_their_range():
 
 def test_raft_without_weights_path_names_the_key_and_where_to_get_them():
     with pytest.raises(ValueError, match=r"flow\.raft_weights=''.*raft_small_C_T_V2-01064c6d\.pth"):
-        make_flow_estimator("raft_small")
+        make_flow_estimator(FlowConfig(estimator="raft_small"))
 
 
 def test_raft_missing_file_names_the_key_and_the_path(tmp_path):
     missing = tmp_path / "nope.pth"
     cfg = FlowConfig(estimator="raft_large", raft_weights=str(missing))
     with pytest.raises(FileNotFoundError, match=r"flow\.raft_weights=.*nope\.pth.*Raft_Large_Weights\.DEFAULT\.url"):
-        make_flow_estimator("raft_large", cfg)
+        make_flow_estimator(cfg)
 
 
 def test_raft_large_state_dict_given_to_raft_small_is_refused(tmp_path):
@@ -91,14 +91,14 @@ def test_raft_large_state_dict_given_to_raft_small_is_refused(tmp_path):
     cfg = FlowConfig(estimator="raft_small", raft_weights=str(path))
     with pytest.raises(ValueError, match=r"flow\.raft_weights=.*does not fit torchvision's raft_small.*"
                                          r"flow\.estimator=raft_large"):
-        make_flow_estimator("raft_small", cfg)
+        make_flow_estimator(cfg)
 
 
 def test_raft_weights_that_are_not_a_state_dict_are_refused(tmp_path):
     path = tmp_path / "junk.pth"
     path.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match=r"flow\.raft_weights=.*junk\.pth.*cannot be read"):
-        make_flow_estimator("raft_small", FlowConfig(raft_weights=str(path)))
+        make_flow_estimator(FlowConfig(estimator="raft_small", raft_weights=str(path)))
 
 
 # ---- RAFT: padding, normalisation, output -----------------------------------------------------------------
@@ -154,7 +154,7 @@ def test_raft_flow_crops_back_the_right_window_and_normalises_to_minus_one_one()
 
 def test_raft_small_runs_on_a_frame_not_divisible_by_8(raft_small_weights):
     cfg = FlowConfig(estimator="raft_small", raft_weights=raft_small_weights, raft_iters=NUM_ITERS, device="cpu")
-    estimator = make_flow_estimator("raft_small", cfg)
+    estimator = make_flow_estimator(cfg)
     assert estimator.tag == f"raft_small-it{NUM_ITERS}-raft_small_random"
     frame0, frame1 = _frames(61, 77)
     flow_HW2 = estimator(frame0, frame1)
@@ -164,7 +164,7 @@ def test_raft_small_runs_on_a_frame_not_divisible_by_8(raft_small_weights):
 
 def test_raft_small_matches_the_bare_network_when_no_padding_is_needed(raft_small_weights):
     cfg = FlowConfig(estimator="raft_small", raft_weights=raft_small_weights, raft_iters=NUM_ITERS, device="cpu")
-    estimator = make_flow_estimator("raft_small", cfg)
+    estimator = make_flow_estimator(cfg)
     frame0, frame1 = _frames(128, 128, seed=1)
     model = raft_small(weights=None).eval()
     model.load_state_dict(torch.load(raft_small_weights, weights_only=True))
@@ -207,12 +207,12 @@ def test_upsample_grid_flow_rejects_a_grid_of_the_wrong_size():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
 def test_dali_of_without_a_gpu_says_so_and_names_the_alternatives():
     with pytest.raises(ValueError, match=r"flow\.estimator='dali_of'.*no CUDA device.*'dis'.*'raft_small'"):
-        make_flow_estimator("dali_of")
+        make_flow_estimator(FlowConfig(estimator="dali_of"))
 
 
 def test_dali_of_refuses_the_cpu_device():
     with pytest.raises(ValueError, match=r"flow\.device='cpu'.*GPU.*'dis'"):
-        make_flow_estimator("dali_of", FlowConfig(estimator="dali_of", device="cpu"))
+        make_flow_estimator(FlowConfig(estimator="dali_of", device="cpu"))
 
 
 @pytest.mark.gpu
@@ -222,6 +222,6 @@ def test_dali_of_recovers_a_known_shift_with_the_right_sign():
     texture = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8).repeat(4, axis=0).repeat(4, axis=1)  # 256 x 320
     frame0 = np.ascontiguousarray(texture[16:240, 16:304])
     frame1 = np.ascontiguousarray(texture[13:237, 11:299])  # content moves +5 px in x, +3 px in y
-    flow_HW2 = make_flow_estimator("dali_of", FlowConfig(estimator="dali_of"))(frame0, frame1)
+    flow_HW2 = make_flow_estimator(FlowConfig(estimator="dali_of"))(frame0, frame1)
     assert flow_HW2.shape == (224, 288, 2)
     np.testing.assert_allclose(np.median(flow_HW2[16:-16, 16:-16].reshape(-1, 2), axis=0), [5.0, 3.0], atol=0.5)

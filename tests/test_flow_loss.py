@@ -17,6 +17,8 @@ from raymotion.losses.consistency import (
 from raymotion.losses.mesh_flow import mesh_flow
 
 DTYPE = torch.float64
+MAX_FLOW_224 = 50.0  # METHOD.md section 3 step 6 (the default of loss.flow_max_224)
+PAPER = dict(max_flow_224=MAX_FLOW_224, normaliser_floor_px=0.0)  # the paper's form of the loss
 
 
 def constant_flow(d_B2: torch.Tensor, size: int) -> torch.Tensor:
@@ -100,7 +102,7 @@ def test_loss_is_zero_when_optical_flow_equals_mesh_flow(normalise):
     p1_BV2, p2_BV2, d_B2 = translated_pair(3)
     out = flow_consistency_loss(
         p1_BV2, p2_BV2, constant_flow(d_B2, 32), constant_flow(-d_B2, 32),
-        torch.ones(3, 6, dtype=torch.bool), crop_size=32, normalise=normalise,
+        torch.ones(3, 6, dtype=torch.bool), crop_size=32, normalise=normalise, **PAPER
     )
     assert out.kept_B.all()
     assert_close(out.loss, torch.tensor(0.0, dtype=DTYPE))
@@ -118,14 +120,15 @@ def test_loss_grows_with_a_known_flow_offset_before_and_after_normalisation():
     vis_BV[0, :3] = False  # the mask must not change a uniform error
     kwargs = dict(crop_size=32, max_flow_224=1e3)  # 50 px at 224 would reject 7.2 px at 32
 
-    raw = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, normalise=False, **kwargs)
+    raw = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, normalise=False,
+                                **kwargs, normaliser_floor_px=0.0)
     e_fwd_B = (off_fwd_B2**2).sum(-1)  # a^2 + b^2
     e_bwd_B = (off_bwd_B2**2).sum(-1)
     assert_close(raw.per_pair_fwd_B, e_fwd_B)
     assert_close(raw.per_pair_bwd_B, e_bwd_B)
     assert_close(raw.loss, (e_fwd_B.mean() + e_bwd_B.mean()) / 2)
 
-    norm = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, **kwargs)
+    norm = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, **kwargs, normaliser_floor_px=0.0)
     mean_fwd_B = (d_B2 + off_fwd_B2).norm(dim=-1)  # |f| is the same at every vertex
     mean_bwd_B = (-d_B2 + off_bwd_B2).norm(dim=-1)
     assert_close(norm.mean_flow_fwd_B, mean_fwd_B)
@@ -150,7 +153,7 @@ def test_normalisation_makes_the_loss_invariant_to_the_flow_scale():
     def loss(k: float, normalise: bool) -> torch.Tensor:
         return flow_consistency_loss(
             p1_BV2, p1_BV2 + k * d_BV2, k * flow_fwd, constant_flow(k * c_B2, 64), vis_BV,
-            crop_size=64, normalise=normalise, max_flow_224=1e3,
+            crop_size=64, normalise=normalise, max_flow_224=1e3, normaliser_floor_px=0.0
         ).loss
 
     k = 3.0
@@ -176,7 +179,7 @@ def test_rejection_drops_exactly_the_pairs_at_or_above_the_crop_scaled_threshold
     def run(size: int):
         return flow_consistency_loss(
             p1_BV2, p2_BV2, constant_flow(d_B2 + off_B2, size), constant_flow(torch.zeros_like(d_B2), size),
-            vis_BV, crop_size=size, normalise=False,
+            vis_BV, crop_size=size, normalise=False, **PAPER
         )
 
     out_112 = run(112)
@@ -204,7 +207,7 @@ def test_rejection_uses_both_directions_and_visible_vertices_only():
     flow_fwd = field_2W[None, :, None, :].expand(3, -1, 112, -1).clone()
     flow_bwd = constant_flow(torch.tensor([[-1.0, 0.0], [-1.0, 0.0], [-30.0, 0.0]], dtype=DTYPE), 112)
     vis_BV = torch.tensor([[True, True, True], [False, True, True], [False, True, True]])
-    out = flow_consistency_loss(p1_BV2, p1_BV2, flow_fwd, flow_bwd, vis_BV, crop_size=112)
+    out = flow_consistency_loss(p1_BV2, p1_BV2, flow_fwd, flow_bwd, vis_BV, crop_size=112, **PAPER)
     # Pair 0 sees the 100 px flow; pair 1 hides it; pair 2 has a 30 px backward flow.
     assert out.kept_B.tolist() == [False, True, False]
     assert_close(out.max_flow_B, torch.tensor([100.0, 1.0, 30.0], dtype=DTYPE))
@@ -222,7 +225,7 @@ def test_loss_is_zero_without_nan_when_no_pair_is_kept(case):
         flow_fwd = flow_fwd * 100.0
     else:
         flow_fwd, flow_bwd = torch.zeros_like(flow_fwd), torch.zeros_like(flow_bwd)
-    out = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, crop_size=32)
+    out = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, crop_size=32, **PAPER)
     assert not out.kept_B.any()
     assert out.loss.item() == 0.0
     (grad,) = torch.autograd.grad(out.loss, p1_BV2)
@@ -235,7 +238,8 @@ def test_floor_keeps_a_zero_flow_pair_with_a_finite_loss():
     p1_BV2, p2_BV2, d_B2 = translated_pair(1)
     zeros = torch.zeros(1, 2, 32, 32, dtype=DTYPE)
     out = flow_consistency_loss(
-        p1_BV2, p2_BV2, zeros, zeros, torch.ones(1, 6, dtype=torch.bool), crop_size=32, normaliser_floor_px=0.25
+        p1_BV2, p2_BV2, zeros, zeros, torch.ones(1, 6, dtype=torch.bool), crop_size=32,
+        normaliser_floor_px=0.25, max_flow_224=MAX_FLOW_224
     )
     assert out.kept_B.all()
     assert_close(out.loss, d_B2.square().sum() / 0.25**2)
@@ -262,7 +266,7 @@ def test_gradcheck_unnormalised_loss_through_mesh_flow_and_sampling():
     flow_fwd, flow_bwd = smooth_flow(2, 16), smooth_flow(2, 16, phase=1.3)
 
     def loss(p1, p2):
-        return flow_consistency_loss(p1, p2, flow_fwd, flow_bwd, vis_BV, crop_size=16, normalise=False).loss
+        return flow_consistency_loss(p1, p2, flow_fwd, flow_bwd, vis_BV, crop_size=16, normalise=False, **PAPER).loss
 
     assert torch.autograd.gradcheck(loss, (p1_BV2, p2_BV2))
 
@@ -276,7 +280,7 @@ def test_gradcheck_normalised_loss_with_constant_flow_fields():
 
     def loss(p1, p2):
         return flow_consistency_loss(
-            p1, p2, flow_fwd, flow_bwd, vis_BV, crop_size=16, normaliser_floor_px=0.25
+            p1, p2, flow_fwd, flow_bwd, vis_BV, crop_size=16, normaliser_floor_px=0.25, max_flow_224=MAX_FLOW_224
         ).loss
 
     assert torch.autograd.gradcheck(loss, (p1_BV2, p2_BV2))
@@ -285,9 +289,10 @@ def test_gradcheck_normalised_loss_with_constant_flow_fields():
 def test_normalised_gradient_is_the_raw_gradient_over_the_detached_normaliser():
     p1_BV2, p2_BV2, vis_BV = gradcheck_inputs(seed=2)
     flow_fwd, flow_bwd = smooth_flow(2, 16), smooth_flow(2, 16, phase=0.4)
-    kwargs = dict(crop_size=16)
-    raw = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, normalise=False, **kwargs)
-    norm = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, **kwargs)
+    kwargs = dict(crop_size=16, max_flow_224=MAX_FLOW_224)
+    raw = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, normalise=False,
+                                **kwargs, normaliser_floor_px=0.0)
+    norm = flow_consistency_loss(p1_BV2, p2_BV2, flow_fwd, flow_bwd, vis_BV, **kwargs, normaliser_floor_px=0.0)
     grads_raw = torch.autograd.grad(raw.per_pair_fwd_B.sum(), (p1_BV2, p2_BV2))
     # Weight each pair by its normaliser so that the per-pair scaling is tested, not just a constant.
     grads_norm = torch.autograd.grad((norm.per_pair_fwd_B * norm.mean_flow_fwd_B**2).sum(), (p1_BV2, p2_BV2))
@@ -342,13 +347,13 @@ def test_flow_loss_at_is_zero_for_a_translated_sphere_with_its_exact_flow(mode):
     verts2_1V3 = verts1_1V3 + torch.cat([d_12, torch.zeros(1, 1, dtype=DTYPE)], dim=-1)
     out = flow_loss_at(
         verts1_1V3, verts2_1V3, faces_F3, constant_flow(d_12, 128), constant_flow(-d_12, 128),
-        crop_size=128, visibility_mode=mode,
+        crop_size=128, visibility_mode=mode, **PAPER
     )
     assert out.kept_B.all() and out.num_visible_B.item() > 100
     assert_close(out.loss, torch.tensor(0.0, dtype=DTYPE))
     off = flow_loss_at(
         verts1_1V3, verts2_1V3, faces_F3, constant_flow(d_12 + 1.0, 128), constant_flow(-d_12, 128),
-        crop_size=128, visibility_mode=mode, normalise=False,
+        crop_size=128, visibility_mode=mode, normalise=False, **PAPER
     )
     assert_close(off.per_pair_fwd_B, torch.tensor([2.0], dtype=DTYPE))
 
@@ -361,18 +366,20 @@ def test_bad_arguments_raise_value_errors():
     flow = constant_flow(d_B2, 32)
     vis_BV = torch.ones(1, 6, dtype=torch.bool)
     with pytest.raises(ValueError, match="crop_size x crop_size"):
-        flow_consistency_loss(p1_BV2, p2_BV2, flow, flow, vis_BV, crop_size=64)
+        flow_consistency_loss(p1_BV2, p2_BV2, flow, flow, vis_BV, crop_size=64, **PAPER)
     with pytest.raises(ValueError, match="bool"):
-        flow_consistency_loss(p1_BV2, p2_BV2, flow, flow, vis_BV.double(), crop_size=32)
+        flow_consistency_loss(p1_BV2, p2_BV2, flow, flow, vis_BV.double(), crop_size=32, **PAPER)
     with pytest.raises(ValueError, match="normaliser_floor_px"):
-        flow_consistency_loss(p1_BV2, p2_BV2, flow, flow, vis_BV, crop_size=32, normaliser_floor_px=-1.0)
+        flow_consistency_loss(p1_BV2, p2_BV2, flow, flow, vis_BV, crop_size=32, normaliser_floor_px=-1.0,
+                              max_flow_224=MAX_FLOW_224)
     with pytest.warns(UserWarning, match="ignored"):
         flow_consistency_loss(
-            p1_BV2, p2_BV2, flow, flow, vis_BV, crop_size=32, normalise=False, normaliser_floor_px=0.25
+            p1_BV2, p2_BV2, flow, flow, vis_BV, crop_size=32, normalise=False, normaliser_floor_px=0.25,
+            max_flow_224=MAX_FLOW_224
         )
     verts_1V3, faces_F3, _ = sphere_verts_pix()
     with pytest.raises(ValueError, match="zbuffer"):
         flow_visibility(verts_1V3, verts_1V3, faces_F3, height=128, width=128, mode="raycast")
     assert math.isfinite(
-        flow_consistency_loss(p1_BV2, p2_BV2, flow, flow, vis_BV, crop_size=32).loss.item()
+        flow_consistency_loss(p1_BV2, p2_BV2, flow, flow, vis_BV, crop_size=32, **PAPER).loss.item()
     )

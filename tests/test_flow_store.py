@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raymotion.config import ConfigError, load_config
+from raymotion.config import ConfigError, FlowConfig, load_config
 from test_pipeline import CLIP_FRAMES, write_dataset
 
 pytestmark = pytest.mark.usefixtures("s3_server")  # before ray_local starts Ray (module doc)
 
-STORE_ARGS = {"crop_size": 32, "bbox_scale": 1.3, "gap": 1}
+STORE_ARGS = {"crop_size": 32, "bbox_scale": 1.3, "gap": 1, "flow": "dis", "flow_config": FlowConfig()}
 ALL_PAIRS = sum(f - 1 for f in CLIP_FRAMES)
 
 
@@ -175,7 +175,7 @@ def test_a_bad_store_folder_fails_naming_it(root, store, tmp_path):
     target = Path(shutil.copytree(store.folder, store_folder(spec, out)))
     lose_a_file(target)
     with pytest.raises(ValueError, match=re.escape(str(target)) + ".*missing or unreadable"):
-        precompute_pairs(spec, out_dir=out)
+        precompute_pairs(spec, out_dir=out, window=16)
 
 
 @pytest.mark.ray
@@ -247,16 +247,32 @@ def test_precomputed_source_has_the_ray_data_sources_limits(tmp_path):
         load_config(overrides={"scaling.video_source": "parquet"})
 
 
+def bench_data():
+    """benchmarks/bench_data.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    import sys
+
+    if "bench_data" not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_data.py"
+        spec = importlib.util.spec_from_file_location("bench_data", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_data"] = module  # before running it: its dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules["bench_data"]
+
+
 @pytest.mark.ray
-def test_precompute_flow_and_bench_data_commands(root, store, capsys):
+def test_precompute_flow_command_and_the_data_benchmark(root, store, capsys):
     from raymotion.cli import main
 
     data = ["--set", f"data.root={root}"]
     assert main(["precompute-flow", "--set", "data.crop_size=32", *data]) == 0
     out = capsys.readouterr().out
     assert str(store.folder) in out and f"{ALL_PAIRS} pairs" in out and "reused" in out
-    bench = ["bench-data", "--max-clips", "2", "--crop-size", "32", "--window", "16", "--flow-actors", "1", *data]
+    bench = ["--max-clips", "2", "--set", "data.crop_size=32", "--set", "data.decode_window=16",
+             "--set", "scaling.flow_actors=1", *data]
     pairs = CLIP_FRAMES[0] - 1 + CLIP_FRAMES[1] - 1
+    main = bench_data().main
     assert main(bench) == 0
     out = capsys.readouterr().out
     assert f"2 clips, {pairs} pairs" in out and "ratio pipeline / plain" in out and "start-up" in out
@@ -267,10 +283,14 @@ def test_precompute_flow_and_bench_data_commands(root, store, capsys):
 
 
 def test_bench_break_even_is_where_the_end_to_end_ratio_reaches_the_target():
-    from raymotion.data.bench import TARGET_RATIO, BenchResult, BenchSettings
+    from raymotion.config import Config
 
+    module = bench_data()
+    TARGET_RATIO, BenchResult, BenchSettings = module.TARGET_RATIO, module.BenchResult, module.BenchSettings
+    settings = BenchSettings(cfg=Config(), max_clips=None, decoder="auto", source="streamed", plain_threads=0,
+                             batch_size=64)
     # plain 10 pairs/s; pipeline 10 s of start-up, then 20 pairs/s: 800 pairs take 80 s plain, 10 + 40 s piped
-    result = BenchResult(settings=BenchSettings(data_root="x"), clips=1, pairs=800, plain_s=80.0, plain_cv2_threads=2,
+    result = BenchResult(settings=settings, clips=1, pairs=800, plain_s=80.0, plain_cv2_threads=2,
                          ray_start_s=1.0, pipeline_s=50.0, first_batch_s=10.0, first_batch_pairs=0,
                          decoded_frames=33, used_frames=30, stage_s={}, backends={}, skipped=0)
     assert TARGET_RATIO == 1.6

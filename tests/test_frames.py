@@ -10,17 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from raymotion.body.body_model import BodyModel, embedded_body_path
-from raymotion.body.joints import SMPL_JOINT
+from raymotion.body.joints import SMPL_FLIP_PERM, SMPL_JOINT
 from raymotion.data.crops import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    SMPL_FLIP_PERM,
     Augmentation,
     crop_box,
     from_normalised,
 )
 from raymotion.data.decode import read_video_pyav
-from raymotion.data.frames import LabelledFrames, VideoPairs, select_clips
+from raymotion.data.frames import LabelledFrames, select_clips
+from raymotion.data.video_pairs import VideoPairs
 from raymotion.geometry import axis_angle_to_rotmat
 from raymotion.data.manifest import read_manifest
 from raymotion.synth.writer import write_video
@@ -256,7 +256,7 @@ def test_ground_truth_flow_needs_gap_one_and_flow_files(tiny):
         VideoPairs(tiny, crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, flow="ground_truth", gap=2)
     with pytest.raises(ValueError, match="no flow_path"):
         VideoPairs(tiny, split="labelled", crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, flow="ground_truth")
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ValueError, match="flow.estimator='raft' is invalid: expected one of: dis, farneback"):
         VideoPairs(tiny, crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, flow="raft")
 
 

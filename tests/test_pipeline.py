@@ -149,7 +149,7 @@ def collect(ds):
 @pytest.mark.parametrize("frames_per_item", [2, 3], ids=["pairs", "3-frame windows"])
 def test_pipeline_pairs_are_complete_and_match_video_pairs(dataset, ray_local, tmp_path, fuse, frames_per_item):
     """Pairs (t, t + gap), or model.film's windows (t - gap, t, t + gap) with the last pair's flow."""
-    from raymotion.data.frames import VideoPairs
+    from raymotion.data.video_pairs import VideoPairs
     from raymotion.data.pipeline import PipelineReport, build_pair_dataset
 
     root = shutil.copytree(dataset, tmp_path / "copy")  # VideoPairs caches flow beside the clips
@@ -181,13 +181,13 @@ def test_pipeline_auto_decoder_uses_dali_for_vp9(dataset, ray_local):
     from raymotion.data.pipeline import PipelineReport, build_pair_dataset
 
     report = PipelineReport()
-    pairs = collect(build_pair_dataset(dataset, crop_size=24, bbox_scale=1.3, window=16, flow=None, report=report))
+    pairs = collect(build_pair_dataset(dataset, crop_size=32, bbox_scale=1.3, window=16, flow=None, report=report))
     assert len(pairs) == sum(f - 1 for f in CLIP_FRAMES)
     summary = report.summary()
     assert summary["backends"] == {"dali_cpu": len(CLIP_FRAMES)}
     assert summary["decoded_frames"] == summary["used_frames"] == sum(CLIP_FRAMES)  # one window per clip
     # train.video_clips: the first N clips only, as VideoPairs(max_clips=N)
-    first_two = collect(build_pair_dataset(dataset, crop_size=24, bbox_scale=1.3, window=16, flow=None, max_clips=2))
+    first_two = collect(build_pair_dataset(dataset, crop_size=32, bbox_scale=1.3, window=16, flow=None, max_clips=2))
     assert sorted(first_two) == sorted(k for k in pairs if k[0] in sorted({c for c, _ in pairs})[:2])
     assert len(first_two) == sum(f - 1 for f in CLIP_FRAMES[:2])
 
@@ -200,7 +200,7 @@ def test_truncated_video_fails_by_name_or_is_skipped_and_counted(dataset, ray_lo
     video = root / "video" / "video_00001" / "video.webm"
     data = video.read_bytes()
     video.write_bytes(data[: len(data) // 2])
-    kwargs = {"crop_size": 24, "bbox_scale": 1.3, "window": 16, "flow": None, "decoder": "pyav"}
+    kwargs = {"crop_size": 32, "bbox_scale": 1.3, "window": 16, "flow": None, "decoder": "pyav"}
     with pytest.raises(Exception, match="video_00001/video.webm"):
         build_pair_dataset(root, bad_input="fail", **kwargs).take_all()
     report = PipelineReport()
@@ -237,4 +237,4 @@ def test_box_outside_the_frame_fails_naming_file_and_frame(dataset, ray_local, t
     pq.write_table(pa.table({"clip_id": table["clip_id"], "frame": table["frame"],
                              "box_xyxy": pa.array(table["box_xyxy"], pa.list_(pa.float32(), 4))}), labels)
     with pytest.raises(Exception, match="video_00000/labels.parquet frame 3"):
-        build_pair_dataset(root, crop_size=24, bbox_scale=1.3, window=16, flow=None, decoder="pyav").take_all()
+        build_pair_dataset(root, crop_size=32, bbox_scale=1.3, window=16, flow=None, decoder="pyav").take_all()

@@ -235,7 +235,7 @@ def test_pipeline_stages_reserve_the_gpu_shares_they_are_given(cluster, manifest
 def test_pipeline_refuses_gpu_work_without_a_gpu_share_naming_both(tmp_path):
     from raymotion.data.pipeline import build_pair_dataset
 
-    args = {"crop_size": 32, "bbox_scale": 1.3}  # refused before the folder is read or Ray is needed
+    args = {"crop_size": 32, "bbox_scale": 1.3, "window": 8}  # refused before the folder is read or Ray is needed
     with pytest.raises(ValueError, match=r"decode_gpus=0.0 \(scaling.decode_gpus\): decoder='dali_mixed'"):
         build_pair_dataset(tmp_path, decoder="dali_mixed", **args)
     with pytest.raises(ValueError, match=r"flow_gpus=0.0 \(scaling.flow_gpus\): flow estimator 'dali_of'"):

@@ -294,7 +294,10 @@ def _flow_inputs(sizes: Sizes) -> dict[str, torch.Tensor]:
 
 
 def check_flow_loss_device(device: torch.device, sizes: Sizes) -> str:
+    from raymotion.config import LossConfig
     from raymotion.losses.consistency import VISIBILITY_MODES, flow_consistency_loss, flow_visibility
+
+    loss_cfg = LossConfig()  # the default loss: normaliser floor and rejection limit
 
     cpu_inputs = _flow_inputs(sizes)
     size = sizes.crop_size
@@ -318,7 +321,8 @@ def check_flow_loss_device(device: torch.device, sizes: Sizes) -> str:
             pix1_BV2 = x["pix1"][..., :2].clone().requires_grad_(True)
             pix2_BV2 = x["pix2"][..., :2].clone().requires_grad_(True)
             out = flow_consistency_loss(pix1_BV2, pix2_BV2, x["flow_fwd"], x["flow_bwd"], vis["cpu"].to(where),
-                                        crop_size=size, normaliser_floor_px=0.25)
+                                        crop_size=size, normaliser_floor_px=loss_cfg.flow_normaliser_floor_px,
+                                        max_flow_224=loss_cfg.flow_max_224)
             out.loss.backward()
             losses[key], grads[key] = out.loss.detach().cpu(), torch.cat([pix1_BV2.grad, pix2_BV2.grad]).cpu()
         if not torch.isfinite(losses["cpu"]) or losses["cpu"] <= 0:
@@ -422,7 +426,8 @@ def _refine_step_fn(device: torch.device, sizes: Sizes, model: torch.nn.Module, 
         vis = flow_visibility(pix_BV3[:num_pairs], pix_BV3[num_pairs:], faces_F3, height=size, width=size,
                               mode=cfg.loss.flow_visibility)
         flow = flow_consistency_loss(pix_BV2[:num_pairs], pix_BV2[num_pairs:], pairs["flow_fwd"], pairs["flow_bwd"],
-                                     vis, crop_size=size, normaliser_floor_px=0.25)
+                                     vis, crop_size=size, normaliser_floor_px=cfg.loss.flow_normaliser_floor_px,
+                                     max_flow_224=cfg.loss.flow_max_224)
         loss = flow.loss + _params_loss(out, torch.ones(out.cam_B3.shape[0], device=device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()

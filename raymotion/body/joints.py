@@ -88,27 +88,10 @@ EVAL_JOINT_NAMES: tuple[str, ...] = (
 NUM_EVAL_JOINTS = len(EVAL_JOINT_NAMES)
 EVAL_JOINT = {name: i for i, name in enumerate(EVAL_JOINT_NAMES)}
 
-# SPIN's H36M_TO_J14 (constants.py): the 14 evaluation joints from the 17 H36M regressor joints.
-# "neck" is the H36M thorax joint (8), as in SPIN.
-H36M_TO_EVAL14: tuple[int, ...] = tuple(
-    H36M_JOINT[name]
-    for name in (
-        "right_ankle",
-        "right_knee",
-        "right_hip",
-        "left_hip",
-        "left_knee",
-        "left_ankle",
-        "right_wrist",
-        "right_elbow",
-        "right_shoulder",
-        "left_shoulder",
-        "left_elbow",
-        "left_wrist",
-        "thorax",
-        "head_top",
-    )
-)
+# SPIN's H36M_TO_J14 (constants.py): the 14 evaluation joints from the 17 H36M regressor joints, by name.
+# "neck" is the H36M thorax joint (8), as in SPIN; every other evaluation joint has its H36M namesake.
+EVAL_FROM_H36M_NAME = {"neck": "thorax"}
+H36M_TO_EVAL14: tuple[int, ...] = tuple(H36M_JOINT[EVAL_FROM_H36M_NAME.get(name, name)] for name in EVAL_JOINT_NAMES)
 
 # Pelvis for root-relative metrics on the 14 joints: the mid-point of the two hips (SPIN, METHOD.md 6).
 EVAL_HIP_PAIR: tuple[int, int] = (EVAL_JOINT["left_hip"], EVAL_JOINT["right_hip"])
@@ -138,3 +121,23 @@ EXTRA_JOINT_NAMES: tuple[str, ...] = (
     "rring",
     "rpinky",
 )
+
+
+def flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
+    """Index map that swaps every ``left_*`` joint with its ``right_*`` twin (others stay)."""
+
+    def mirror(name: str) -> str:
+        if name.startswith("left_"):
+            return "right_" + name[len("left_"):]
+        if name.startswith("right_"):
+            return "left_" + name[len("right_"):]
+        return name
+
+    index = {name: i for i, name in enumerate(names)}
+    return tuple(index[mirror(name)] for name in names)
+
+
+SMPL_FLIP_PERM = flip_permutation(SMPL_JOINT_NAMES)
+"""Left/right swap of the 24 SMPL joints."""
+EVAL_FLIP_PERM = flip_permutation(EVAL_JOINT_NAMES)
+"""Left/right swap of the 14 evaluation joints."""

@@ -1,7 +1,10 @@
-"""Square person crops, their affine maps, crop-level optical flow, and label augmentation.
+"""Square person crops, their affine maps, crop-level optical flow, and the augmentation draw.
+
+The 3D side of an augmentation (rotating and mirroring poses and camera-frame joints) is pose geometry:
+``raymotion.geometry.pose3d``.
 
 Pure numpy/torch (and OpenCV for the one warp); no Ray, no DALI. The single-process datasets
-(``raymotion.data.frames``) and the Ray Data pipeline use the same functions.
+(``raymotion.data.frames``, ``raymotion.data.video_pairs``) and the Ray Data pipelines use the same functions.
 
 Tensor naming legend (shape suffixes):
     N = points or boxes, J = joints, H, W = image height and width, S = crop side (pixels);
@@ -18,8 +21,8 @@ Coordinates (docs/data_format.md, raymotion.geometry.camera):
         Without rotation and flip this is exactly ``raymotion.geometry.image_to_crop``.
     Rotation sign: +theta turns the x axis towards the y axis. Because y points down, +theta is a
         CLOCKWISE turn of the displayed picture, and it equals rotating the camera-frame body by
-        +theta about the camera z axis (``rotation_about_z``), which is what ``rotate_pose`` and
-        ``rotate_points3d`` do: the projected 3D labels then match the rotated 2D labels up to a
+        +theta about the camera z axis (``raymotion.geometry.pose3d.rotation_about_z``), which is what
+        ``pose3d.rotate_pose`` and ``pose3d.rotate_points3d`` do: the projected 3D labels then match the rotated 2D labels up to a
         translation (the crop turns about the box centre, the camera about its principal point;
         a crop camera absorbs translations).
     Normalised crop coordinates: n = 2 p / S - 1, -1 at the left/top edge, +1 at the right/bottom.
@@ -34,12 +37,10 @@ import cv2
 import numpy as np
 import torch
 
-from raymotion.body.joints import EVAL_JOINT_NAMES, SMPL_JOINT_NAMES
-from raymotion.geometry.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
 
-# ImageNet statistics of torchvision's pretrained backbones (RGB, on [0, 1] pixel values). Defined
-# here because `data` never imports `models` (STYLE, dependency direction); the regressor's input
-# must be normalised with these same values.
+# ImageNet statistics of torchvision's and timm's pretrained backbones (RGB, on [0, 1] pixel values): the
+# one definition. The regressor (raymotion.models) expects its input normalised with them and never
+# normalises itself, so they live with the normalisation here (`data` never imports `models`).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -62,14 +63,6 @@ COLOUR_GAIN_RANGE = (0.6, 1.4)
 # ---- boxes and affine maps ------------------------------------------------------------------
 
 
-def check_crop_args(*, crop_size: int, bbox_scale: float) -> None:
-    """Raise a ValueError naming the bad value unless ``crop_size`` >= 8 px and ``bbox_scale`` > 0."""
-    if crop_size < 8:
-        raise ValueError(f"crop_size={crop_size} must be >= 8 pixels")
-    if not bbox_scale > 0:
-        raise ValueError(f"bbox_scale={bbox_scale} must be > 0 (1.3 = a 30 % margin around the box)")
-
-
 def crop_box(box_xyxy_N4: np.ndarray, *, scale: float) -> tuple[np.ndarray, np.ndarray]:
     """The square crop around person boxes: centred on the box, side = scale * max(w, h).
 
@@ -87,16 +80,17 @@ def crop_box(box_xyxy_N4: np.ndarray, *, scale: float) -> tuple[np.ndarray, np.n
     return center_N2, side_N
 
 
-def bad_boxes(box_T4: np.ndarray, *, width: int, height: int) -> np.ndarray:
-    """(T,) True where a box (x0, y0, x1, y1), image pixels, is empty, not finite or wholly outside the
-    ``width`` x ``height`` frame: nothing to crop."""
+def box_problems(box_T4: np.ndarray, *, width: int, height: int) -> dict[int, str]:
+    """Frame -> what is wrong with its box: empty, not finite or wholly outside the ``width`` x ``height``
+    frame (nothing to crop). Frames with a good box are absent; the dict is in frame order.
+
+    Args:
+        box_T4: (T, 4) boxes (x0, y0, x1, y1), image pixels, one per frame.
+    """
     bad_T = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
-    return bad_T | (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
-
-
-def box_problem(box_4: np.ndarray, *, width: int, height: int) -> str:
-    """What ``bad_boxes`` found wrong with one box, for error messages."""
-    return f"box_xyxy {box_4.tolist()} is empty, not finite or outside the {width}x{height} frame"
+    bad_T |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
+    return {t: f"box_xyxy {box_T4[t].tolist()} is empty, not finite or outside the {width}x{height} frame"
+            for t in np.flatnonzero(bad_T).tolist()}
 
 
 def crop_matrix(
@@ -283,8 +277,7 @@ def normalise_image(crop_HW3: np.ndarray, *, gain_3: np.ndarray | None = None) -
     image_HW3 = crop_HW3.astype(np.float32)
     if gain_3 is not None:
         image_HW3 = np.clip(image_HW3 * np.asarray(gain_3, dtype=np.float32), 0.0, 255.0)
-    image_HW3 = (image_HW3 / 255.0 - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(image_HW3.transpose(2, 0, 1)))
+    return normalise_batch_images(torch.from_numpy(image_HW3)[None])[0].contiguous()
 
 
 def normalise_batch_images(images_BSS3: torch.Tensor) -> torch.Tensor:
@@ -333,88 +326,3 @@ def sample_augmentation(generator: torch.Generator | None = None) -> Augmentatio
         flip=u_6[3] < FLIP_PROB,
         gain_3=tuple(low + (high - low) * g for g in torch.rand(3, generator=generator, dtype=torch.float64).tolist()),
     )
-
-
-def flip_permutation(names: tuple[str, ...]) -> tuple[int, ...]:
-    """Index map that swaps every ``left_*`` joint with its ``right_*`` twin (others stay)."""
-
-    def mirror(name: str) -> str:
-        if name.startswith("left_"):
-            return "right_" + name[len("left_"):]
-        if name.startswith("right_"):
-            return "left_" + name[len("right_"):]
-        return name
-
-    index = {name: i for i, name in enumerate(names)}
-    return tuple(index[mirror(name)] for name in names)
-
-
-SMPL_FLIP_PERM = flip_permutation(SMPL_JOINT_NAMES)
-"""Left/right swap of the 24 SMPL joints."""
-EVAL_FLIP_PERM = flip_permutation(EVAL_JOINT_NAMES)
-"""Left/right swap of the 14 evaluation joints."""
-
-# Mirroring x (M = diag(-1, 1, 1)) conjugates each rotation: M R(v) M = R(det(M) M v) = R((x, -y, -z)).
-_MIRROR_AXIS_ANGLE_3 = np.array([1.0, -1.0, -1.0], dtype=np.float32)
-
-
-def flip_pose(pose_J3: np.ndarray) -> np.ndarray:
-    """Mirror an SMPL axis-angle pose about the camera's y-z plane (SPIN's flip_pose).
-
-    Swaps left and right joint rotations and negates the y and z axis-angle components. For a
-    left-right symmetric body (SMPL and the embedded body are, to ~0.03 mm at rest) the posed joints
-    become ``flip_points3d`` of the original ones, up to a translation.
-
-    Args:
-        pose_J3: (24, 3) axis-angle, radians, root (camera-frame orientation) first.
-
-    Returns:
-        (24, 3) the mirrored pose. Applying it twice gives the input back.
-    """
-    return pose_J3[list(SMPL_FLIP_PERM)] * _MIRROR_AXIS_ANGLE_3
-
-
-def flip_points3d(points_J3: np.ndarray, perm: tuple[int, ...]) -> np.ndarray:
-    """Mirror camera-frame joints (x -> -x) and swap left and right.
-
-    Args:
-        points_J3: (J, 3) joints, metres, camera frame.
-        perm: ``SMPL_FLIP_PERM`` or ``EVAL_FLIP_PERM``, matching J.
-    """
-    return points_J3[list(perm)] * np.array([-1.0, 1.0, 1.0], dtype=points_J3.dtype)
-
-
-def rotation_about_z(rotation_deg: float) -> np.ndarray:
-    """(3, 3) rotation by ``rotation_deg`` about the camera z axis; turns x towards y, like the crop."""
-    theta = math.radians(rotation_deg)
-    cos, sin = math.cos(theta), math.sin(theta)
-    return np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
-
-
-def rotate_points3d(points_J3: np.ndarray, rotation_deg: float) -> np.ndarray:
-    """Rotate camera-frame points about the camera z axis (the 3D label of a rotated crop).
-
-    Args:
-        points_J3: (J, 3) points, metres, camera frame.
-        rotation_deg: the crop's rotation, degrees.
-    """
-    return (points_J3 @ rotation_about_z(rotation_deg).T).astype(points_J3.dtype)
-
-
-def rotate_pose(pose_J3: np.ndarray, rotation_deg: float) -> np.ndarray:
-    """Rotate the root orientation of an axis-angle pose about the camera z axis (SPIN's rot_aa).
-
-    Args:
-        pose_J3: (24, 3) axis-angle, radians, root orientation in the camera frame first.
-        rotation_deg: the crop's rotation, degrees.
-
-    Returns:
-        (24, 3) pose whose body is ``rotate_points3d`` of the original body (about the root joint).
-    """
-    if rotation_deg == 0.0:
-        return pose_J3.copy()
-    root_33 = axis_angle_to_rotmat(torch.as_tensor(pose_J3[0], dtype=torch.float64))
-    rotated_33 = torch.as_tensor(rotation_about_z(rotation_deg)) @ root_33
-    out = pose_J3.copy()
-    out[0] = rotmat_to_axis_angle(rotated_33).numpy()
-    return out

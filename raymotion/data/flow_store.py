@@ -78,8 +78,6 @@ ATTEMPT_PREFIX = "attempt-"
 """Each write's Parquet files go to ``<store>/attempt-<host>-<pid>-<uuid8>/``."""
 DEFAULT_STORE_DIR = "pairs"
 """Stores go to <data_root>/pairs unless ``out_dir`` (``scaling.pair_store``) says otherwise."""
-VIDEO_WINDOW = 64
-"""Frames per decoded window (as ``launch.video_datasets`` streams them); does not change the rows."""
 TARGET_FILE_BYTES = 64 << 20
 """About this many bytes of rows per Parquet file: a few files per store, enough for parallel reads."""
 STORED_COLUMNS = ("image1", "image2", "crop1", "crop2", "clip_index", "t", "flow_fwd", "flow_bwd")
@@ -96,15 +94,16 @@ class PairSpec:
     rows and the size and modification time of every clip and label file it reads, so a regenerated
     benchmark gets a new store. The decoder is part of the key because PyAV and DALI convert colours
     differently (tests/test_pipeline.py); 'auto' picks per clip as ``pipeline.DecodeCropStage`` does.
+    The config's settings (crop, gap, flow) have no default here: ``from_config`` or the caller gives them.
     """
 
     data_root: str
     split: str = "video"
     crop_size: int
     bbox_scale: float
-    gap: int = 1
-    flow: str = "dis"
-    flow_config: FlowConfig = dataclasses.field(default_factory=FlowConfig)  # RAFT's weights, ... (in the key)
+    gap: int
+    flow: str
+    flow_config: FlowConfig  # RAFT's weights, ... (in the key)
     max_clips: int | None = None
     decoder: str = AUTO_DECODER
     frames_per_item: int = 2  # 3: windows of the temporal-context variant (pipeline module doc)
@@ -132,8 +131,9 @@ class PairStore:
 def store_key(spec: PairSpec) -> dict[str, Any]:
     """The JSON-able key a store is named by (and that its _DONE.json records)."""
     root = Path(spec.data_root).resolve()
-    windows = select_windows(root, split=spec.split, gap=spec.gap, window=VIDEO_WINDOW, max_clips=spec.max_clips,
-                             frames_per_item=spec.frames_per_item)
+    # The windows only list the clips that hold an item: the shortest valid window does.
+    windows = select_windows(root, split=spec.split, gap=spec.gap, window=(spec.frames_per_item - 1) * spec.gap + 1,
+                             max_clips=spec.max_clips, frames_per_item=spec.frames_per_item)
     digest = hashlib.sha1()
     seen: set[int] = set()
     for w in windows:
@@ -167,7 +167,7 @@ def _folder(spec: PairSpec, key: dict[str, Any], out_dir: str | os.PathLike[str]
 
 
 def precompute_pairs(spec: PairSpec, *, out_dir: str | os.PathLike[str] | StoragePath | None = None,
-                     window: int = VIDEO_WINDOW, flow_concurrency: int = 1, decode_concurrency: int = 1,
+                     window: int, flow_concurrency: int = 1, decode_concurrency: int = 1,
                      decode_gpus: float = 0.0, flow_gpus: float = 0.0) -> PairStore:
     """The store of ``spec``: read back when it is finished, otherwise computed with the Ray Data pipeline
     into a new attempt folder and published by writing ``_DONE.json`` last (module doc). Ray must be
@@ -177,7 +177,8 @@ def precompute_pairs(spec: PairSpec, *, out_dir: str | os.PathLike[str] | Storag
         spec: what the rows are (``PairSpec``).
         out_dir: the folder that holds stores: a local or NFS path or an object-store URI (``s3://bucket/p``;
             None: ``<data_root>/pairs``). On a multi-node cluster it must be storage every node reads.
-        window, flow_concurrency, decode_concurrency: how the pipeline runs (``build_pair_dataset``); they
+        window, flow_concurrency, decode_concurrency: how the pipeline runs (``build_pair_dataset``; window:
+            ``data.decode_window``); they
             do not change the rows, so they are not part of the store's name.
         decode_gpus, flow_gpus: GPU share per decode / flow actor (``build_pair_dataset``; 0 = CPU). Not in
             the name either; with decoder 'auto' a GPU share means NVDEC, whose colours differ slightly from
@@ -237,9 +238,11 @@ def precompute_pairs(spec: PairSpec, *, out_dir: str | os.PathLike[str] | Storag
 def precompute_for_config(cfg: Config) -> PairStore:
     """The store of a config's refinement pairs (``scaling.video_source=precomputed``), computed when
     missing: ``PairSpec.from_config`` in ``scaling.pair_store`` with the pipeline's actors and GPU shares
-    from ``scaling.flow_actors``, ``scaling.decode_actors``, ``scaling.flow_gpus``, ``scaling.decode_gpus``."""
+    from ``scaling.flow_actors``, ``scaling.decode_actors``, ``scaling.flow_gpus``, ``scaling.decode_gpus``, windows
+    of ``data.decode_window`` frames."""
     s = cfg.scaling
-    return precompute_pairs(PairSpec.from_config(cfg), out_dir=s.pair_store or None, flow_concurrency=s.flow_actors,
+    return precompute_pairs(PairSpec.from_config(cfg), out_dir=s.pair_store or None, window=cfg.data.decode_window,
+                            flow_concurrency=s.flow_actors,
                             decode_concurrency=s.decode_actors, decode_gpus=s.decode_gpus, flow_gpus=s.flow_gpus)
 
 

@@ -1,13 +1,12 @@
-"""Single-process, in-memory datasets over a benchmark folder (docs/data_format.md): no Ray.
+"""Labelled frames in memory over a benchmark folder (docs/data_format.md): no Ray.
 
-``LabelledFrames`` feeds the supervised and anchoring batches; ``VideoPairs`` feeds the unannotated
-frame pairs of flow-consistency refinement. Both decode every clip once at construction, keep uint8
-crops in memory (flows as float16) and return torch tensors, so a plain DataLoader can batch them.
-The Ray Data pipelines do the same work with the same ``raymotion.data.crops`` functions (and, for
-labelled frames, the same ``labelled_item``).
+``LabelledFrames`` feeds the supervised and anchoring batches: it decodes every clip of a seeded fraction once
+at construction, keeps uint8 crops in memory and returns torch tensors, so a plain DataLoader can batch them.
+The labelled Ray Data pipeline (``raymotion.data.labelled_pipeline``) builds its rows with the same
+``labelled_item``. The unannotated frame pairs of refinement are ``raymotion.data.video_pairs.VideoPairs``.
 
-Tensor naming legend: N = frames, P = pairs, T = frames of one clip, J = joints, S = crop side
-(pixels), H, W = image height and width; trailing digits are literal sizes.
+Tensor naming legend: N = frames, T = frames of one clip, J = joints, S = crop side (pixels), H, W = image
+height and width; trailing digits are literal sizes.
 Returned images are (3, S, S) float32, RGB, ImageNet-normalised (``crops.IMAGENET_MEAN/STD``);
 2D joints are normalised crop coordinates n = 2 p / S - 1; 3D joints are metres, camera frame.
 """
@@ -15,67 +14,31 @@ Returned images are (3, S, S) float32, RGB, ImageNet-normalised (``crops.IMAGENE
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
+from raymotion.body.joints import EVAL_FLIP_PERM, SMPL_FLIP_PERM
+from raymotion.config import check_values
 from raymotion.data.crops import (
-    EVAL_FLIP_PERM,
     SCALE_JITTER,
-    SMPL_FLIP_PERM,
     Augmentation,
-    bad_boxes,
-    box_problem,
-    check_crop_args,
     crop_box,
-    crop_flow,
     crop_image,
     crop_matrix,
-    flip_pose,
-    flip_points3d,
     normalise_image,
-    rotate_points3d,
-    rotate_pose,
     sample_augmentation,
     to_normalised,
     transform_points,
 )
-from raymotion.config import FlowConfig
-from raymotion.data.decode import read_video
-from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
-from raymotion.data.manifest import (UNRENDERED, check_bad_input, check_clip_lengths, check_frame_size,
-                                       check_frames_per_item, read_columns, read_manifest, warn_skipped)
+from raymotion.data.labels import LABEL_SHAPES, read_decoded, read_labels, split_rows
+from raymotion.data.manifest import UNRENDERED, check_bad_input, warn_skipped
+from raymotion.geometry.pose3d import flip_points3d, flip_pose, rotate_points3d, rotate_pose
 
 LABELLED_SPLITS = ("labelled", "val", "test")
 """Splits whose labels ``LabelledFrames`` may read (never 'video': its labels are not for training)."""
-GROUND_TRUTH_FLOW = "ground_truth"
-"""``VideoPairs(flow=...)`` value for the renderer's exact flow (flow.npz)."""
-
-
-def read_decoded(data_dir: Path, row: dict) -> np.ndarray:
-    """A clip's frames (T, H, W, 3) uint8, checked against the manifest row's frame count and size."""
-    path = data_dir / row["path"]
-    frames_THW3 = read_video(path, expected_frames=row["frames"])
-    check_frame_size(row, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
-    return frames_THW3
-
-
-# Per-frame label columns (docs/data_format.md) and their per-frame shapes.
-_LABEL_SHAPES: dict[str, tuple[int, ...]] = {
-    "box_xyxy": (4,),
-    "pose_cam": (NUM_SMPL_JOINTS, 3),
-    "betas": (-1,),
-    "transl_cam": (3,),
-    "intrinsics": (4,),
-    "joints2d": (NUM_SMPL_JOINTS, 2),
-    "joints2d_visible": (NUM_SMPL_JOINTS,),
-    "joints3d_cam": (NUM_SMPL_JOINTS, 3),
-    "eval_joints3d_cam": (NUM_EVAL_JOINTS, 3),
-}
 
 
 def select_clips(num_clips: int, *, fraction: float, seed: int, max_clips: int | None = None) -> np.ndarray:
@@ -98,28 +61,12 @@ def select_clips(num_clips: int, *, fraction: float, seed: int, max_clips: int |
     return np.sort(order[:count])
 
 
-def _split_rows(data_dir: Path, split: str, choices: tuple[str, ...] | None) -> list[tuple[int, dict]]:
-    """(manifest row index, row) of every clip of ``split``, in manifest order.
-
-    ``choices``: the splits allowed here; None allows every split the manifest holds.
-    """
-    manifest = read_manifest(data_dir).to_pylist()
-    if choices is None:
-        choices = tuple(sorted({row["split"] for row in manifest}))
-    if split not in choices:
-        raise ValueError(f"split={split!r} is not valid here; choose one of: {', '.join(choices)}")
-    rows = [(i, row) for i, row in enumerate(manifest) if row["split"] == split]
-    if not rows:
-        raise ValueError(f"the manifest of {data_dir} lists no clips in split {split!r}")
-    return rows
-
-
 def selected_clip_rows(data_dir: Path, split: str, *, fraction: float, seed: int,
                        max_clips: int | None = None) -> list[tuple[int, dict]]:
     """(manifest row index, row) of the annotation-fraction subset of a labelled split (``select_clips``), in
     manifest order. Raises naming the clips when a chosen clip's video is not on disk: a benchmark rendered only
     for the clips one run reads (``synth.generate``'s ``only``, listed in ``UNRENDERED``) lacks the others."""
-    rows = _split_rows(data_dir, split, LABELLED_SPLITS)
+    rows = split_rows(data_dir, split, LABELLED_SPLITS)
     chosen = [rows[int(i)] for i in select_clips(len(rows), fraction=fraction, seed=seed, max_clips=max_clips)]
     missing = [row["path"] for _, row in chosen if not (data_dir / row["path"]).is_file()]
     if missing:
@@ -131,56 +78,6 @@ def selected_clip_rows(data_dir: Path, split: str, *, fraction: float, seed: int
             f"{data_dir} ({shown}){hint}; render them with `raymotion synth --set synth.out_dir={data_dir}` (skips "
             "the clips already there), or choose a fraction whose clips are there")
     return chosen
-
-
-def label_problems(labels: dict[str, np.ndarray], *, width: int, height: int) -> dict[int, str]:
-    """Frame -> what is wrong with its labels (the first problem): a value that is not finite (NaN or inf),
-    naming the column, or a box (``crops.bad_boxes``) with nothing to crop. Frames without one are absent."""
-    problems: dict[int, str] = {}
-    for name, values_T in labels.items():
-        flat_TX = values_T.reshape(len(values_T), -1)
-        if name == "box_xyxy":
-            bad_T = bad_boxes(flat_TX, width=width, height=height)
-        else:
-            bad_T = ~np.isfinite(flat_TX).all(axis=1)
-        for t in np.flatnonzero(bad_T).tolist():
-            if t in problems:
-                continue
-            if name == "box_xyxy":
-                problems[t] = box_problem(flat_TX[t], width=width, height=height)
-            else:
-                i = int(np.flatnonzero(~np.isfinite(flat_TX[t]))[0])
-                problems[t] = f"{name} is not finite ({flat_TX[t, i]} at value {i})"
-    return dict(sorted(problems.items()))
-
-
-def _read_labels(data_dir: Path, row: dict, columns: list[str], *,
-                 bad_input: str) -> tuple[dict[str, np.ndarray], dict[int, str]]:
-    """The named label columns of one clip, as (T, ...) arrays, and its bad frames (``label_problems``).
-
-    Checks the columns exist, the row count, and every frame's values: with ``bad_input='fail'`` a bad
-    frame raises naming the file, the frame and the column; with 'skip' the bad frames are returned as
-    {frame: message} for the caller to leave out (and count).
-    """
-    if not row["labels_path"]:
-        raise ValueError(f"clip {row['clip_id']} has no labels_path in the manifest; its boxes are needed to crop")
-    path = data_dir / row["labels_path"]
-    if not path.is_file():
-        raise FileNotFoundError(f"labels of clip {row['clip_id']} not found: {path}")
-    table = read_columns(path, columns, what="label columns read here")
-    if table.num_rows != row["frames"]:
-        raise ValueError(f"{path} has {table.num_rows} rows but the manifest says {row['frames']} frames")
-    labels = {}
-    for name in columns:
-        flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        labels[name] = flat.reshape(table.num_rows, *_LABEL_SHAPES[name])
-    problems = label_problems(labels, width=row["width"], height=row["height"])
-    if problems and bad_input == "fail":
-        frame, problem = next(iter(problems.items()))
-        others = f" ({len(problems) - 1} more bad frame(s) in this file)" if len(problems) > 1 else ""
-        raise ValueError(f"{path} frame {frame}: {problem}{others}; fix the labels, or set data.bad_input=skip to "
-                         "leave such frames out (counted)")
-    return labels, {frame: f"skipped {path} frame {frame}: {problem}" for frame, problem in problems.items()}
 
 
 def augmented_store_size(crop_size: int) -> int:
@@ -241,7 +138,7 @@ def labelled_item(source_HW3: np.ndarray, labels: dict[str, np.ndarray], *, crop
         visible_J = visible_J[list(SMPL_FLIP_PERM)]
         joints3d_J3 = flip_points3d(joints3d_J3, SMPL_FLIP_PERM)
         eval_joints3d_E3 = flip_points3d(eval_joints3d_E3, EVAL_FLIP_PERM)
-        pose_J3 = flip_pose(pose_J3)
+        pose_J3 = flip_pose(pose_J3, SMPL_FLIP_PERM)
     visible_J &= (np.abs(joints2d_J2) <= 1.0).all(axis=1)
     gain_3 = None if aug.gain_3 == (1.0, 1.0, 1.0) else np.asarray(aug.gain_3)
     return {
@@ -300,7 +197,7 @@ class LabelledFrames(Dataset):
         shard: tuple[int, int] = (0, 1),
         bad_input: str = "fail",
     ) -> None:
-        check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+        check_values({"data.crop_size": crop_size, "data.bbox_scale": bbox_scale})
         check_bad_input(bad_input)
         rank, num_shards = shard
         if not 0 <= rank < num_shards:
@@ -314,7 +211,7 @@ class LabelledFrames(Dataset):
         self.clip_ids = [row["clip_id"] for _, row in chosen]
         self.skipped: list[str] = []  # one message per frame left out as bad input (bad_input='skip')
 
-        columns = list(_LABEL_SHAPES)
+        columns = list(LABEL_SHAPES)
         crops, labels, clip_index, frame_index = [], [], [], []
         first = 0  # index of the clip's first frame among all frames of the chosen clips
         for manifest_index, row in chosen:
@@ -324,7 +221,7 @@ class LabelledFrames(Dataset):
             if len(kept_T) == 0:
                 continue  # nothing of this clip in the shard: not even decoded
             frames_THW3 = read_decoded(data_dir, row)
-            clip_labels, bad = _read_labels(data_dir, row, columns, bad_input=bad_input)
+            clip_labels, bad = read_labels(data_dir, row, columns, bad_input=bad_input)
             self.skipped += [bad[t] for t in kept_T if t in bad]
             kept_T = np.array([t for t in kept_T if t not in bad], dtype=np.int64)
             center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)
@@ -375,215 +272,3 @@ class LabelledFrames(Dataset):
         item["clip_index"] = int(self._clip_index_N[index])
         item["frame"] = int(self._frame_N[index])
         return item
-
-
-def _estimated_crop_flows(cache: Path, estimator, crops: list[np.ndarray], *, gap: int,
-                          num_pairs: int) -> tuple[np.ndarray, np.ndarray]:
-    """Forward and backward estimator flow between the crops of each pair, (P, S, S, 2) float16.
-
-    Estimating flow dominates building a VideoPairs (two DIS calls per pair), and it depends only on the
-    video, the crops and the estimator, so it is cached beside the clip (written atomically) and reused
-    by later runs. Delete the flow_*.npz files to recompute.
-    """
-    size = crops[0].shape[0] if crops else 0
-    if cache.is_file():
-        with np.load(cache) as data:
-            if data["forward"].shape == (num_pairs, size, size, 2):
-                return data["forward"], data["backward"]
-    forward = np.stack([estimator(crops[t], crops[t + gap]) for t in range(num_pairs)]).astype(np.float16)
-    backward = np.stack([estimator(crops[t + gap], crops[t]) for t in range(num_pairs)]).astype(np.float16)
-    tmp = cache.with_name(f".{cache.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, forward=forward, backward=backward)
-    os.replace(tmp, cache)
-    return forward, backward
-
-
-class VideoPairs(Dataset):
-    """All frame pairs (t, t + gap) of the clips of a split, each frame cropped with its own box,
-    with optical flow between the two crops in both directions.
-
-    ``flow``: an estimator name (``raymotion.flow.estimator.FLOW_ESTIMATORS``, e.g. 'dis'), run on
-    the two crops once at construction (forward crop1 -> crop2, backward crop2 -> crop1), or
-    'ground_truth': the renderer's exact flow (flow.npz; gap 1 only) mapped to the crops with
-    ``crops.crop_flow``, NaN (off the body) set to 0 and reported in the validity masks.
-    ``flow_config``: the ``flow`` config section, for estimators with settings (RAFT's weights and
-    iterations); the cache file is named by the estimator's ``tag``, so changed settings recompute.
-
-    ``__getitem__`` returns a dict of tensors:
-        image1, image2 (3, S, S) float32, ImageNet-normalised RGB of frames t and t + gap;
-        flow_fwd (2, S, S) float32, crop pixels (dx, dy) on crop 1's grid: the content at crop-1
-            pixel x is at x + flow in crop 2; flow_bwd (2, S, S) likewise from crop 2 to crop 1;
-        flow_valid_fwd, flow_valid_bwd (S, S) bool: on the body for ground truth, all True for
-            estimators;
-        crop1, crop2 (3,) float32: (center x, center y, side) of each crop, image pixels;
-        clip_index (row of the clip in manifest.parquet); t (frame index of image1).
-
-    ``frames_per_item=3`` (the temporal-context variant, model.film; METHOD.md 5) makes each item a 3-frame window
-    t - gap, t, t + gap: the pair (t, t + gap) with all the keys above (its flow is the window's, between the
-    last two frames), plus image0 (3, S, S) and crop0 (3,) of frame t - gap. Only pairs whose frame t has a
-    frame ``gap`` before it in the clip are windows, so a clip of T frames yields T - 2 gap of them, and
-    window item i of a clip is its pair item i + gap. The flow cache is the pairs' (shared).
-
-    ``with_labels=True`` adds each frame's labels with suffix 1 or 2 (and 0 for windows): pose_cam (24, 3), betas (10,),
-    transl_cam (3,), intrinsics (4,) = fx, fy, cx, cy image pixels, joints3d (24, 3), eval_joints3d
-    (14, 3), joints2d (24, 2) normalised coordinates of that frame's crop, joints2d_vis (24,).
-    It exists for diagnostics (scoring the flow loss at the true meshes) and oracle baselines only:
-    training code must NOT pass it, because the 'video' split stands for unannotated video
-    (docs/data_format.md). Without it only the boxes are read from labels.parquet.
-
-    Bad input: a clip whose video is missing, undecodable, shorter than its manifest row or of another frame
-    size raises (naming the file); a clip of ``gap`` frames or fewer raises naming ``train.video_gap``; a
-    frame whose read labels hold NaN/inf or whose box is empty raises naming the file, frame and column. With
-    ``bad_input='skip'`` (``data.bad_input``) such clips and the pairs of such frames are left out instead,
-    one message each in ``skipped``, logged in one warning (a broken video still raises). Memory: uint8 crops once per frame and two float16
-    flows per pair (S = 128: 48 KiB per frame, 128 KiB per pair, plus 32 KiB of masks for ground truth).
-    """
-
-    def __init__(
-        self,
-        data_dir: str | Path,
-        *,
-        split: str = "video",
-        crop_size: int,
-        bbox_scale: float,
-        flow: str = "dis",
-        flow_config: FlowConfig | None = None,
-        gap: int = 1,
-        frames_per_item: int = 2,
-        max_clips: int | None = None,
-        with_labels: bool = False,
-        bad_input: str = "fail",
-    ) -> None:
-        check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
-        check_frames_per_item(frames_per_item)
-        check_bad_input(bad_input)
-        flow_choices = (GROUND_TRUTH_FLOW, *FLOW_ESTIMATORS)
-        if flow not in flow_choices:
-            raise ValueError(f"flow={flow!r} is not a flow source; choose one of: {', '.join(flow_choices)}")
-        if gap < 1:
-            raise ValueError(f"gap={gap} must be >= 1 frame")
-        if flow == GROUND_TRUTH_FLOW and gap != 1:
-            raise ValueError(f"flow='ground_truth' needs gap=1 (flow.npz holds consecutive frames only), got gap={gap}")
-        if max_clips is not None and max_clips < 1:
-            raise ValueError(f"max_clips={max_clips} must be >= 1, or None for all clips")
-        data_dir = Path(data_dir)
-        rows = _split_rows(data_dir, split, None)[:max_clips]
-        self.skipped = check_clip_lengths([row for _, row in rows], split=split, gap=gap, bad_input=bad_input,
-                                          frames_per_item=frames_per_item)
-        rows = [(i, row) for i, row in rows if row["frames"] > (frames_per_item - 1) * gap]
-        if not rows:
-            raise ValueError(f"no clip of split {split!r} holds an item at train.video_gap={gap}: {self.skipped[0]}")
-        if flow == GROUND_TRUTH_FLOW:
-            missing = [row["clip_id"] for _, row in rows if not row["flow_path"]]
-            if missing:
-                raise ValueError(f"flow='ground_truth' but clip(s) {', '.join(missing[:5])} of split {split!r} "
-                                 "have no flow_path in the manifest; use an estimator, e.g. flow='dis'")
-        self.crop_size = crop_size
-        self.flow = flow
-        self.gap = gap
-        self.frames_per_item = frames_per_item
-        self.with_labels = with_labels
-        estimator = None if flow == GROUND_TRUTH_FLOW else make_flow_estimator(flow, flow_config)
-        columns = list(_LABEL_SHAPES) if with_labels else ["box_xyxy"]
-
-        crops, crop_params, labels, first, clip_index, t_index = [], [], [], [], [], []
-        flows_fwd, flows_bwd, valid_fwd, valid_bwd = [], [], [], []
-        for manifest_index, row in rows:
-            frames_THW3 = read_decoded(data_dir, row)
-            clip_labels, bad = _read_labels(data_dir, row, columns, bad_input=bad_input)
-            self.skipped += list(bad.values())
-            center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)
-            offset = len(crops)
-            # A bad frame (bad_input='skip') gets a blank crop that no kept pair uses: its box may be NaN.
-            blank = np.zeros((crop_size, crop_size, 3), np.uint8)
-            clip_crops = [blank if t in bad else crop_image(frame, center_2=c, side=s, size=crop_size)
-                          for t, (frame, c, s) in enumerate(zip(frames_THW3, center_T2, side_T))]
-            crops += clip_crops
-            crop_params.append(np.concatenate([center_T2, side_T[:, None]], axis=1))
-            labels.append(clip_labels)
-            num_pairs = row["frames"] - gap
-            kept_P = [t for t in range(num_pairs) if t not in bad and t + gap not in bad]
-            first += [offset + t for t in kept_P]
-            clip_index += [manifest_index] * len(kept_P)
-            t_index += kept_P
-            if estimator is not None:
-                cache = data_dir / row["path"]
-                cache = cache.with_name(f"flow_{estimator.tag}_{crop_size}px_x{bbox_scale:g}_gap{gap}.npz")
-                forward_PSS2, backward_PSS2 = _estimated_crop_flows(cache, estimator, clip_crops, gap=gap, num_pairs=num_pairs)
-                flows_fwd += list(forward_PSS2[kept_P])
-                flows_bwd += list(backward_PSS2[kept_P])
-                continue
-            with np.load(data_dir / row["flow_path"]) as npz:
-                forward_THW2, backward_THW2 = npz["forward"], npz["backward"]
-            if len(forward_THW2) != row["frames"] - 1 or len(backward_THW2) != row["frames"] - 1:
-                raise ValueError(f"{data_dir / row['flow_path']} holds {len(forward_THW2)} forward flows; "
-                                 f"expected frames - 1 = {row['frames'] - 1}")
-            for t in kept_P:
-                one = {"center1_2": center_T2[t], "side1": side_T[t], "center2_2": center_T2[t + 1], "side2": side_T[t + 1]}
-                two = {"center1_2": center_T2[t + 1], "side1": side_T[t + 1], "center2_2": center_T2[t], "side2": side_T[t]}
-                for image_flow, kw, out, valid in ((forward_THW2[t], one, flows_fwd, valid_fwd),
-                                                   (backward_THW2[t], two, flows_bwd, valid_bwd)):
-                    crop_flow_SS2 = crop_flow(image_flow, size=crop_size, **kw)
-                    finite_SS = np.isfinite(crop_flow_SS2).all(axis=-1)
-                    out.append(np.where(finite_SS[..., None], crop_flow_SS2, 0.0).astype(np.float16))
-                    valid.append(finite_SS)
-
-        warn_skipped(self.skipped, what=f"clips or frames of split {split!r}")
-        self._crops_NHW3 = np.stack(crops)
-        self._crop_params_N3 = np.concatenate(crop_params).astype(np.float32)
-        self._labels = {name: np.concatenate([clip[name] for clip in labels]) for name in labels[0]}
-        self._first_P = np.asarray(first, dtype=np.int64)
-        self._clip_index_P = np.asarray(clip_index, dtype=np.int64)
-        self._t_P = np.asarray(t_index, dtype=np.int64)
-        # Items: every pair, or (windows) the pairs whose first frame has a frame `gap` before it.
-        self._pair_I = np.flatnonzero(self._t_P >= (frames_per_item - 2) * gap)
-        empty = np.zeros((0, crop_size, crop_size, 2), dtype=np.float16)
-        self._flow_fwd_PSS2 = np.stack(flows_fwd) if flows_fwd else empty
-        self._flow_bwd_PSS2 = np.stack(flows_bwd) if flows_bwd else empty
-        self._valid_fwd_PSS = np.stack(valid_fwd) if valid_fwd else None
-        self._valid_bwd_PSS = np.stack(valid_bwd) if valid_bwd else None
-
-    def __len__(self) -> int:
-        return len(self._pair_I)
-
-    def __getitem__(self, item_index: int) -> dict[str, torch.Tensor | int]:
-        index = int(self._pair_I[item_index])  # the pair (the window's last pair)
-        n1 = int(self._first_P[index])
-        n2 = n1 + self.gap
-        size = self.crop_size
-        all_valid = torch.ones(size, size, dtype=torch.bool)
-        item: dict[str, torch.Tensor | int] = {
-            "image1": normalise_image(self._crops_NHW3[n1]),
-            "image2": normalise_image(self._crops_NHW3[n2]),
-            "flow_fwd": torch.from_numpy(self._flow_fwd_PSS2[index].astype(np.float32).transpose(2, 0, 1)),
-            "flow_bwd": torch.from_numpy(self._flow_bwd_PSS2[index].astype(np.float32).transpose(2, 0, 1)),
-            "flow_valid_fwd": all_valid if self._valid_fwd_PSS is None else torch.from_numpy(self._valid_fwd_PSS[index]),
-            "flow_valid_bwd": all_valid if self._valid_bwd_PSS is None else torch.from_numpy(self._valid_bwd_PSS[index]),
-            "crop1": torch.from_numpy(self._crop_params_N3[n1]),
-            "crop2": torch.from_numpy(self._crop_params_N3[n2]),
-            "clip_index": int(self._clip_index_P[index]),
-            "t": int(self._t_P[index]),
-        }
-        frames = (("1", n1), ("2", n2))
-        if self.frames_per_item == 3:
-            n0 = n1 - self.gap
-            item["image0"] = normalise_image(self._crops_NHW3[n0])
-            item["crop0"] = torch.from_numpy(self._crop_params_N3[n0])
-            frames = (("0", n0), *frames)
-        if self.with_labels:
-            for suffix, n in frames:
-                item.update(self._frame_labels(n, suffix))
-        return item
-
-    def _frame_labels(self, n: int, suffix: str) -> dict[str, torch.Tensor]:
-        lab = {name: values[n] for name, values in self._labels.items()}
-        center_x, center_y, side = self._crop_params_N3[n].astype(np.float64)
-        joints2d_J2 = to_normalised(transform_points(lab["joints2d"], crop_matrix((center_x, center_y), side, self.crop_size)),
-                                    size=self.crop_size)
-        visible_J = lab["joints2d_visible"] & (np.abs(joints2d_J2) <= 1.0).all(axis=1)
-        values = {
-            "pose_cam": lab["pose_cam"], "betas": lab["betas"], "transl_cam": lab["transl_cam"],
-            "intrinsics": lab["intrinsics"], "joints3d": lab["joints3d_cam"], "eval_joints3d": lab["eval_joints3d_cam"],
-            "joints2d": joints2d_J2, "joints2d_vis": visible_J,
-        }
-        return {name + suffix: torch.as_tensor(value, dtype=torch.float32) for name, value in values.items()}

@@ -54,16 +54,13 @@ import ray
 import torch
 
 from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
-from raymotion.data.crops import Augmentation, check_crop_args, crop_box, crop_image, sample_augmentation
+from raymotion.config import check_values
+from raymotion.data.crops import Augmentation, crop_box, crop_image, sample_augmentation
 from raymotion.data.decode import read_video_window
 from raymotion.data.manifest import check_frame_size
-from raymotion.data.frames import (
-    LABELLED_ITEM_LABELS,
-    _read_labels,
-    augmented_store_size,
-    labelled_item,
-    selected_clip_rows,
-)
+from raymotion.data.frames import (LABELLED_ITEM_LABELS, augmented_store_size, labelled_item,
+                                   selected_clip_rows)
+from raymotion.data.labels import read_labels
 from raymotion.data.pipeline import (AUTO_DECODER, DecoderChoice, PipelineReport, check_decode_args, check_stage_gpus,
                                      each_window)
 
@@ -159,7 +156,7 @@ class LabelledDecodeStage:
             raise ValueError(f"video {path} ends before frame {len(frames_THW3)}: the manifest says {num} frames "
                              "and labels.parquet has a row for each; the file is truncated, regenerate it")
         check_frame_size(window, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
-        labels, bad = _read_labels(self.data_root, window, ["box_xyxy", *LABELLED_ITEM_LABELS],
+        labels, bad = read_labels(self.data_root, window, ["box_xyxy", *LABELLED_ITEM_LABELS],
                                    bad_input=self.bad_input)
         for message in bad.values():  # bad_input='skip': the frame is left out and counted
             logger.warning(message)
@@ -267,7 +264,7 @@ def build_labelled_dataset(
             > 0 lets 'auto' (and requires 'dali_mixed') decode with NVDEC. A config value, never a snapshot
             of the cluster (train/plan.py).
     """
-    check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
+    check_values({"data.crop_size": crop_size, "data.bbox_scale": bbox_scale})
     check_decode_args(bad_input=bad_input, decoder=decoder)
     if epochs < 1:
         raise ValueError(f"epochs={epochs} must be >= 1 (passes over the labelled frames)")

@@ -1,6 +1,6 @@
 """Frame pairs (or 3-frame windows) of unannotated video as a Ray Data dataset: windows -> decode + crop -> flow.
 
-The Ray version of ``raymotion.data.frames.VideoPairs`` (same crops, same flow estimators, same keys),
+The Ray version of ``raymotion.data.video_pairs.VideoPairs`` (same crops, same flow estimators, same keys),
 streaming instead of in memory. Each clip is cut into windows of consecutive frames
 (``raymotion.data.manifest.pair_windows``), so every frame is decoded about once per epoch.
 
@@ -45,12 +45,12 @@ import cv2
 import numpy as np
 import ray
 
-from raymotion.config import FlowConfig
-from raymotion.data.crops import bad_boxes, box_problem, check_crop_args, crop_box, crop_image
+from raymotion.config import FlowConfig, check_values
+from raymotion.data.crops import box_problems, crop_box, crop_image
 from raymotion.data.decode import DECODER_BACKENDS, choose_decoder, read_video_window, video_codec
 from raymotion.data.manifest import (check_bad_input, check_clip_lengths, check_frame_size, pair_windows, read_columns,
                                      read_manifest, warn_skipped)
-from raymotion.flow.estimator import FLOW_ESTIMATORS, make_flow_estimator
+from raymotion.flow.estimator import make_flow_estimator
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +97,6 @@ class PipelineReport:
         """Counts so far: windows, decoded_frames, used_frames, pairs, decode_crop_s, flow_s (summed over
         actors), backends ({backend: windows}), skipped (one message per skipped window)."""
         return ray.get(self.actor.summary.remote())
-
-
-def _check_boxes(box_T4: np.ndarray, *, width: int, height: int, first_frame: int, path: Path) -> None:
-    """Raise naming the frame of the first empty, non-finite or out-of-frame box."""
-    bad_T = bad_boxes(box_T4, width=width, height=height)
-    if bad_T.any():
-        t = int(np.flatnonzero(bad_T)[0])
-        raise ValueError(f"{path} frame {first_frame + t}: {box_problem(box_T4[t], width=width, height=height)}")
 
 
 class DecoderChoice:
@@ -167,7 +159,10 @@ class DecodeCropStage:
         if len(boxes) < first + num:
             raise ValueError(f"{labels_path} has {len(boxes)} rows; frame {first + num - 1} has no box")
         box_T4 = boxes.slice(first, num).flatten().to_numpy(zero_copy_only=False).reshape(num, 4)
-        _check_boxes(box_T4, width=int(window["width"]), height=int(window["height"]), first_frame=first, path=labels_path)
+        problems = box_problems(box_T4, width=int(window["width"]), height=int(window["height"]))
+        if problems:
+            t, problem = next(iter(problems.items()))  # the first bad box
+            raise ValueError(f"{labels_path} frame {first + t}: {problem}")
         center_T2, side_T = crop_box(box_T4, scale=self.bbox_scale)
         crops_TSS3 = np.stack([crop_image(frame, center_2=c, side=s, size=self.crop_size)
                                for frame, c, s in zip(frames_THW3, center_T2, side_T)])
@@ -234,11 +229,11 @@ class FlowStage:
     """``map_batches`` stage: adds flow_fwd (crop 1 -> crop 2) and flow_bwd (crop 2 -> crop 1), (2, S, S)
     float32 crop pixels, computed with a ``raymotion.flow.estimator`` estimator (default OpenCV DIS)."""
 
-    def __init__(self, *, flow: str, flow_config: FlowConfig | None, report: PipelineReport | None) -> None:
+    def __init__(self, *, flow_config: FlowConfig, report: PipelineReport | None) -> None:
         # The actor holds one CPU; OpenCV's own thread pool would oversubscribe the cores that the other
         # actors hold (on 2 busy cores DIS took 38 ms per 128 px pair with 2 threads, 27 ms with 1).
         cv2.setNumThreads(1)
-        self.estimator = make_flow_estimator(flow, flow_config)
+        self.estimator = make_flow_estimator(flow_config)
         self.report = report.actor if report is not None else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -351,12 +346,14 @@ def check_stage_gpus(*, decoder: str, decode_gpus: float, flow: str | None, flow
         raise ValueError(f"{name}={value!r} (scaling.{name}): {why}")
 
 
-def actor_flow_config(flow: str, flow_config: FlowConfig | None, *, flow_gpus: float) -> FlowConfig | None:
-    """The flow config a flow actor builds its estimator from: RAFT on the CPU when the actor reserved no
-    GPU (CUDA may still be visible to it: module doc), otherwise ``flow_config`` as given."""
-    if flow_gpus == 0 and flow in GPU_FLOW_ESTIMATORS and flow_config is not None and flow_config.device == "auto":
-        return dataclasses.replace(flow_config, device="cpu")
-    return flow_config
+def actor_flow_config(flow: str, flow_config: FlowConfig | None, *, flow_gpus: float) -> FlowConfig:
+    """The flow config a flow actor builds its estimator from: estimator ``flow`` with ``flow_config``'s
+    settings (None: the defaults), and RAFT on the CPU when the actor reserved no GPU (CUDA may still be
+    visible to it: module doc)."""
+    cfg = dataclasses.replace(flow_config or FlowConfig(), estimator=flow)
+    if flow_gpus == 0 and flow in GPU_FLOW_ESTIMATORS and cfg.device == "auto":
+        return dataclasses.replace(cfg, device="cpu")
+    return cfg
 
 
 def check_decode_args(*, bad_input: str, decoder: str) -> None:
@@ -373,7 +370,7 @@ def build_pair_dataset(
     crop_size: int,
     bbox_scale: float,
     gap: int = 1,
-    window: int = 16,
+    window: int,
     frames_per_item: int = 2,
     flow: str | None = "dis",
     flow_config: FlowConfig | None = None,
@@ -393,11 +390,12 @@ def build_pair_dataset(
     Args:
         data_root: a benchmark folder (docs/data_format.md).
         crop_size: S, crop side in pixels; bbox_scale: crop side / longest box side (1.3 usual).
-        gap, window, frames_per_item: see ``manifest.pair_windows``; 3 frames per item: rows are 3-frame
-            windows (module doc). For clips with one keyframe (the synthetic benchmark's), a window covering
+        gap, window, frames_per_item: see ``manifest.pair_windows`` (window: ``data.decode_window``); 3 frames
+            per item: rows are 3-frame windows (module doc). For clips with one keyframe (the synthetic benchmark's), a window covering
             the whole clip decodes each frame exactly once.
-        flow: a flow estimator name (``flow.estimator.FLOW_ESTIMATORS``), or None for no flow stage.
-        flow_config: the ``flow`` config section, for estimators with settings (RAFT's weights, ...).
+        flow: a flow estimator name (a ``flow.estimator`` choice), or None for no flow stage.
+        flow_config: the ``flow`` config section, for estimators with settings (RAFT's weights, ...); its
+            ``estimator`` is replaced by ``flow``.
         decoder: 'auto' or one of ``decode.DECODER_BACKENDS``. 'auto' picks per clip inside the actor from what
             Ray gave it (``DecoderChoice``): NVDEC when the actor holds a GPU share, a CPU decoder otherwise.
         bad_input: 'fail' (raise naming the file and frame) or 'skip' (drop the window, see module doc).
@@ -407,7 +405,7 @@ def build_pair_dataset(
             > 0 = NVDEC, e.g. 0.25 = four decode actors per GPU. 'dali_mixed' needs > 0.
         flow_gpus: GPU share each flow actor reserves (``scaling.flow_gpus``): > 0 runs RAFT / 'dali_of' on
             it; 0 runs the estimator on the CPU ('dali_of' needs > 0). Shares: ``stage_gpu_problems``.
-        max_clips: use the first this many clips of the split (None: all), as ``frames.VideoPairs`` does.
+        max_clips: use the first this many clips of the split (None: all), as ``video_pairs.VideoPairs`` does.
         fuse: decode and flow in the same ``flow_concurrency`` actors (``DecodeFlowStage``, each reserving the
             larger GPU share; decode_concurrency and flow_batch_size then unused), or in two stages.
             None: fused when neither stage reserves a GPU. The rows are the same either way (tested).
@@ -417,9 +415,9 @@ def build_pair_dataset(
         ValueError: a bad argument, naming it (and for the GPU shares the ``scaling.*`` key that sets it).
     """
     check_decode_args(bad_input=bad_input, decoder=decoder)
-    check_crop_args(crop_size=crop_size, bbox_scale=bbox_scale)
-    if flow is not None and flow not in FLOW_ESTIMATORS:  # fail here, on the driver; built in the actors
-        raise ValueError(f"unknown flow estimator {flow!r}; choose one of: {', '.join(FLOW_ESTIMATORS)}")
+    check_values({"data.crop_size": crop_size, "data.bbox_scale": bbox_scale})
+    if flow is not None:  # fail here, on the driver; the estimators are built in the actors
+        check_values({"flow.estimator": flow})
     check_stage_gpus(decoder=decoder, decode_gpus=decode_gpus, flow=flow,
                      flow_device=flow_config.device if flow_config is not None else "auto", flow_gpus=flow_gpus)
     windows = select_windows(data_root, split=split, gap=gap, window=window, max_clips=max_clips,
@@ -428,7 +426,7 @@ def build_pair_dataset(
         fuse = decode_gpus == 0 and flow_gpus == 0
     decode_kwargs = {"data_root": str(data_root), "crop_size": crop_size, "bbox_scale": bbox_scale, "gap": gap,
                      "decoder": decoder, "bad_input": bad_input, "report": report, "frames_per_item": frames_per_item}
-    flow_kwargs = {"flow": flow, "flow_config": actor_flow_config(flow, flow_config, flow_gpus=flow_gpus),
+    flow_kwargs = {"flow_config": actor_flow_config(flow, flow_config, flow_gpus=flow_gpus) if flow else None,
                    "report": report}
     dataset = ray.data.from_items(windows, override_num_blocks=min(len(windows), 64))
     if flow is not None and fuse:

@@ -12,25 +12,37 @@ mean truth/static <= 0.3, median <= 0.1, truth below static in >= 90 % of pairs)
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import default_collate
 
-from raymotion.body.body_model import BodyModel
+from raymotion.body.body_model import BodyModel, load_body_model
+from raymotion.config import Config, LossConfig
+from raymotion.data.video_pairs import VideoPairs
 from raymotion.geometry import axis_angle_to_rotmat, image_to_crop, perspective_project
 from raymotion.losses.consistency import flow_loss_at
 
 GATE_MEAN, GATE_MEDIAN, GATE_WIN_RATE, GATE_MIN_PAIRS = 0.3, 0.1, 0.9, 48
 JITTER_STD_RAD = 0.05  # ~3 deg per axis-angle component, independently per frame
 OFFSET_STD_RAD = 0.15  # ~9 deg, the same error in both frames
-# Loss variants: the paper's exact form, and the measured improvements (FACTS.md).
-VARIANTS = {
-    "paper": {"visibility_mode": "zbuffer", "normaliser_floor_px": 0.0},
-    "improved": {"visibility_mode": "eroded", "normaliser_floor_px": 0.25},
-}
+PAPER_LOSS = {"visibility_mode": "zbuffer", "normaliser_floor_px": 0.0}
+"""The paper's exact form of the flow loss (z-buffer visibility, no normaliser floor), the gate's reference."""
+
+
+def loss_variants(loss: LossConfig) -> dict[str, dict[str, object]]:
+    """The gate's loss variants as ``flow_loss_at`` options: 'paper' (``PAPER_LOSS``) and 'config', the loss
+    that training runs (``loss.flow_visibility``, ``loss.flow_normaliser_floor_px``; with the defaults the
+    measured improvements of FACTS.md). Both reject pairs at ``loss.flow_max_224``."""
+    return {
+        "paper": {**PAPER_LOSS, "max_flow_224": loss.flow_max_224},
+        "config": {"visibility_mode": loss.flow_visibility, "normaliser_floor_px": loss.flow_normaliser_floor_px,
+                   "max_flow_224": loss.flow_max_224},
+    }
 
 
 def crop_vertices(
@@ -80,8 +92,11 @@ def _per_pair(out) -> np.ndarray:
 
 
 @torch.no_grad()
-def gate_table(body_model: BodyModel, pairs_by_flow: dict[str, object], *, batch_size: int = 16, seed: int = 0) -> list[GateRow]:
-    """The gate for each flow source (a VideoPairs dataset built with_labels=True) and loss variant."""
+def gate_table(body_model: BodyModel, pairs_by_flow: dict[str, object], *, loss: LossConfig, batch_size: int = 16,
+               seed: int = 0) -> list[GateRow]:
+    """The gate for each flow source (a VideoPairs dataset built with_labels=True) and loss variant
+    (``loss_variants(loss)``)."""
+    variants = loss_variants(loss)
     rows = []
     generator = torch.Generator().manual_seed(seed)
     for flow_name, pairs in pairs_by_flow.items():
@@ -90,12 +105,12 @@ def gate_table(body_model: BodyModel, pairs_by_flow: dict[str, object], *, batch
             batch = default_collate([pairs[i] for i in range(start, min(start + batch_size, len(pairs)))])
             crop_size = batch["image1"].shape[-1]
             meshes = _candidate_meshes(body_model, batch, crop_size=crop_size, generator=generator)
-            for variant, options in VARIANTS.items():
+            for variant, options in variants.items():
                 for candidate, (pix1, pix2) in meshes.items():
                     out = flow_loss_at(pix1, pix2, body_model.faces_F3, batch["flow_fwd"], batch["flow_bwd"],
                                        crop_size=crop_size, perspective=True, **options)
                     losses.setdefault((variant, candidate), []).append(_per_pair(out))
-        for variant in VARIANTS:
+        for variant in variants:
             truth, static, jitter, offset = (np.concatenate(losses[(variant, c)]) for c in ("truth", "static", "jitter", "offset"))
             valid = np.isfinite(truth) & np.isfinite(static)
             ratio = truth[valid] / np.maximum(static[valid], 1e-12)
@@ -164,3 +179,20 @@ def format_gate(rows: list[GateRow]) -> str:
 
 def gate_rows_as_dicts(rows: list[GateRow]) -> list[dict]:
     return [asdict(r) for r in rows]
+
+
+def run_flow_gate(cfg: Config, *, max_clips: int) -> str:
+    """``raymotion diagnose-flow``: the gate on the first ``max_clips`` clips of the video split (reads their
+    labels) for the renderer's exact flow and ``flow.estimator``, with the loss variants of ``cfg.loss``;
+    the table is also written to <data.root>/flow_gate_<crop>px.json."""
+    body = load_body_model(cfg.body)
+    common = dict(split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
+                  max_clips=max_clips, with_labels=True, bad_input=cfg.data.bad_input)
+    pairs = {
+        "ground_truth": VideoPairs(cfg.data.root, flow="ground_truth", **common),
+        cfg.flow.estimator: VideoPairs(cfg.data.root, flow=cfg.flow.estimator, flow_config=cfg.flow, **common),
+    }
+    rows = gate_table(body, pairs, loss=cfg.loss, seed=cfg.run.seed)
+    out = Path(cfg.data.root) / f"flow_gate_{cfg.data.crop_size}px.json"
+    out.write_text(json.dumps(gate_rows_as_dicts(rows), indent=2))
+    return format_gate(rows) + f"\n(written to {out})"

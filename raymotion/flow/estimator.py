@@ -4,7 +4,7 @@ Legend: N = frame pairs, H, W = image height and width, h, w = the coarse grid o
 Flow is (H, W, 2) float32 in pixels: (dx, dy) such that the content at pixel (x, y) of the first frame is at
 (x + dx, y + dy) in the second.
 
-Flow sources (``flow.estimator``, built by ``make_flow_estimator(name, cfg.flow)``):
+Flow sources (``flow.estimator``, built by ``make_flow_estimator(cfg.flow)``):
 - 'dis': OpenCV's dense inverse search, tuned (CPU default). FACTS.md measured on rendered bodies that
   DIS's presets fail on this data, and that DIS tuned as below (MEDIUM preset, finest scale 0, 4 px patches,
   stride 1) and Farneback with (0.5, 4, 9, 5, 5, 1.1) track the body to ~0.1 px.
@@ -13,9 +13,9 @@ Flow sources (``flow.estimator``, built by ``make_flow_estimator(name, cfg.flow)
   ``flow.raft_weights`` (never downloaded, never random), ``flow.raft_iters`` refinement iterations, on
   ``flow.device``. GPU or CPU.
 - 'dali_of': the NVIDIA optical-flow engine (Turing and newer) through DALI's ``fn.optical_flow``
-  (``raymotion.data.decode.dali_optical_flow``): one vector per 4x4 block, upsampled here to every pixel.
+  (``raymotion.dali.dali_optical_flow``): one vector per 4x4 block, upsampled here to every pixel.
   Needs a CUDA GPU with that engine; anywhere else it raises an error naming the alternatives.
-- The renderer's exact flow is not an estimator: ``raymotion.data.frames.VideoPairs(flow='ground_truth')``
+- The renderer's exact flow is not an estimator: ``raymotion.data.video_pairs.VideoPairs(flow='ground_truth')``
   reads it from the benchmark's flow.npz (synthetic data only).
 
 Every estimator has ``name`` (its registry key), ``tag`` (name plus every setting that changes its output,
@@ -153,7 +153,7 @@ class DaliOpticalFlow:
     def __init__(self, cfg: FlowConfig) -> None:
         import torch
 
-        from raymotion.data.decode import dali_optical_flow, dali_status
+        from raymotion.dali import dali_optical_flow, dali_status
 
         if cfg.device == "cpu":
             raise ConfigError("flow.device", cfg.device, "flow.estimator=dali_of runs on the GPU's optical-flow "
@@ -212,16 +212,8 @@ FLOW_ESTIMATORS: dict[str, Callable[[FlowConfig], FlowEstimator]] = {
 """flow.estimator name -> builder taking the flow config (the settings of those that have any)."""
 
 
-def make_flow_estimator(name: str, cfg: FlowConfig | None = None) -> FlowEstimator:
-    """Build an estimator by name; an unknown name lists the valid ones.
-
-    Args:
-        name: a key of ``FLOW_ESTIMATORS`` (usually ``cfg.flow.estimator``).
-        cfg: the ``flow`` config section, for the estimators that have settings (RAFT: ``raft_weights``,
-            ``raft_iters``, ``device``; DALI: ``device``). None = the defaults, enough for 'dis' and
-            'farneback'; RAFT then raises because ``flow.raft_weights`` is empty. ``cfg.estimator`` is not
-            read: ``name`` picks.
-    """
-    if name not in FLOW_ESTIMATORS:
-        raise ValueError(f"unknown flow estimator {name!r}; choose one of: {', '.join(FLOW_ESTIMATORS)}")
-    return FLOW_ESTIMATORS[name](cfg if cfg is not None else FlowConfig())
+def make_flow_estimator(cfg: FlowConfig) -> FlowEstimator:
+    """Build the estimator ``cfg.estimator`` with its settings (RAFT: ``raft_weights``, ``raft_iters``,
+    ``device``; DALI: ``device``). The name was checked by ``FlowConfig`` (its choices are this registry's
+    keys), so every caller passes the whole section and RAFT's weights reach each of them."""
+    return FLOW_ESTIMATORS[cfg.estimator](cfg)

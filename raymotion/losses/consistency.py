@@ -30,10 +30,9 @@ import torch.nn.functional as F
 from raymotion.geometry.rasterize import eroded_vertex_visibility, rasterize, vertex_visibility
 from raymotion.losses.mesh_flow import mesh_flow
 
-# METHOD.md section 3 step 6: pairs whose largest visible flow reaches 50 px at a 224 px crop are
-# dropped (occlusions, shot cuts); the limit scales with the crop size.
+# METHOD.md section 3 step 6: pairs whose largest visible flow reaches a limit at a 224 px crop are
+# dropped (occlusions, shot cuts); the limit (loss.flow_max_224: 50 px) scales with the crop size.
 REFERENCE_CROP_SIZE = 224
-DEFAULT_MAX_FLOW_224 = 50.0
 
 VISIBILITY_MODES = ("zbuffer", "eroded")
 
@@ -201,8 +200,8 @@ def flow_consistency_loss(
     vis_BV: torch.Tensor,
     *,
     crop_size: int,
-    max_flow_224: float = DEFAULT_MAX_FLOW_224,
-    normaliser_floor_px: float = 0.0,
+    max_flow_224: float,
+    normaliser_floor_px: float,
     normalise: bool = True,
 ) -> FlowLossOutput:
     """L_flow of METHOD.md section 3, steps 2, 4, 6, 7 (squared L2, no robust norm).
@@ -230,8 +229,10 @@ def flow_consistency_loss(
         vis_BV: (B, V) bool, m(v), e.g. from `flow_visibility`.
         crop_size: S, crop side, pixels; the flow fields must be S x S (the vertex pixels and the
             flow share one pixel grid).
-        max_flow_224: rejection threshold at a 224 px crop, pixels; scaled by crop_size / 224.
-        normaliser_floor_px: floor added to the mean visible |f| before squaring, pixels, >= 0.
+        max_flow_224: rejection threshold at a 224 px crop, pixels; scaled by crop_size / 224
+            (``loss.flow_max_224``; METHOD.md: 50).
+        normaliser_floor_px: floor added to the mean visible |f| before squaring, pixels, >= 0
+            (``loss.flow_normaliser_floor_px``; 0 = the paper's form).
         normalise: divide each pair's error by its squared (floored) mean visible flow.
 
     Returns:
@@ -304,8 +305,8 @@ def flow_loss_at(
     crop_size: int,
     visibility_mode: str,
     perspective: bool = False,
-    max_flow_224: float = DEFAULT_MAX_FLOW_224,
-    normaliser_floor_px: float = 0.0,
+    max_flow_224: float,
+    normaliser_floor_px: float,
     normalise: bool = True,
 ) -> FlowLossOutput:
     """`flow_visibility` then `flow_consistency_loss`, for vertices given with their depth.

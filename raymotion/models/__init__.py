@@ -2,8 +2,6 @@
 
 from raymotion.models.regressor import (
     BACKBONES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     FeatureFiLM,
     MeanParams,
     Regressor,
@@ -19,8 +17,6 @@ from raymotion.models.regressor import (
 
 __all__ = [
     "BACKBONES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "FeatureFiLM",
     "MeanParams",
     "Regressor",

@@ -8,8 +8,8 @@ the 2 context frames (NUM_CONTEXT_FRAMES).
 Trailing digits are literal sizes.
 
 Input images are (B, 3, H, W) float RGB, ImageNet-normalised by the caller:
-(rgb in [0, 1] - IMAGENET_MEAN) / IMAGENET_STD per channel (the statistics the torchvision and
-timm backbones were trained with; SPIN and the paper's code normalise the same way).
+(rgb in [0, 1] - IMAGENET_MEAN) / IMAGENET_STD per channel (``raymotion.data.crops``: the statistics the
+torchvision and timm backbones were trained with; SPIN and the paper's code normalise the same way).
 
 The camera is weak-perspective in normalised crop coordinates: a body point X (metres, camera axes:
 x right, y down, z forward) lands at n = s * X_xy + (tx, ty), n in [-1, 1] across the crop
@@ -32,10 +32,6 @@ from torch import Tensor, nn
 
 from raymotion.body.joints import NUM_SMPL_JOINTS
 from raymotion.geometry import rot6d_to_rotmat, rotmat_to_rot6d
-
-# torchvision/timm ImageNet statistics, RGB order, for images scaled to [0, 1].
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 ROT6D_DIM = 6
 CAM_DIM = 3  # (s, tx, ty)

@@ -27,7 +27,7 @@ import torch
 from raymotion.body.body_model import BodyModel, load_body_model
 from raymotion.config import Config, ConfigError, flatten, load_config, to_dict
 from raymotion.data.boxes import TrackBoxes, read_boxes
-from raymotion.data.crops import bad_boxes, box_problem, crop_box, crop_image, normalise_image
+from raymotion.data.crops import box_problems, crop_box, crop_image, normalise_image
 from raymotion.data.manifest import warn_skipped
 from raymotion.geometry import rotmat_to_axis_angle
 from raymotion.models.regressor import MeanParams, build_regressor
@@ -165,12 +165,12 @@ def _frame_boxes(boxes: TrackBoxes | None, frame: int, *, width: int, height: in
         return [(WHOLE_FRAME_TRACK, None, 1.0)]
     people = []
     tracks_M, box_M4, score_M = boxes.in_frame(frame)
-    bad_M = bad_boxes(box_M4, width=width, height=height)
-    for track, box_4, score, bad in zip(tracks_M, box_M4, score_M, bad_M):
+    problems = box_problems(box_M4, width=width, height=height)
+    for m, (track, box_4, score) in enumerate(zip(tracks_M, box_M4, score_M)):
         if score < cfg.predict.min_score:
             summary.boxes_below_min_score += 1
-        elif bad:
-            problem = f"{boxes.source} frame {frame}, track {int(track)}: {box_problem(box_4, width=width, height=height)}"
+        elif m in problems:
+            problem = f"{boxes.source} frame {frame}, track {int(track)}: {problems[m]}"
             if cfg.data.bad_input == "fail":
                 raise ValueError(f"{problem}; fix the boxes file, or set data.bad_input=skip to leave such boxes "
                                  "out (counted)")

@@ -93,7 +93,7 @@ def flow_report(cfg: Config, *, max_clips_per_split: int = 16) -> list[FlowRepor
     """
     data_dir = Path(cfg.synth.out_dir)
     manifest = read_manifest(data_dir).to_pylist()
-    estimator = make_flow_estimator(cfg.flow.estimator, cfg.flow)
+    estimator = make_flow_estimator(cfg.flow)
     reports = []
     for split in SPLITS:
         clips = [m for m in manifest if m["split"] == split and m["flow_path"]][:max_clips_per_split]

@@ -10,28 +10,26 @@ import math
 import os
 from typing import Any
 
+from raymotion.eval.evaluate import METRIC_KEYS, METRIC_LABELS
 from raymotion.storage import StoragePath
 
-HEADLINE_METRICS = ("pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "accel_error_mm")
-_NAMES = {"pa_mpjpe_mm": "PA-MPJPE (mm)", "mpjpe_mm": "MPJPE (mm)", "pve_mm": "PVE (mm)",
-          "accel_error_mm": "Accel. error (mm/frame^2)"}
 
 
 def before_after_table(metrics: dict[str, Any], *, split: str = "test") -> str:
     """Markdown table of ``before/<split>/<m>`` against ``<split>/<m>`` (after), with the change."""
     lines = [f"| {split} metric | before | after | change |", "|---|---|---|---|"]
-    for name in HEADLINE_METRICS:
+    for name in METRIC_KEYS:
         after = metrics.get(f"{split}/{name}")
         before = metrics.get(f"before/{split}/{name}")
         if after is None:
             continue
         after_text = with_se(after, metrics.get(f"{split}/{name}_se"))
         if before is None:
-            lines.append(f"| {_NAMES[name]} | | {after_text} | |")
+            lines.append(f"| {METRIC_LABELS[name]} | | {after_text} | |")
         else:
-            lines.append(f"| {_NAMES[name]} | {with_se(before, metrics.get(f'before/{split}/{name}_se'))} | "
+            lines.append(f"| {METRIC_LABELS[name]} | {with_se(before, metrics.get(f'before/{split}/{name}_se'))} | "
                          f"{after_text} | {after - before:+.1f} |")
-    if any(f"{split}/{name}_se" in metrics for name in HEADLINE_METRICS):
+    if any(f"{split}/{name}_se" in metrics for name in METRIC_KEYS):
         lines.append(f"\n± = standard error of the mean over the {split} split's clips (frames of a clip are "
                      "not independent).")
     return "\n".join(lines)
@@ -49,14 +47,14 @@ def control_table(metrics: dict[str, Any], *, flow_weight: float, texture_weight
     terms = " + ".join(t for t, w in (("flow", flow_weight), ("TexturePose", texture_weight)) if w > 0) or "video"
     lines = [f"| test metric | base model | anchors-only control | + {terms} | change over the control |",
              "|---|---|---|---|---|"]
-    for name in HEADLINE_METRICS:
+    for name in METRIC_KEYS:
         if f"test/{name}" not in metrics:
             continue
         cells = [with_se(metrics[k], metrics.get(f"{k}_se")) if k in metrics else ""
                  for k in (f"before/test/{name}", f"control/test/{name}", f"test/{name}")]
         change = metrics.get(f"control/change/{name}")
         change_text = "" if change is None else f"{change:+.1f} ± {metrics[f'control/change/{name}_se']:.1f}"
-        lines.append(f"| {_NAMES[name]} | " + " | ".join(cells) + f" | {change_text} |")
+        lines.append(f"| {METRIC_LABELS[name]} | " + " | ".join(cells) + f" | {change_text} |")
     lines.append("\n± = standard error over the test clips; the change is paired by frame (the same frames; both runs "
                  "have the same seed), negative = better with the video terms. Accel. error has no per-frame "
                  "pairing here. The spread over seeds of this recipe is in docs/results/effect/.")
@@ -100,7 +98,7 @@ def plot_curves(directory: StoragePath) -> StoragePath | None:
     import matplotlib.pyplot as plt
 
     loss_keys = [k for k in ("loss", "sup", "flow", "texture", "anchor_joints") if any(k in r for r in rows)]
-    val_keys = [f"val/{m}" for m in HEADLINE_METRICS[:3] if any(f"val/{m}" in r for r in rows)]
+    val_keys = [f"val/{m}" for m in METRIC_KEYS[:3] if any(f"val/{m}" in r for r in rows)]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for key in loss_keys:
         points = [(r["step"], r[key]) for r in rows if key in r and math.isfinite(r[key]) and r[key] > 0]

@@ -61,7 +61,7 @@ from torch import Tensor
 from raymotion.body.body_model import load_body_model
 from raymotion.config import Config, config_yaml, to_dict
 from raymotion.data.crops import normalise_batch_images
-from raymotion.data.frames import VideoPairs
+from raymotion.data.video_pairs import VideoPairs
 from raymotion.data.manifest import frames_per_item_for
 from raymotion.eval.evaluate import evaluate
 from raymotion.models.regressor import freeze_batchnorm

@@ -43,10 +43,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from raymotion.config import Config, apply_overrides, to_dict
 from raymotion.data.flow_store import precompute_for_config
+from raymotion.eval.evaluate import METRIC_KEYS
 from raymotion.storage import StoragePath
 from raymotion.train.launch import (absolute_paths, build_trainer, defines_base_model, ensure_benchmark,
                                     ensure_pretrained, init_ray, video_datasets)
-from raymotion.train.report import HEADLINE_METRICS
 from raymotion.train.components import storage_root
 from raymotion.tune.search_space import SweepSpec, tune_domains
 
@@ -166,8 +166,8 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
             metrics_file = folder / "trials" / row["trial"] / "metrics.json"
             if metrics_file.is_file():
                 final = json.loads(metrics_file.read_text())
-                row.update({f"test/{k}": final[k] for k in HEADLINE_METRICS})
-                row.update({f"before/test/{k}": final.get(f"before/test/{k}") for k in HEADLINE_METRICS})
+                row.update({f"test/{k}": final[k] for k in METRIC_KEYS})
+                row.update({f"before/test/{k}": final.get(f"before/test/{k}") for k in METRIC_KEYS})
             rows.append(row)
     write_results(folder, spec, rows)
     return folder
@@ -244,7 +244,7 @@ def write_results(folder: StoragePath, spec: SweepSpec, rows: list[dict[str, Any
     group_keys = [k for k in spec.grid if k != "run.seed"]
     for row in rows:
         groups[tuple(row.get(k) for k in group_keys)].append(row)
-    shown = [metric] + [f"test/{m}" for m in HEADLINE_METRICS]
+    shown = [metric] + [f"test/{m}" for m in METRIC_KEYS]
     lines = [f"# Sweep `{spec.tune.name}`", "", f"From `{spec.path.name}`; metric `{metric}` ({spec.tune.mode}).", "",
              "| " + " | ".join(group_keys or ["point"]) + " | trials | " + " | ".join(shown) + " |",
              "|" + "---|" * (len(group_keys or ["point"]) + 1 + len(shown))]

@@ -310,24 +310,22 @@ def generate(cfg: Config, *, progress: bool = True, only: set[str] | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     plans = plan_clips(synth)
     video_name = "video" + VIDEO_SUFFIX[synth.codec]
-    todo = [p for p in plans if not (out_dir / p.split / p.clip_id / video_name).is_file()
-            and (only is None or p.clip_id in only)]
-    rows: dict[str, dict[str, object]] = {}
+    on_disk = {p.clip_id for p in plans if (out_dir / p.split / p.clip_id / video_name).is_file()}
+    todo = [p for p in plans if p.clip_id not in on_disk and (only is None or p.clip_id in only)]
+    rows: dict[str, dict[str, object]] = {}  # the rendered clips' manifest rows
     for plan in plans:
-        if (out_dir / plan.split / plan.clip_id / video_name).is_file():
+        if plan.clip_id in on_disk:
             flow_file = out_dir / plan.split / plan.clip_id / "flow.npz"
             rows[plan.clip_id] = manifest_row(plan, synth, video_name, has_flow=flow_file.is_file())
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"synth {out_dir}", unit="clip", disable=not progress)
-    if not todo:
-        pass
-    elif synth.num_workers == 1 or len(todo) == 1:
+    if todo and (synth.num_workers == 1 or len(todo) == 1):
         renderer = ClipRenderer(cfg)
         for plan in todo:
             rows[plan.clip_id] = renderer.write(plan, out_dir)
             bar.update()
         renderer.close()
-    else:
+    elif todo:
         ctx = torch.multiprocessing.get_context("spawn")  # never fork a process holding a GL context
         with ProcessPoolExecutor(synth.num_workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(to_dict(cfg),)) as pool:
@@ -337,10 +335,10 @@ def generate(cfg: Config, *, progress: bool = True, only: set[str] | None = None
                 rows[str(row["clip_id"])] = row
                 bar.update()
     bar.close()
+    unrendered = [p.clip_id for p in plans if p.clip_id not in rows]
     for plan in plans:  # planned, not rendered: listed (the fraction subsets stay the same), named in UNRENDERED
         rows.setdefault(plan.clip_id, manifest_row(plan, synth, video_name, has_flow=_has_flow(plan, synth)))
     table = pa.Table.from_pylist([rows[p.clip_id] for p in plans])
-    unrendered = [p.clip_id for p in plans if not (out_dir / p.split / p.clip_id / video_name).is_file()]
     if unrendered:
         atomic_write_text(out_dir / UNRENDERED, "".join(f"{clip_id}\n" for clip_id in unrendered))
     else:

@@ -150,7 +150,8 @@ def _labelled_batch(batch: int) -> dict[str, torch.Tensor]:
     return {"image": _images(batch, seed=21), "pose_cam": 0.1 * torch.randn(batch, NUM_SMPL_JOINTS, 3, generator=gen),
             "betas": torch.zeros(batch, NUM_BETAS), "joints2d": 0.5 * torch.rand(batch, NUM_SMPL_JOINTS, 2, generator=gen),
             "joints2d_vis": torch.ones(batch, NUM_SMPL_JOINTS),
-            "joints3d": 0.3 * torch.randn(batch, NUM_SMPL_JOINTS, 3, generator=gen), "has_smpl": torch.ones(batch)}
+            "joints3d": 0.3 * torch.randn(batch, NUM_SMPL_JOINTS, 3, generator=gen), "has_smpl": torch.ones(batch),
+            "has_joints3d": torch.ones(batch), "joints3d_conf": torch.ones(batch, NUM_SMPL_JOINTS)}
 
 
 def test_a_film_refinement_step_has_finite_gradients_that_reach_the_film_module():

@@ -90,6 +90,7 @@ def test_labelled_frames_cover_every_frame_with_documented_shapes(tiny):
     assert shapes == {
         "image": (3, CROP_SIZE, CROP_SIZE), "joints2d": (24, 2), "joints2d_vis": (24,), "joints3d": (24, 3),
         "eval_joints3d": (14, 3), "pose_cam": (24, 3), "betas": (10,), "has_smpl": (),
+        "has_joints3d": (), "joints3d_conf": (24,),
     }
     assert item["image"].dtype == torch.float32 and item["has_smpl"] == 1.0
     assert rows(tiny, "val")[0]["clip_id"] == read_manifest(tiny).to_pylist()[item["clip_index"]]["clip_id"]

@@ -28,7 +28,7 @@ CROP_SIZE = 64
 BBOX_SCALE = 1.3
 FRACTION, FRACTION_SEED = 0.5, 1  # 3 of the tiny benchmark's 6 labelled clips, 3 frames each
 SEED = 7
-LABEL_KEYS = ("joints2d", "joints2d_vis", "joints3d", "eval_joints3d", "pose_cam", "betas", "has_smpl")
+LABEL_KEYS = ("joints2d", "joints2d_vis", "joints3d", "eval_joints3d", "pose_cam", "betas", "has_smpl", "has_joints3d", "joints3d_conf")
 
 pytestmark = [pytest.mark.ray, pytest.mark.render]
 

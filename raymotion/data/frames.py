@@ -87,7 +87,8 @@ def augmented_store_size(crop_size: int) -> int:
     return math.ceil(crop_size * (1.0 + SCALE_JITTER) * math.sqrt(2.0))
 
 
-LABELLED_ITEM_LABELS = ("joints2d", "joints2d_visible", "joints3d_cam", "eval_joints3d_cam", "pose_cam", "betas")
+LABELLED_ITEM_LABELS = ("joints2d", "joints2d_visible", "joints2d_conf", "joints3d_cam", "joints3d_conf", "eval_joints3d_cam", "pose_cam",
+                        "betas", "has_smpl", "has_joints3d")
 """The label columns ``labelled_item`` reads (besides the crop's ``center`` and ``side``)."""
 
 
@@ -105,15 +106,17 @@ def labelled_item(source_HW3: np.ndarray, labels: dict[str, np.ndarray], *, crop
             ``Augmentation()`` resamples too).
         labels: one frame's labels: center (2,) and side () of the un-augmented crop, image pixels
             (``crops.crop_box``); joints2d (24, 2) image pixels; joints2d_visible (24,) bool;
-            joints3d_cam (24, 3) and eval_joints3d_cam (14, 3) metres, camera frame; pose_cam (24, 3)
+            joints2d_conf, joints3d_conf (24,) weight of each 2D / 3D joint in [0, 1]; has_smpl, has_joints3d () bool; joints3d_cam (24, 3) and eval_joints3d_cam (14, 3) metres, camera frame; pose_cam (24, 3)
             axis-angle; betas (10,). Other keys are ignored.
         crop_size: S, crop pixels.
         augmentation: see ``LabelledFrames``; None for none.
 
     Returns:
         image (3, S, S) float32 ImageNet-normalised RGB; joints2d (24, 2) normalised crop coordinates;
-        joints2d_vis (24,) 1.0 where visible and inside the crop; joints3d (24, 3); eval_joints3d (14, 3);
-        pose_cam (24, 3); betas (10,); has_smpl () 1.0. All float32.
+        joints2d_vis (24,) the joint's confidence (joints2d_conf) where visible and inside the crop, else 0;
+        joints3d (24, 3); joints3d_conf (24,) weight of each 3D joint; eval_joints3d (14, 3); pose_cam (24, 3);
+        betas (10,); has_smpl and has_joints3d ()
+        1.0 or 0.0 (the losses mask what a frame lacks). All float32.
     """
     aug = augmentation or Augmentation()
     if abs(aug.scale - 1.0) > SCALE_JITTER + 1e-9:
@@ -129,6 +132,8 @@ def labelled_item(source_HW3: np.ndarray, labels: dict[str, np.ndarray], *, crop
     matrix_23 = crop_matrix(labels["center"], aug.scale * labels["side"], crop_size, aug.rotation_deg, aug.flip)
     joints2d_J2 = to_normalised(transform_points(labels["joints2d"], matrix_23), size=crop_size)
     visible_J = labels["joints2d_visible"].copy()
+    conf_J = np.asarray(labels["joints2d_conf"], dtype=np.float32)
+    conf3d_J = np.asarray(labels["joints3d_conf"], dtype=np.float32)
     joints3d_J3 = rotate_points3d(labels["joints3d_cam"], aug.rotation_deg)
     eval_joints3d_E3 = rotate_points3d(labels["eval_joints3d_cam"], aug.rotation_deg)
     pose_J3 = rotate_pose(labels["pose_cam"], aug.rotation_deg)
@@ -136,6 +141,8 @@ def labelled_item(source_HW3: np.ndarray, labels: dict[str, np.ndarray], *, crop
         # The crop is mirrored, so the joint at a left joint's pixel is now a right joint.
         joints2d_J2 = joints2d_J2[list(SMPL_FLIP_PERM)]
         visible_J = visible_J[list(SMPL_FLIP_PERM)]
+        conf_J = conf_J[list(SMPL_FLIP_PERM)]
+        conf3d_J = conf3d_J[list(SMPL_FLIP_PERM)]
         joints3d_J3 = flip_points3d(joints3d_J3, SMPL_FLIP_PERM)
         eval_joints3d_E3 = flip_points3d(eval_joints3d_E3, EVAL_FLIP_PERM)
         pose_J3 = flip_pose(pose_J3, SMPL_FLIP_PERM)
@@ -144,12 +151,14 @@ def labelled_item(source_HW3: np.ndarray, labels: dict[str, np.ndarray], *, crop
     return {
         "image": normalise_image(crop_HW3, gain_3=gain_3).numpy(),
         "joints2d": np.asarray(joints2d_J2, dtype=np.float32),
-        "joints2d_vis": np.asarray(visible_J, dtype=np.float32),
+        "joints2d_vis": np.where(visible_J, conf_J, 0.0).astype(np.float32),
         "joints3d": np.asarray(joints3d_J3, dtype=np.float32),
+        "joints3d_conf": conf3d_J,
         "eval_joints3d": np.asarray(eval_joints3d_E3, dtype=np.float32),
         "pose_cam": np.asarray(pose_J3, dtype=np.float32),
         "betas": np.array(labels["betas"], dtype=np.float32),
-        "has_smpl": np.array(1.0, dtype=np.float32),
+        "has_smpl": np.array(labels["has_smpl"], dtype=np.float32),
+        "has_joints3d": np.array(labels["has_joints3d"], dtype=np.float32),
     }
 
 
@@ -162,11 +171,13 @@ class LabelledFrames(Dataset):
 
     ``__getitem__`` returns a dict of tensors:
         image (3, S, S) float32, ImageNet-normalised RGB;
-        joints2d (24, 2) normalised crop coordinates; joints2d_vis (24,) 1.0 where the label says
-            visible AND the joint falls inside the crop [-1, 1]^2, else 0.0;
+        joints2d (24, 2) normalised crop coordinates; joints2d_vis (24,) the joint's confidence
+            (label joints2d_conf; 1.0 by default) where the label says visible AND the joint falls inside the
+            crop [-1, 1]^2, else 0.0;
         joints3d (24, 3) and eval_joints3d (14, 3) metres, camera frame (labels joints3d_cam and
             eval_joints3d_cam); pose_cam (24, 3) axis-angle, root orientation in the camera frame;
-        betas (10,); has_smpl 1.0; clip_index (row of the clip in manifest.parquet); frame.
+        betas (10,); has_smpl, has_joints3d 1.0 or 0.0 (partial labels; the losses mask what is absent);
+        clip_index (row of the clip in manifest.parquet); frame.
 
     With ``augment=True`` every item draws a ``crops.Augmentation`` (ranges in raymotion.data.crops:
     scale x[0.75, 1.25], rotation U(-30, 30) deg with probability 0.6, flip with probability 0.5,

@@ -11,7 +11,7 @@ so without augmentation a row equals a ``LabelledFrames`` item.
 Rows (numpy; the keys, dtypes and shapes of a ``LabelledFrames`` item): image (3, S, S) float32,
 ImageNet-normalised RGB; joints2d (24, 2) float32, normalised crop coordinates; joints2d_vis (24,) float32;
 joints3d (24, 3) and eval_joints3d (14, 3) float32, metres, camera frame; pose_cam (24, 3) float32
-axis-angle; betas (10,) float32; has_smpl () float32 1.0; clip_index (row in manifest.parquet) and frame,
+axis-angle; betas (10,) float32; has_smpl, has_joints3d () float32 1.0 or 0.0 (partial labels); clip_index (row in manifest.parquet) and frame,
 int64. Images travel as float32 (4x the bytes of uint8) because the colour gain is applied before
 normalising, exactly as ``LabelledFrames`` does; at S = 128 a row is ~197 KB.
 
@@ -82,10 +82,12 @@ _ROW_SHAPES: dict[str, tuple[tuple[int, ...], type]] = {
     "joints2d": ((NUM_SMPL_JOINTS, 2), np.float32),
     "joints2d_vis": ((NUM_SMPL_JOINTS,), np.float32),
     "joints3d": ((NUM_SMPL_JOINTS, 3), np.float32),
+    "joints3d_conf": ((NUM_SMPL_JOINTS,), np.float32),
     "eval_joints3d": ((NUM_EVAL_JOINTS, 3), np.float32),
     "pose_cam": ((NUM_SMPL_JOINTS, 3), np.float32),
     "betas": ((NUM_LABEL_BETAS,), np.float32),
     "has_smpl": ((), np.float32),
+    "has_joints3d": ((), np.float32),
     "clip_index": ((), np.int64),
     "frame": ((), np.int64),
 }
@@ -192,11 +194,13 @@ class LabelledDecodeStage:
     def _empty(self) -> dict[str, np.ndarray]:
         """A zero-row batch with this stage's columns (every clip of the batch skipped)."""
         joints = {"joints2d": (NUM_SMPL_JOINTS, 2), "joints2d_visible": (NUM_SMPL_JOINTS,),
-                  "joints3d_cam": (NUM_SMPL_JOINTS, 3), "eval_joints3d_cam": (NUM_EVAL_JOINTS, 3),
-                  "pose_cam": (NUM_SMPL_JOINTS, 3), "betas": (NUM_LABEL_BETAS,)}
+                  "joints2d_conf": (NUM_SMPL_JOINTS,), "joints3d_cam": (NUM_SMPL_JOINTS, 3),
+                  "joints3d_conf": (NUM_SMPL_JOINTS,),
+                  "eval_joints3d_cam": (NUM_EVAL_JOINTS, 3), "pose_cam": (NUM_SMPL_JOINTS, 3),
+                  "betas": (NUM_LABEL_BETAS,), "has_smpl": (), "has_joints3d": ()}
         empty = {"source": np.zeros((0, self.store_size, self.store_size, 3), np.uint8),
                  "center": np.zeros((0, 2)), "side": np.zeros(0)}
-        empty.update({name: np.zeros((0, *shape), bool if name == "joints2d_visible" else np.float32)
+        empty.update({name: np.zeros((0, *shape), bool if name in ("joints2d_visible", "has_smpl", "has_joints3d") else np.float32)
                       for name, shape in joints.items()})
         empty.update({name: np.zeros(0, np.int64) for name in ("clip_index", "frame", "epoch")})
         return empty

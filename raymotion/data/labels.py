@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
@@ -40,7 +42,39 @@ LABEL_SHAPES: dict[str, tuple[int, ...]] = {
     "joints2d_visible": (NUM_SMPL_JOINTS,),
     "joints3d_cam": (NUM_SMPL_JOINTS, 3),
     "eval_joints3d_cam": (NUM_EVAL_JOINTS, 3),
+    "joints2d_conf": (NUM_SMPL_JOINTS,),
+    "joints3d_conf": (NUM_SMPL_JOINTS,),
+    "has_smpl": (),
+    "has_joints3d": (),
+    "campose_valid": (),
+    "gender": (),
 }
+
+GENDERS = ("neutral", "male", "female")
+"""The values of the ``gender`` label column."""
+
+# Partial labels (docs/data_format.md): columns a real dataset may lack. A labels file without one loads
+# with the value that means what older files meant (every label present, neutral body, weight = visibility);
+# the losses mask what a frame lacks (SPIN: has_smpl masks pose/betas, confidence weights keypoints).
+OPTIONAL_LABELS: tuple[str, ...] = ("joints2d_conf", "joints3d_conf", "has_smpl", "has_joints3d", "campose_valid", "gender")
+"""Label columns a labels.parquet may omit; ``read_labels`` fills them with ``default_label``."""
+
+
+def default_label(name: str, labels: dict[str, np.ndarray], num_frames: int) -> np.ndarray:
+    """The value of an optional label column (``OPTIONAL_LABELS``) that a labels file omits, for its
+    ``num_frames`` rows: has_smpl, has_joints3d, campose_valid True; gender 'neutral'; joints3d_conf 1;
+    joints2d_conf the visibility as 0/1 (``labels['joints2d_visible']``, or 1 when that was not read either)."""
+    if name in ("has_smpl", "has_joints3d", "campose_valid"):
+        return np.ones(num_frames, dtype=bool)
+    if name == "gender":
+        return np.full(num_frames, "neutral", dtype=object)
+    if name == "joints3d_conf":
+        return np.ones((num_frames, NUM_SMPL_JOINTS), dtype=np.float32)
+    if name == "joints2d_conf":
+        if "joints2d_visible" in labels:
+            return labels["joints2d_visible"].astype(np.float32)
+        return np.ones((num_frames, NUM_SMPL_JOINTS), dtype=np.float32)
+    raise ValueError(f"{name!r} is not an optional label column; those are {', '.join(OPTIONAL_LABELS)}")
 
 
 def split_rows(data_dir: Path, split: str, choices: tuple[str, ...] | None) -> list[tuple[int, dict]]:
@@ -64,6 +98,12 @@ def label_problems(labels: dict[str, np.ndarray], *, width: int, height: int) ->
     naming the column, or a box with nothing to crop (``crops.box_problems``). Frames without one are absent."""
     problems: dict[int, str] = {}
     for name, values_T in labels.items():
+        if name == "gender":
+            found = {int(t): f"gender is {values_T[t]!r}, not one of {', '.join(GENDERS)}"
+                     for t in np.flatnonzero(~np.isin(values_T, GENDERS))}
+            for t, problem in found.items():
+                problems.setdefault(t, problem)
+            continue
         flat_TX = values_T.reshape(len(values_T), -1)
         if name == "box_xyxy":
             found = box_problems(flat_TX, width=width, height=height)
@@ -81,7 +121,8 @@ def read_labels(data_dir: Path, row: dict, columns: list[str], *,
                  bad_input: str) -> tuple[dict[str, np.ndarray], dict[int, str]]:
     """The named label columns of one clip, as (T, ...) arrays, and its bad frames (``label_problems``).
 
-    Checks the columns exist, the row count, and every frame's values: with ``bad_input='fail'`` a bad
+    A column of ``OPTIONAL_LABELS`` that the file lacks gets ``default_label`` (files written before partial
+    labels load unchanged). Checks the other columns exist, the row count, and every frame's values: with ``bad_input='fail'`` a bad
     frame raises naming the file, the frame and the column; with 'skip' the bad frames are returned as
     {frame: message} for the caller to leave out (and count).
     """
@@ -90,13 +131,22 @@ def read_labels(data_dir: Path, row: dict, columns: list[str], *,
     path = data_dir / row["labels_path"]
     if not path.is_file():
         raise FileNotFoundError(f"labels of clip {row['clip_id']} not found: {path}")
-    table = read_columns(path, columns, what="label columns read here")
+    present = set(pq.read_schema(path).names)
+    stored = [name for name in columns if name in present or name not in OPTIONAL_LABELS]
+    table = read_columns(path, stored, what="label columns read here")
     if table.num_rows != row["frames"]:
         raise ValueError(f"{path} has {table.num_rows} rows but the manifest says {row['frames']} frames")
     labels = {}
-    for name in columns:
-        flat = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    for name in stored:
+        column = table.column(name).combine_chunks()
+        if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
+            column = column.flatten()
+        flat = column.to_numpy(zero_copy_only=False)
         labels[name] = flat.reshape(table.num_rows, *LABEL_SHAPES[name])
+    for name in columns:
+        if name not in labels:
+            labels[name] = default_label(name, labels, table.num_rows)
+    labels = {name: labels[name] for name in columns}
     problems = label_problems(labels, width=row["width"], height=row["height"])
     if problems and bad_input == "fail":
         frame, problem = next(iter(problems.items()))

@@ -107,7 +107,8 @@ def keypoint_2d_loss(
 
 
 def keypoint_3d_loss(
-    pred_BJ3: torch.Tensor, gt_BJ3: torch.Tensor, has_3d_B: torch.Tensor, *, pelvis_index: int
+    pred_BJ3: torch.Tensor, gt_BJ3: torch.Tensor, has_3d_B: torch.Tensor, *, pelvis_index: int,
+    conf_BJ: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_kp3d: mean squared error of pelvis-centred 3D joints over samples with 3D labels.
 
@@ -120,13 +121,19 @@ def keypoint_3d_loss(
         has_3d_B: (B,) bool or 0/1, True where the sample has 3D joint labels.
         pelvis_index: index in J of the joint both skeletons are centred at (a named constant
             from `raymotion.body.joints`).
+        conf_BJ: (B, J) weight of each joint's squared error (SPIN's per-joint 3D confidence: 0 for a
+            joint the dataset lacks, e.g. one with no namesake in its joint set); None weighs all 1.
 
     Returns:
-        () mean over the labelled samples' J * 3 entries of the squared difference, metres^2;
+        () mean over the labelled samples' J * 3 entries of the (weighted) squared difference, metres^2;
             0 when no sample is labelled.
     """
     pred_centred_BJ3 = pred_BJ3 - pred_BJ3[:, pelvis_index : pelvis_index + 1]
     gt_centred_BJ3 = gt_BJ3 - gt_BJ3[:, pelvis_index : pelvis_index + 1]
+    if conf_BJ is not None:
+        # sqrt of the weight on both sides: the squared error is then weighted by conf itself.
+        root_BJ1 = conf_BJ.to(pred_BJ3.dtype).sqrt()[..., None]
+        pred_centred_BJ3, gt_centred_BJ3 = root_BJ1 * pred_centred_BJ3, root_BJ1 * gt_centred_BJ3
     return _masked_mse(pred_centred_BJ3, gt_centred_BJ3, has_3d_B)
 
 

@@ -84,7 +84,11 @@ def video_params(model: nn.Module, video: dict[str, Tensor]) -> RegressorOutput:
 
 
 def supervised_terms(pred: Prediction, batch: dict[str, Tensor], cfg: LossConfig) -> dict[str, Tensor]:
-    """METHOD.md 2: the weighted terms of L_sup (before the overall factor) on a labelled batch."""
+    """METHOD.md 2: the weighted terms of L_sup (before the overall factor) on a labelled batch.
+
+    Partial labels (docs/data_format.md) are masked as SPIN does: ``has_smpl`` masks the pose and betas terms,
+    ``has_joints3d`` the 3D-joint term (``joints3d_conf`` weighting its joints), and ``joints2d_vis`` (confidence x visibility) weights the 2D joints.
+    """
     has_smpl_B = batch["has_smpl"]
     gt_rotmats_BJ33 = axis_angle_to_rotmat(batch["pose_cam"])
     pred_norm_BJ2 = weak_perspective_to_normalised(pred.body.joints_BJ3, pred.params.cam_B3)
@@ -93,7 +97,8 @@ def supervised_terms(pred: Prediction, batch: dict[str, Tensor], cfg: LossConfig
         "betas": cfg.betas * betas_loss(pred.params.betas_BK, batch["betas"], has_smpl_B),
         "betas_prior": cfg.betas_prior * betas_prior_loss(pred.params.betas_BK),
         "kp2d": cfg.kp2d * keypoint_2d_loss(pred_norm_BJ2, batch["joints2d"], batch["joints2d_vis"]),
-        "kp3d": cfg.kp3d * keypoint_3d_loss(pred.body.joints_BJ3, batch["joints3d"], has_smpl_B, pelvis_index=PELVIS),
+        "kp3d": cfg.kp3d * keypoint_3d_loss(pred.body.joints_BJ3, batch["joints3d"], batch["has_joints3d"],
+                                                pelvis_index=PELVIS, conf_BJ=batch["joints3d_conf"]),
         "cam": cfg.cam * camera_loss(pred.params.cam_B3),
     }
 

@@ -8,6 +8,7 @@
     raymotion refine --set train.pretrained=runs/pre5/checkpoint.pt --set run.name=ref5
     raymotion evaluate --checkpoint runs/ref5/checkpoint.pt [--split test]  # or --checkpoint mean
     raymotion predict --checkpoint runs/ref5/checkpoint.pt video.mp4 --out pred/ [--boxes tracks.csv] [--side-view]
+    raymotion import spin-npz coco_2014_train.npz --images data/coco --out data/real  # or 3dpw, humandata, boxes
     raymotion mean-params --out mean_params.npz                            # regressor start point
     raymotion smpl-to-npz body_models/smpl/SMPL_NEUTRAL.pkl --out body_models/smpl/SMPL_NEUTRAL.npz
     raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
@@ -30,6 +31,7 @@ import yaml
 
 from raymotion.config import SYNTH_PRESETS, Config, describe, load_config, to_dict
 from raymotion.errors import report_user_error
+from raymotion.importers import IMPORT_FORMATS
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +98,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="temporal smoothing of a video's exported parameters (= --set predict.smoothing=...)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_config_args(predict)
+    importer = sub.add_parser("import", help="bring a dataset in the field's format (SPIN npz, 3DPW, HumanData) or "
+                              "a video with a tracker's boxes into raymotion's data format (docs/importing.md)")
+    importer.add_argument("format", choices=IMPORT_FORMATS, help="the source's format")
+    importer.add_argument("source", help="spin-npz / humandata: the .npz; 3dpw: the dataset root, a "
+                          "sequenceFiles/<split> folder or one sequence .pkl; boxes: a video or a folder of frames")
+    importer.add_argument("--out", required=True, help="the raymotion data folder to write (imports add up)")
+    importer.add_argument("--images", help="spin-npz / humandata: the folder the file's image paths are relative to "
+                          "(default: the file's folder)")
+    importer.add_argument("--boxes", help="boxes: the person boxes, .csv (frame,track,x0,y0,x1,y1[,score]), .json, "
+                          "or a PHALP / VIBE tracker pickle")
+    importer.add_argument("--split", choices=("labelled", "video", "val", "test"),
+                          help="the split the clips go to (default: labelled; 3dpw: from its folder; boxes: video)")
+    importer.add_argument("--copy", action="store_true", help="copy the frames into the data folder (default: "
+                          "listed by path where they are)")
+    importer.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_args(importer)
     mean = sub.add_parser("mean-params", help="mean pose/shape/camera of the labelled pool (regressor start)")
     mean.add_argument("--out", required=True, help="the .npz to write")
     _add_config_args(mean)
@@ -186,6 +204,13 @@ def _run(args: argparse.Namespace) -> int:
         from raymotion.train.components import evaluate_checkpoint
 
         print(json.dumps(evaluate_checkpoint(cfg, args.checkpoint, split=args.split), indent=2))
+        return 0
+    if args.command == "import":
+        from raymotion.importers import run_import
+
+        summary = run_import(args.format, args.source, out_dir=args.out, cfg=cfg.importer, images=args.images,
+                             boxes=args.boxes, split=args.split, copy_frames=args.copy, progress=not args.no_progress)
+        print(summary.format())
         return 0
     if args.command == "mean-params":
         from raymotion.body.body_model import load_body_model

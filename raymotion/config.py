@@ -452,6 +452,45 @@ class PredictConfig:
             raise ConfigError("actor_gpus", self.actor_gpus, "expected a GPU share in [0, 1] or a whole number of GPUs")
 
 
+@dataclass(kw_only=True, slots=True)
+class ImportConfig:
+    """Bringing the field's datasets and a user's own videos into raymotion's format (`raymotion import`,
+    raymotion/importers/, docs/importing.md)."""
+
+    min_track_frames: int = leaf(
+        25, "boxes: a track (or a gap-free run of it) shorter than this many frames is dropped and counted (VIBE "
+        "drops tracks under 25 frames).", range=(2, None))
+    clip_frames: int = leaf(
+        100, "spin-npz, humandata: images per imported clip (their images are unrelated frames, grouped in file "
+        "order).", range=(1, None))
+    spin_scale_factor: float = leaf(
+        1.2, "spin-npz: the factor the file's scale holds over the person box's longer side (scale = factor x "
+        "max(w, h) / 200): 1.2 for 3DPW, COCO, MPI-INF-3DHP and EFT fits, 0.9 for Human3.6M.", range=(0.1, 10.0))
+    fps: float = leaf(30.0, "boxes: frame rate of a folder of frames (a video file's own rate is used).",
+                      range=(0.1, None))
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+
+EvalProtocol = Literal["synthetic", "spin", "vibe"]
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalConfig:
+    """How a labelled split is scored (raymotion/eval/protocols.py; docs/importing.md)."""
+
+    protocol: EvalProtocol = leaf(
+        "synthetic", "Evaluation protocol: 'synthetic' = every frame, the labels' evaluation joints, PVE against the "
+        "labelled body, acceleration over whole clips (the embedded benchmark's); 'spin' = SPIN eval.py on 3DPW: "
+        "campose_valid frames, the labels' (gendered) joints, no PVE or acceleration; 'vibe' = VIBE/TCMR: frames "
+        "with > 6 of the 12 limb keypoints above 0.3 confidence, neutral ground truth (the label pose and shape "
+        "on the neutral body), mid-hip root, non-overlapping 16-frame chunks, acceleration error in mm/frame^2.")
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+
+
 # Size presets of the benchmark: overrides of SynthConfig's defaults (which are the 'default' preset).
 SYNTH_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -483,6 +522,8 @@ class Config:
     train: TrainConfig = section(TrainConfig)
     scaling: ScalingConfig = section(ScalingConfig)
     predict: PredictConfig = section(PredictConfig)
+    importer: ImportConfig = section(ImportConfig)
+    eval: EvalConfig = section(EvalConfig)
 
     def __post_init__(self) -> None:
         validate_fields(self)

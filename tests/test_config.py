@@ -133,7 +133,7 @@ def test_unknown_key_lists_valid_keys():
         apply_overrides(Config(), {"body.gendr": "male"})
     assert str(exc.value) == ("unknown key 'body.gendr'; valid keys under 'body': gender, h36m_regressor, "
                               "model, num_betas, smpl_dir. Did you mean 'body.gender'?")
-    with pytest.raises(ValueError, match=r"unknown key 'bdy'; valid keys at the top level: body, data, flow, loss, model, predict, render, run, scaling, synth, train\."):
+    with pytest.raises(ValueError, match=r"unknown key 'bdy'; valid keys at the top level: body, data, eval, flow, importer, loss, model, predict, render, run, scaling, synth, train\."):
         Config.from_dict({"bdy": {}})
     with pytest.raises(ValueError, match=r"unknown key 'run.colour'; valid keys under 'run': device, name, "
                                          r"output_dir, seed\.\nfrom --set run.colour=red$"):

@@ -141,3 +141,43 @@ SMPL_FLIP_PERM = flip_permutation(SMPL_JOINT_NAMES)
 """Left/right swap of the 24 SMPL joints."""
 EVAL_FLIP_PERM = flip_permutation(EVAL_JOINT_NAMES)
 """Left/right swap of the 14 evaluation joints."""
+
+
+# ----------------------------------------------------------------------------- the field's joint sets
+# Importers (raymotion/importers/) map a dataset's joints onto SMPL_JOINT_NAMES by name; a joint with no
+# namesake gets confidence 0. The datasets' hips and shoulders are annotated surface-ish locations, close to but
+# not SMPL's joint centres: a known approximation (SPIN instead regresses its 24 "GT" joints from the mesh).
+
+SPIN_GT_JOINT_NAMES: tuple[str, ...] = (
+    "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+    "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck", "head_top",
+    "pelvis", "thorax", "spine", "jaw", "head_h36m", "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+)
+"""SPIN's 24 "GT" joints (``constants.JOINT_NAMES[25:]``), the joint axis of its npz files' ``part`` and ``S``:
+LSP's 14 (whose first 14 are ``EVAL_JOINT_NAMES``: SPIN's J24_TO_J14), MPII's pelvis and thorax, H36M's spine,
+jaw and head, and the COCO face joints."""
+
+COCO18_JOINT_NAMES: tuple[str, ...] = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder", "left_elbow", "left_wrist",
+    "right_hip", "right_knee", "right_ankle", "left_hip", "left_knee", "left_ankle", "right_eye", "left_eye",
+    "right_ear", "left_ear",
+)
+"""OpenPose's COCO-18 joints: 3DPW's ``poses2d`` joint axis (VIBE calls it 'pw3d')."""
+
+COCO18_BODY_JOINTS: tuple[int, ...] = tuple(range(COCO18_JOINT_NAMES.index("right_shoulder"),
+                                                  COCO18_JOINT_NAMES.index("left_ankle") + 1))
+"""The 12 limb joints of COCO-18 (shoulders to ankles) that the VIBE/TCMR 3DPW protocol counts."""
+
+
+def joint_map(source: tuple[str, ...], target: tuple[str, ...]) -> tuple[int, ...]:
+    """For each ``target`` joint, the index of its namesake in ``source``, or -1 where ``source`` has none."""
+    index = {name: i for i, name in enumerate(source)}
+    return tuple(index.get(name, -1) for name in target)
+
+
+SMPL_FROM_SPIN_GT = joint_map(SPIN_GT_JOINT_NAMES, SMPL_JOINT_NAMES)
+"""SPIN GT joint of each SMPL joint (-1: none): the limbs, neck and pelvis."""
+EVAL_FROM_SPIN_GT = joint_map(SPIN_GT_JOINT_NAMES, EVAL_JOINT_NAMES)
+"""SPIN GT joint of each evaluation joint: the first 14 (SPIN's J24_TO_J14)."""
+SMPL_FROM_COCO18 = joint_map(COCO18_JOINT_NAMES, SMPL_JOINT_NAMES)
+"""COCO-18 joint of each SMPL joint (-1: none)."""

@@ -1,0 +1,84 @@
+"""Test helpers: the tiny synthetic benchmark written in the field's formats (/work/shared/FORMATS.md), so that
+every label an importer reads back is known. Frames are written as PNG files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from raymotion.body.joints import EVAL_FROM_SPIN_GT, SMPL_FROM_SPIN_GT, SPIN_GT_JOINT_NAMES
+from raymotion.data.decode import read_video
+from raymotion.data.labels import LABEL_SHAPES, read_labels
+from raymotion.data.manifest import read_manifest
+from raymotion.importers.common import PIXEL_CENTRE_SHIFT, xyxy_to_spin_box
+
+LABELS = [name for name in LABEL_SHAPES if name != "gender"]
+
+
+def clips(data_dir: Path, split: str) -> list[dict]:
+    return [row for row in read_manifest(data_dir).to_pylist() if row["split"] == split]
+
+
+def clip_labels(data_dir: Path, row: dict) -> dict[str, np.ndarray]:
+    return read_labels(data_dir, row, list(LABEL_SHAPES), bad_input="fail")[0]
+
+
+def write_frames(data_dir: Path, row: dict, folder: Path, *, pattern: str = "image_{:05d}.png") -> list[Path]:
+    """A clip's frames as PNG files in ``folder`` (3DPW's naming by default)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for t, frame_HW3 in enumerate(read_video(data_dir / row["path"], expected_frames=row["frames"])):
+        path = folder / pattern.format(t)
+        cv2.imwrite(str(path), cv2.cvtColor(frame_HW3, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths
+
+
+def write_spin_npz(data_dir: Path, rows: list[dict], root: Path, *, scale_factor: float = 1.2,
+                   file_name: str = "synth_train.npz") -> tuple[Path, dict[str, np.ndarray]]:
+    """``rows``' frames as a SPIN npz (imgname, center, scale, part, S, pose, shape, has_smpl, gender) over PNG
+    images under ``root/imageFiles/<clip>/``, built from the labels as SPIN's preprocessing would:
+    center/scale from the box (pixel centres at integers), part/S on SPIN's 24 GT joints (the SMPL joints with a
+    namesake; the first 14 = the evaluation joints; the rest confidence 0). Returns the file and the original
+    labels, concatenated in row order."""
+    originals: dict[str, list[np.ndarray]] = {name: [] for name in LABELS}
+    imgname = []
+    for row in rows:
+        paths = write_frames(data_dir, row, root / "imageFiles" / row["clip_id"])
+        imgname += [str(p.relative_to(root)) for p in paths]
+        labels = clip_labels(data_dir, row)
+        for name in LABELS:
+            originals[name].append(labels[name])
+    orig = {name: np.concatenate(values) for name, values in originals.items()}
+    num = len(imgname)
+    center_N2, scale_N = xyxy_to_spin_box(orig["box_xyxy"], scale_factor=scale_factor)
+    part_NS3 = np.zeros((num, len(SPIN_GT_JOINT_NAMES), 3))
+    s_NS4 = np.zeros((num, len(SPIN_GT_JOINT_NAMES), 4))
+    for smpl, gt in enumerate(SMPL_FROM_SPIN_GT):
+        if gt >= 0:
+            part_NS3[:, gt, :2] = orig["joints2d"][:, smpl] - PIXEL_CENTRE_SHIFT
+            part_NS3[:, gt, 2] = orig["joints2d_visible"][:, smpl]
+            s_NS4[:, gt, :3] = orig["joints3d_cam"][:, smpl]
+            s_NS4[:, gt, 3] = 1.0
+    for e, gt in enumerate(EVAL_FROM_SPIN_GT):  # the 14 LSP joints are the evaluation joints (SPIN's J24_TO_J14)
+        s_NS4[:, gt, :3] = orig["eval_joints3d_cam"][:, e]
+        s_NS4[:, gt, 3] = 1.0
+    gender = np.array(["m" if n % 2 else "f" for n in range(num)])
+    path = root / file_name
+    np.savez(path, imgname=np.array(imgname), center=center_N2, scale=scale_N, part=part_NS3, S=s_NS4,
+             pose=orig["pose_cam"].reshape(num, 72), shape=orig["betas"], has_smpl=np.ones(num), gender=gender)
+    return path, orig
+
+
+def write_boxes_csv(path: Path, tracks: dict[int, tuple[list[int], np.ndarray]]) -> Path:
+    """A CSV boxes file (frame,track,x0,y0,x1,y1,score) from {track: (frames, (T, 4) boxes)}."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["frame", "track", "x0", "y0", "x1", "y1", "score"])
+        for track, (frames, boxes_T4) in tracks.items():
+            for frame, box in zip(frames, boxes_T4):
+                writer.writerow([frame, track, *[repr(float(v)) for v in box], 0.9])
+    return path

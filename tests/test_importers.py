@@ -1,0 +1,146 @@
+"""raymotion import: synth -> the field's format -> import -> the original labels (tests/import_fixtures.py), and
+bad files named or counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from import_fixtures import clip_labels, clips, write_boxes_csv, write_frames, write_spin_npz
+from raymotion.body.joints import NUM_SMPL_JOINTS, SMPL_FROM_SPIN_GT
+from raymotion.cli import main
+from raymotion.config import ImportConfig
+from raymotion.data.crops import crop_box
+from raymotion.data.labels import LABEL_SHAPES, read_labels
+from raymotion.data.manifest import read_manifest
+from raymotion.importers import run_import
+from raymotion.importers.boxes import track_runs
+from raymotion.importers.common import spin_box_to_xyxy, xyxy_to_spin_box
+
+pytestmark = pytest.mark.render  # the fixtures are made from the rendered tiny benchmark
+
+ATOL = 1e-5
+
+
+def imported(out_dir: Path, split: str) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The manifest rows of a split and their labels, concatenated (the boxes only for the video split)."""
+    rows = [r for r in read_manifest(out_dir).to_pylist() if r["split"] == split]
+    columns = ["box_xyxy"] if split == "video" else list(LABEL_SHAPES)
+    tables = [read_labels(out_dir, r, columns, bad_input="fail")[0] for r in rows]
+    return rows, {name: np.concatenate([t[name] for t in tables]) for name in columns}
+
+
+def listed_images(out_dir: Path, row: dict) -> list[Path]:
+    lines = (out_dir / row["path"]).read_text().splitlines()
+    return [Path(line) if Path(line).is_absolute() else out_dir / line for line in lines]
+
+
+def test_spin_boxes_go_through_center_and_scale_and_back():
+    box_N4 = np.array([[10.0, 20.0, 50.0, 100.0], [0.5, 0.5, 1.5, 3.5]])
+    center_N2, scale_N = xyxy_to_spin_box(box_N4, scale_factor=1.2)
+    # By hand: centre (30, 60) - 0.5 (SPIN's pixel centres at integers); scale 1.2 * 80 / 200.
+    np.testing.assert_allclose(center_N2[0], [29.5, 59.5])
+    np.testing.assert_allclose(scale_N[0], 0.48)
+    square_N4 = spin_box_to_xyxy(center_N2, scale_N, scale_factor=1.2)
+    # The square box of the longer side around the same centre: the same crop for any data.bbox_scale.
+    np.testing.assert_allclose(square_N4[0], [-10.0, 20.0, 70.0, 100.0])
+    for box, square in zip(box_N4, square_N4):
+        for a, b in zip(crop_box(box, scale=1.3), crop_box(square, scale=1.3)):
+            np.testing.assert_allclose(a, b)
+
+
+def test_track_runs_split_at_gaps_and_bad_boxes():
+    frames = np.array([0, 1, 2, 5, 6, 7, 8])
+    good = np.array([True, True, True, True, False, True, True])
+    assert [r.tolist() for r in track_runs(frames, good)] == [[0, 1, 2], [3], [5, 6]]
+
+
+def test_spin_npz_round_trip(tiny_benchmark, tmp_path):
+    rows = clips(tiny_benchmark, "labelled")[:3]
+    npz, orig = write_spin_npz(tiny_benchmark, rows, tmp_path / "spin")
+    out = tmp_path / "data"
+    summary = run_import("spin-npz", npz, out_dir=out, cfg=ImportConfig(clip_frames=4), images=tmp_path / "spin",
+                         progress=False)
+    num = len(orig["box_xyxy"])
+    assert (summary.clips, summary.frames, dict(summary.dropped)) == (-(-num // 4), num, {})
+    manifest_rows, got = imported(out, "labelled")
+    # Images listed in file order, where they are.
+    images = [p for row in manifest_rows for p in listed_images(out, row)]
+    assert [p.name for p in images] == [f"image_{t:05d}.png" for row in rows for t in range(row["frames"])]
+    assert all(p.is_file() for p in images) and manifest_rows[0]["width"] == rows[0]["width"]
+    # Boxes: the same crop (centre and longer side).
+    for a, b in zip(crop_box(got["box_xyxy"], scale=1.3), crop_box(orig["box_xyxy"], scale=1.3)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    mapped = np.asarray(SMPL_FROM_SPIN_GT) >= 0
+    np.testing.assert_allclose(got["joints2d"][:, mapped], orig["joints2d"][:, mapped], atol=1e-4)
+    np.testing.assert_array_equal(got["joints2d_visible"][:, mapped], orig["joints2d_visible"][:, mapped])
+    assert not got["joints2d_visible"][:, ~mapped].any() and (got["joints2d_conf"][:, ~mapped] == 0).all()
+    np.testing.assert_array_equal(got["joints3d_conf"], np.broadcast_to(mapped, (num, NUM_SMPL_JOINTS)))
+    np.testing.assert_allclose(got["eval_joints3d_cam"], orig["eval_joints3d_cam"], atol=ATOL)
+    np.testing.assert_allclose(got["pose_cam"], orig["pose_cam"], atol=ATOL)
+    np.testing.assert_allclose(got["betas"], orig["betas"], atol=ATOL)
+    assert got["has_smpl"].all() and got["has_joints3d"].all()
+    assert list(got["gender"][:2]) == ["female", "male"]
+
+
+def test_spin_npz_bad_files_are_named_or_counted(tiny_benchmark, tmp_path):
+    rows = clips(tiny_benchmark, "labelled")[:1]
+    root = tmp_path / "spin"
+    npz, _ = write_spin_npz(tiny_benchmark, rows, root)
+    data = dict(np.load(npz))
+    cfg = ImportConfig()
+    # A key absent.
+    np.savez(root / "no_center.npz", **{k: v for k, v in data.items() if k != "center"})
+    with pytest.raises(ValueError, match=r"no_center.npz: key 'center' is missing .*re-create the file"):
+        run_import("spin-npz", root / "no_center.npz", out_dir=tmp_path / "a", cfg=cfg, progress=False)
+    # A joint array of the wrong shape.
+    np.savez(root / "bad_part.npz", **{**data, "part": data["part"][:, :14]})
+    with pytest.raises(ValueError, match=r"bad_part.npz: key 'part' has shape \(\d+, 14, 3\), expected \(N, 24, 3\)"):
+        run_import("spin-npz", root / "bad_part.npz", out_dir=tmp_path / "a", cfg=cfg, progress=False)
+    # A missing frame and a box outside its image: left out and counted.
+    scale = data["scale"].copy()
+    center = data["center"].copy()
+    center[1] = [-500.0, -500.0]
+    np.savez(root / "holes.npz", **{**data, "center": center, "scale": scale})
+    (root / data["imgname"][0]).unlink()
+    summary = run_import("spin-npz", root / "holes.npz", out_dir=tmp_path / "b", cfg=cfg, progress=False)
+    assert dict(summary.dropped) == {"image missing or unreadable": 1, "box empty or outside its image": 1}
+    assert summary.frames == len(data["imgname"]) - 2
+    assert "image_00000.png" in summary.format()
+
+
+def test_boxes_from_a_video_give_one_clip_per_track_and_drop_short_ones(tiny_benchmark, tmp_path):
+    row = clips(tiny_benchmark, "video")[0]
+    boxes_T4 = clip_labels(tiny_benchmark, row)["box_xyxy"]
+    frames = list(range(row["frames"]))
+    outside = np.tile([[500.0, 500.0, 600.0, 600.0]], (1, 1))
+    csv = write_boxes_csv(tmp_path / "tracks.csv", {
+        1: (frames, boxes_T4),  # the whole clip
+        2: ([0, 1], boxes_T4[:2]),  # too short
+        3: ([0], outside)})  # outside the image
+    out = tmp_path / "data"
+    code = main(["import", "boxes", str(tiny_benchmark / row["path"]), "--boxes", str(csv), "--out", str(out),
+                 "--no-progress", "--set", f"importer.min_track_frames={row['frames']}"])
+    assert code == 0
+    manifest_rows, got = imported(out, "video")
+    assert [r["clip_id"] for r in manifest_rows] == ["video_track1_000000"]
+    assert manifest_rows[0]["frames"] == row["frames"] and manifest_rows[0]["fps"] == pytest.approx(row["fps"])
+    np.testing.assert_allclose(got["box_xyxy"], boxes_T4, atol=1e-4)
+    # The frames were decoded once into the data folder and listed relative to it.
+    lines = (out / manifest_rows[0]["path"]).read_text().splitlines()
+    assert lines[0] == "frames/video/frame_000000.png" and len(lines) == row["frames"]
+
+
+def test_boxes_from_a_frame_folder_list_the_frames_where_they_are(tiny_benchmark, tmp_path, capsys):
+    row = clips(tiny_benchmark, "video")[0]
+    paths = write_frames(tiny_benchmark, row, tmp_path / "frames", pattern="img_{}.png")  # natural order: img_2 < img_10
+    boxes_T4 = clip_labels(tiny_benchmark, row)["box_xyxy"]
+    csv = write_boxes_csv(tmp_path / "tracks.csv", {7: (list(range(row["frames"])), boxes_T4)})
+    out = tmp_path / "data"
+    assert main(["import", "boxes", str(tmp_path / "frames"), "--boxes", str(csv), "--out", str(out),
+                 "--no-progress", "--set", "importer.min_track_frames=2"]) == 0
+    assert "kept 1 clip(s)" in capsys.readouterr().out
+    manifest_rows, _ = imported(out, "video")
+    assert listed_images(out, manifest_rows[0]) == [p.resolve() for p in paths]

@@ -208,8 +208,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "import":
         from raymotion.importers import run_import
 
-        summary = run_import(args.format, args.source, out_dir=args.out, cfg=cfg.importer, images=args.images,
-                             boxes=args.boxes, split=args.split, copy_frames=args.copy, progress=not args.no_progress)
+        summary = run_import(args.format, args.source, out_dir=args.out, cfg=cfg.importer, body_cfg=cfg.body,
+                             images=args.images, boxes=args.boxes, split=args.split, copy_frames=args.copy,
+                             progress=not args.no_progress)
         print(summary.format())
         return 0
     if args.command == "mean-params":

@@ -9,7 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from raymotion.body.joints import EVAL_FROM_SPIN_GT, SMPL_FROM_SPIN_GT, SPIN_GT_JOINT_NAMES
+from raymotion.body.joints import (COCO18_JOINT_NAMES, EVAL_FROM_SPIN_GT, SMPL_FROM_COCO18, SMPL_FROM_SPIN_GT,
+                                   SPIN_GT_JOINT_NAMES)
 from raymotion.data.decode import read_video
 from raymotion.data.labels import LABEL_SHAPES, read_labels
 from raymotion.data.manifest import read_manifest
@@ -82,3 +83,56 @@ def write_boxes_csv(path: Path, tracks: dict[int, tuple[list[int], np.ndarray]])
             for frame, box in zip(frames, boxes_T4):
                 writer.writerow([frame, track, *[repr(float(v)) for v in box], 0.9])
     return path
+
+
+def write_3dpw(data_dir: Path, people: list[dict], root: Path, *, folder: str = "test", sequence: str = "seq_a",
+               genders: tuple[str, ...] = ("f", "m")) -> tuple[Path, list[dict[str, np.ndarray]]]:
+    """One 3DPW sequence file (``root/sequenceFiles/<folder>/<sequence>.pkl``, protocol 2 as Python 2 wrote it)
+    whose people are the clips ``people`` (of equal length; the camera and images are the first clip's), from
+    their labels as 3DPW stores them: world pose, world SMPL joints (jointPositions), camera extrinsics, K with
+    pixel centres at integers, COCO-18 detections (T, 3, 18; confidence 0.9 where visible, 0.1 where not),
+    campose_valid (frame 1 invalid). Returns the file and each person's original labels."""
+    import pickle
+
+    import pyarrow.parquet as pq
+    import torch
+
+    from raymotion.geometry import axis_angle_to_rotmat, rotmat_to_axis_angle
+
+    originals = [clip_labels(data_dir, row) for row in people]
+    first = originals[0]
+    num = len(first["box_xyxy"])
+    write_frames(data_dir, people[0], root / "imageFiles" / sequence)
+    camera = pq.read_table(data_dir / people[0]["labels_path"], columns=["cam_rotation", "cam_translation"])
+    rot_T33 = np.stack(camera.column("cam_rotation").to_numpy(zero_copy_only=False)).reshape(num, 3, 3).astype(np.float64)
+    trans_T3 = np.stack(camera.column("cam_translation").to_numpy(zero_copy_only=False)).astype(np.float64)
+    fx, fy, cx, cy = first["intrinsics"][0]
+    cam_T44 = np.tile(np.eye(4), (num, 1, 1))
+    cam_T44[:, :3, :3], cam_T44[:, :3, 3] = rot_T33, trans_T3
+    coco_from_smpl = {coco: smpl for smpl, coco in enumerate(SMPL_FROM_COCO18) if coco >= 0}
+    sequence_data: dict = {"sequence": sequence, "img_frame_ids": np.arange(num), "cam_poses": cam_T44,
+                           "cam_intrinsics": np.array([[fx, 0, cx - PIXEL_CENTRE_SHIFT], [0, fy, cy - PIXEL_CENTRE_SHIFT],
+                                                       [0, 0, 1]]),
+                           "poses": [], "betas": [], "trans": [], "jointPositions": [], "poses2d": [],
+                           "campose_valid": [], "genders": list(genders[:len(people)])}
+    for labels in originals:
+        joints_world_TJ3 = np.einsum("tji,tnj->tni", rot_T33, labels["joints3d_cam"] - trans_T3[:, None])
+        poses2d_T318 = np.zeros((num, 3, len(COCO18_JOINT_NAMES)))
+        for coco, smpl in coco_from_smpl.items():
+            poses2d_T318[:, :2, coco] = labels["joints2d"][:, smpl] - PIXEL_CENTRE_SHIFT
+            poses2d_T318[:, 2, coco] = np.where(labels["joints2d_visible"][:, smpl], 0.9, 0.1)
+        # The world pose: the camera-frame root turned back by the first clip's camera (every person of a
+        # sequence is seen by one camera).
+        rotmats_TJ33 = axis_angle_to_rotmat(torch.tensor(labels["pose_cam"], dtype=torch.float64))
+        rotmats_TJ33[:, 0] = torch.as_tensor(rot_T33).transpose(1, 2) @ rotmats_TJ33[:, 0]
+        sequence_data["poses"].append(rotmat_to_axis_angle(rotmats_TJ33).numpy().reshape(num, 72))
+        sequence_data["betas"].append(labels["betas"][0])
+        sequence_data["trans"].append(joints_world_TJ3[:, 0])
+        sequence_data["jointPositions"].append(joints_world_TJ3.reshape(num, 72))
+        sequence_data["poses2d"].append(poses2d_T318)
+        sequence_data["campose_valid"].append(np.array([1.0 if t != 1 else 0.0 for t in range(num)]))
+    path = root / "sequenceFiles" / folder / f"{sequence}.pkl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        pickle.dump(sequence_data, handle, protocol=2)
+    return path, originals

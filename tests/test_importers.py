@@ -8,16 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from import_fixtures import clip_labels, clips, write_boxes_csv, write_frames, write_spin_npz
-from raymotion.body.joints import NUM_SMPL_JOINTS, SMPL_FROM_SPIN_GT
+import torch
+
+from import_fixtures import clip_labels, clips, write_3dpw, write_boxes_csv, write_frames, write_spin_npz
+from raymotion.body.joints import NUM_SMPL_JOINTS, SMPL_FROM_COCO18, SMPL_FROM_SPIN_GT
 from raymotion.cli import main
-from raymotion.config import ImportConfig
+from raymotion.config import BodyConfig, ImportConfig
 from raymotion.data.crops import crop_box
 from raymotion.data.labels import LABEL_SHAPES, read_labels
 from raymotion.data.manifest import read_manifest
 from raymotion.importers import run_import
 from raymotion.importers.boxes import track_runs
 from raymotion.importers.common import spin_box_to_xyxy, xyxy_to_spin_box
+from raymotion.geometry import axis_angle_to_rotmat
 
 pytestmark = pytest.mark.render  # the fixtures are made from the rendered tiny benchmark
 
@@ -144,3 +147,62 @@ def test_boxes_from_a_frame_folder_list_the_frames_where_they_are(tiny_benchmark
     assert "kept 1 clip(s)" in capsys.readouterr().out
     manifest_rows, _ = imported(out, "video")
     assert listed_images(out, manifest_rows[0]) == [p.resolve() for p in paths]
+
+
+def _rotmats(pose_N72: np.ndarray) -> np.ndarray:
+    return axis_angle_to_rotmat(torch.tensor(pose_N72, dtype=torch.float64).reshape(-1, 24, 3)).numpy()
+
+
+def test_3dpw_round_trip_one_clip_per_person_in_the_camera_frame(tiny_benchmark, tmp_path):
+    people = clips(tiny_benchmark, "test")[:2]
+    pkl, originals = write_3dpw(tiny_benchmark, people, tmp_path / "3dpw")
+    out = tmp_path / "data"
+    summary = run_import("3dpw", tmp_path / "3dpw", out_dir=out, cfg=ImportConfig(),
+                         body_cfg=BodyConfig(model="anny_lowres"), progress=False)
+    assert (summary.clips, dict(summary.dropped)) == (2, {}) and "body.model=anny_lowres" in summary.format()
+    rows = read_manifest(out).to_pylist()
+    assert [(r["clip_id"], r["split"], r["fps"]) for r in rows] == [("seq_a_p0", "test", 30.0), ("seq_a_p1", "test", 30.0)]
+    assert [p.name for p in listed_images(out, rows[0])] == [f"image_{t:05d}.png" for t in range(rows[0]["frames"])]
+    mapped = np.asarray(SMPL_FROM_COCO18) >= 0
+    for row, orig in zip(rows, originals):
+        got = read_labels(out, row, list(LABEL_SHAPES), bad_input="fail")[0]
+        # The root turned into the camera (compared as rotations: axis-angle is not unique).
+        np.testing.assert_allclose(_rotmats(got["pose_cam"]), _rotmats(orig["pose_cam"]), atol=1e-5)
+        np.testing.assert_allclose(got["joints3d_cam"], orig["joints3d_cam"], atol=ATOL)
+        # The pivot correction: the same body model puts the body where the synthetic benchmark did.
+        np.testing.assert_allclose(got["transl_cam"], orig["transl_cam"], atol=1e-5)
+        np.testing.assert_allclose(got["eval_joints3d_cam"], orig["eval_joints3d_cam"], atol=1e-5)
+        np.testing.assert_allclose(got["box_xyxy"], orig["box_xyxy"], atol=1e-3)
+        np.testing.assert_allclose(got["intrinsics"], orig["intrinsics"], atol=ATOL)
+        np.testing.assert_allclose(got["joints2d"][:, mapped], orig["joints2d"][:, mapped], atol=1e-4)
+        np.testing.assert_allclose(got["joints2d_conf"][:, mapped],
+                                   np.where(orig["joints2d_visible"][:, mapped], 0.9, 0.1), atol=1e-6)
+        assert (got["joints2d_conf"][:, ~mapped] == 0).all()
+        np.testing.assert_array_equal(got["campose_valid"], [t != 1 for t in range(row["frames"])])
+    assert [read_labels(out, r, ["gender"], bad_input="fail")[0]["gender"][0] for r in rows] == ["female", "male"]
+
+
+def test_3dpw_bad_files_name_the_file_the_key_and_the_fix(tiny_benchmark, tmp_path):
+    import pickle
+
+    people = clips(tiny_benchmark, "test")[:1]
+    root = tmp_path / "3dpw"
+    pkl, _ = write_3dpw(tiny_benchmark, people, root)
+    body = BodyConfig(model="anny_lowres")
+
+    def attempt(data_or_bytes, match: str, error=ValueError) -> None:
+        bad = root / "sequenceFiles" / "test" / "seq_a.pkl"
+        bad.write_bytes(data_or_bytes if isinstance(data_or_bytes, bytes) else pickle.dumps(data_or_bytes, protocol=2))
+        with pytest.raises(error, match=match):
+            run_import("3dpw", bad, out_dir=tmp_path / "out", cfg=ImportConfig(), body_cfg=body, progress=False)
+
+    good = pkl.read_bytes()
+    data = pickle.loads(good)
+    attempt(good[: len(good) // 2], r"seq_a.pkl is not a readable .*re-download the sequence file")
+    attempt({k: v for k, v in data.items() if k != "jointPositions"},
+            r"seq_a.pkl: key 'jointPositions' is missing .*re-download")
+    attempt({**data, "poses": [data["poses"][0][:, :69]]},
+            r"seq_a.pkl: key 'poses' of person 0 has shape \(\d+, 69\), expected \(\d+, 72\)")
+    pkl.write_bytes(good)
+    (root / "imageFiles" / "seq_a" / "image_00002.png").unlink()
+    attempt(good, r"image_00002.jpg is missing: .*\(key cam_poses\).*unpack the 3DPW imageFiles zip", FileNotFoundError)

@@ -186,9 +186,10 @@ _CONTAINER_GLOBALS = {("collections", "OrderedDict"), ("collections", "defaultdi
                       ("builtins", "complex"), ("joblib.numpy_pickle", "NumpyArrayWrapper")}
 
 
-def _restricted_unpickler(handle: Any, *, path: Path) -> Any:
+def _restricted_unpickler(handle: Any, *, path: Path, encoding: str = "ASCII") -> Any:
     """joblib's unpickler (it reads the arrays joblib.dump writes beside the pickle stream, and plain pickles)
-    with ``find_class`` limited to numpy arrays and plain containers."""
+    with ``find_class`` limited to numpy arrays and plain containers. ``encoding``: of Python 2 str objects
+    ('latin1' reads Python 2 pickles holding numpy arrays, e.g. 3DPW's sequence files)."""
     from joblib.numpy_pickle import NumpyUnpickler
 
     class TrackerUnpickler(NumpyUnpickler):
@@ -200,19 +201,22 @@ def _restricted_unpickler(handle: Any, *, path: Path) -> Any:
                 "plain containers only); it was refused and nothing from the file ran. Export the boxes as CSV "
                 "(frame,track,x0,y0,x1,y1[,score]) from a trusted copy instead")
 
-    return TrackerUnpickler(str(path), handle, ensure_native_byte_order=True)
+    unpickler = TrackerUnpickler(str(path), handle, ensure_native_byte_order=True)
+    unpickler.encoding = encoding  # pickle._Unpickler reads it at load time; joblib's __init__ does not take it
+    return unpickler
 
 
-def load_tracker_pickle(path: Path) -> Any:
+def load_tracker_pickle(path: Path, *, encoding: str = "ASCII") -> Any:
     """The object a joblib- or pickle-written file holds, through the restricted unpickler (compressed
-    joblib files are decompressed first, as ``joblib.load`` does)."""
+    joblib files are decompressed first, as ``joblib.load`` does). Also reads dataset pickles of numpy arrays and
+    plain containers (``raymotion.importers.pw3d``: 3DPW, with ``encoding='latin1'``)."""
     from joblib.numpy_pickle import _validate_fileobject_and_memmap
 
     try:
         with path.open("rb") as raw, _validate_fileobject_and_memmap(raw, str(path), None) as (handle, _):
             if isinstance(handle, str):  # joblib < 0.10's layout: arrays in companion files
                 raise ValueError(f"{path} was written by joblib < 0.10; load it there and save it again")
-            return _restricted_unpickler(handle, path=path).load()
+            return _restricted_unpickler(handle, path=path, encoding=encoding).load()
     except pickle.UnpicklingError as err:
         if str(err).startswith(str(path)):
             raise ValueError(str(err)) from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raymotion.config import ImportConfig
+from raymotion.config import BodyConfig, ImportConfig
 
 if TYPE_CHECKING:  # the CLI imports this package for IMPORT_FORMATS: the writer (pyarrow) loads when used
     from raymotion.importers.writer import ImportSummary
@@ -19,12 +19,14 @@ IMPORT_FORMATS = ("spin-npz", "3dpw", "humandata", "boxes")
 """The FORMAT argument of ``raymotion import``."""
 
 
-def run_import(fmt: str, source: str | Path, *, out_dir: str | Path, cfg: ImportConfig, images: str | Path | None = None,
+def run_import(fmt: str, source: str | Path, *, out_dir: str | Path, cfg: ImportConfig, body_cfg: BodyConfig | None = None,
+               images: str | Path | None = None,
                boxes: str | Path | None = None, split: str | None = None, copy_frames: bool = False,
                progress: bool = True) -> ImportSummary:
     """Import ``source`` in format ``fmt`` into ``out_dir`` (adding to what earlier imports wrote there).
 
-    ``images``: the image root (spin-npz, humandata; default: the file's folder). ``boxes``: the boxes file (boxes).
+    ``body_cfg``: the body model labels are derived with (3dpw: transl_cam, boxes, evaluation joints; default
+    ``BodyConfig()``). ``images``: the image root (spin-npz, humandata; default: the file's folder). ``boxes``: the boxes file (boxes).
     ``split``: the split the clips go to (spin-npz, humandata: default 'labelled'; 3dpw: default from the
     sequence file's folder, train -> labelled, validation -> val, test -> test; boxes: always 'video').
     """
@@ -50,7 +52,8 @@ def run_import(fmt: str, source: str | Path, *, out_dir: str | Path, cfg: Import
     if fmt == "3dpw":
         from raymotion.importers.pw3d import import_3dpw
 
-        return import_3dpw(source, out_dir=out_dir, split=split, copy_frames=copy_frames, progress=progress)
+        return import_3dpw(source, out_dir=out_dir, body_cfg=body_cfg or BodyConfig(), split=split,
+                           copy_frames=copy_frames, progress=progress)
     if fmt == "humandata":
         from raymotion.importers.humandata import import_humandata
 

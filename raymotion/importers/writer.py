@@ -50,6 +50,8 @@ class ImportSummary:
     """reason -> count (frames, or clips where the reason says so)."""
     examples: dict[str, str] = field(default_factory=dict)
     """reason -> the first dropped item's description (file, frame), to find it."""
+    notes: list[str] = field(default_factory=list)
+    """How labels were derived, where the user should know (e.g. which body model posed the ground truth)."""
 
     def drop(self, reason: str, *, count: int = 1, example: str = "") -> None:
         """Count ``count`` items left out for ``reason``; ``example`` names the first."""
@@ -63,6 +65,7 @@ class ImportSummary:
             lines.append(f"  dropped {count}: {reason}{example}")
         if not self.dropped:
             lines.append("  dropped nothing")
+        lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 
 

@@ -271,6 +271,11 @@ class LabelledFrames(Dataset):
         (sequential evaluation orders the items by them)."""
         return self._clip_index_N.copy(), self._frame_N.copy()
 
+    def frame_labels(self, names: tuple[str, ...] | list[str]) -> dict[str, np.ndarray]:
+        """Label columns (docs/data_format.md) of every item, (N, ...) in item order, without reading the items
+        (evaluation protocols read campose_valid, joints2d_conf, gender)."""
+        return {name: self._labels[name].copy() for name in names}
+
     def get(self, index: int, *, augmentation: Augmentation | None = None) -> dict[str, torch.Tensor | int]:
         """Item ``index`` with a given augmentation (None: none); ``__getitem__`` draws one."""
         if augmentation is not None and not self.augment and augmentation != Augmentation():

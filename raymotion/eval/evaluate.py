@@ -20,6 +20,8 @@ from torch.utils.data import default_collate
 from raymotion.body.body_model import BodyModel
 from raymotion.body.joints import EVAL_HIP_PAIR
 from raymotion.eval.metrics import accel_error_mm, clustered_mean_se, mpjpe_mm, pa_mpjpe_mm, pve_mm
+from raymotion.eval.protocols import (PROTOCOL_LABELS, PROTOCOLS, VIBE_CHUNK_FRAMES, accel_over_chunks,
+                                      scored_rows)
 from raymotion.geometry import axis_angle_to_rotmat, rot6d_to_rotmat
 from raymotion.models.regressor import MeanParams, RegressorOutput, push_context, start_context
 
@@ -131,7 +133,8 @@ def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_
     Returns:
         pred: ``eval_joints_NE3`` and ``verts_NV3`` of the model's bodies;
         truth: ``eval_joints_NE3`` (labels, camera frame), ``verts_NV3`` (the labelled body posed at the origin
-            in the camera's orientation) and ``verts_pelvis_N3`` (that body's pelvis, for aligning the vertices);
+            in the camera's orientation), ``verts_pelvis_N3`` (that body's pelvis, for aligning the vertices) and
+            ``body_eval_joints_NE3`` (that body's evaluation joints: the 'neutral' ground truth of eval.protocol);
         clip_index_N, frame_N: which clip and frame each row is.
     """
     model.eval()
@@ -151,6 +154,7 @@ def predict_and_truth(model: nn.Module, body_model: BodyModel, frames, *, batch_
         truth["eval_joints_NE3"].append(batch["eval_joints3d"])
         truth["verts_NV3"].append(gt.verts_BV3.cpu())
         truth["verts_pelvis_N3"].append(_pelvis(gt.eval_joints_B143).cpu())  # the posed body sits at the origin
+        truth["body_eval_joints_NE3"].append(gt.eval_joints_B143.cpu())  # 'neutral' ground truth (eval.protocol)
         clip_index.append(np.asarray(batch["clip_index"]))
         frame.append(np.asarray(batch["frame"]))
     return (
@@ -220,9 +224,57 @@ def score(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.nd
     return metrics
 
 
-def evaluate(model: nn.Module, body_model: BodyModel, frames, *, context_gap: int = 1) -> dict[str, float]:
-    """Score ``model`` on a LabelledFrames split (val or test); ``context_gap``: see ``predict_and_truth``."""
-    return score(*predict_and_truth(model, body_model, frames, context_gap=context_gap))
+def score_protocol(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.ndarray, frame_N: np.ndarray,
+                   labels: dict[str, np.ndarray], *, protocol: str) -> dict[str, float]:
+    """``score``'s keys under an evaluation protocol (``raymotion.eval.protocols``): only the frames it scores,
+    against the ground truth it names; a metric the protocol does not report (spin: PVE, acceleration) is NaN.
+
+    Args:
+        labels: the protocol's label columns (``protocols.PROTOCOL_LABELS``) of each row, (N, ...).
+        protocol: a key of ``protocols.PROTOCOLS`` ('synthetic' is ``score`` itself).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"eval.protocol={protocol!r} is not a protocol; choose one of {', '.join(PROTOCOLS)}")
+    spec = PROTOCOLS[protocol]
+    if spec.name == "synthetic":
+        return score(pred, truth, clip_index_N, frame_N)
+    rows, chunks = scored_rows(spec, labels, clip_index_N, frame_N)
+    if len(rows) == 0:
+        chunked = f", in whole {VIBE_CHUNK_FRAMES}-frame chunks of a clip" if spec.frames == "keypoints" else ""
+        raise ValueError(f"eval.protocol={protocol}: none of the {len(clip_index_N)} frames passes its frame rule "
+                         f"({spec.frames}{chunked}); check the split's labels (campose_valid, joints2d_conf) and clip "
+                         f"lengths, or choose another protocol ({', '.join(PROTOCOLS)})")
+    if spec.ground_truth == "neutral":
+        truth = {**truth, "eval_joints_NE3": truth["body_eval_joints_NE3"]}
+    index = torch.as_tensor(rows)
+    metrics = score({k: v[index] for k, v in pred.items()}, {k: v[index] for k, v in truth.items()},
+                    clip_index_N[rows], frame_N[rows])
+    if not spec.pve:
+        metrics["pve_mm"] = metrics["pve_mm_se"] = float("nan")
+    if not spec.accel:
+        metrics["accel_error_mm"] = metrics["accel_error_mm_se"] = float("nan")
+    elif chunks:
+        metrics["accel_error_mm"] = accel_over_chunks(pred["eval_joints_NE3"], truth["eval_joints_NE3"], chunks,
+                                                      clip_index_N)
+        metrics["accel_error_mm_se"] = float("nan")
+    return metrics
+
+
+def labels_in_order(frames, clip_index_N: np.ndarray, frame_N: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Label columns of ``frames`` (a LabelledFrames split) for rows given by (clip index, frame), in that order."""
+    row_of = {key: i for i, key in enumerate(zip(*(a.tolist() for a in frames.clip_and_frame())))}
+    index = np.array([row_of[(int(c), int(f))] for c, f in zip(clip_index_N, frame_N)], dtype=np.int64)
+    return {name: values[index] for name, values in frames.frame_labels(names).items()}
+
+
+def evaluate(model: nn.Module, body_model: BodyModel, frames, *, context_gap: int = 1,
+             protocol: str = "synthetic") -> dict[str, float]:
+    """Score ``model`` on a LabelledFrames split (val or test) under ``protocol`` (``eval.protocol``;
+    ``score_protocol``); ``context_gap``: see ``predict_and_truth``."""
+    result = predict_and_truth(model, body_model, frames, context_gap=context_gap)
+    if protocol == "synthetic":
+        return score(*result)
+    return score_protocol(*result, labels_in_order(frames, result[2], result[3], PROTOCOL_LABELS), protocol=protocol)
 
 
 def _in_frame_order(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index_N: np.ndarray,

@@ -27,6 +27,7 @@ from raymotion.body.body_model import BodyModel, load_body_model
 from raymotion.config import Config, ConfigError, flatten, to_dict
 from raymotion.data.frames import LabelledFrames
 from raymotion.eval.evaluate import MeanPoseBaseline, evaluate, paired_change
+from raymotion.eval.protocols import PROTOCOLS
 from raymotion.models.regressor import MeanParams, build_regressor
 from raymotion.storage import StoragePath
 from raymotion.train.checkpoint import load_checkpoint
@@ -150,13 +151,14 @@ def make_optimiser(cfg: Config, model: nn.Module, stage: str) -> torch.optim.Opt
 
 
 def final_metrics(model: nn.Module, body: BodyModel, frames_by_split: dict[str, Any], *,
-                  context_gap: int) -> dict[str, float]:
+                  context_gap: int, protocol: str = "synthetic") -> dict[str, float]:
     """``<split>/<metric>`` for each split's frames, plus the test split's as the headline keys (mpjpe_mm,
     pa_mpjpe_mm, pve_mm, accel_error_mm). Test is reported, never selected on. ``context_gap``: a FiLM
-    model's context spacing (``train.video_gap``; ``eval.evaluate.predict_and_truth``)."""
+    model's context spacing (``train.video_gap``; ``eval.evaluate.predict_and_truth``); ``protocol``:
+    ``eval.protocol``."""
     metrics: dict[str, float] = {}
     for split, frames in frames_by_split.items():
-        scores = evaluate(model, body, frames, context_gap=context_gap)
+        scores = evaluate(model, body, frames, context_gap=context_gap, protocol=protocol)
         metrics.update({f"{split}/{k}": v for k, v in scores.items()})
         if split == "test":
             metrics.update(scores)
@@ -223,10 +225,14 @@ def load_model_for_eval(cfg: Config, checkpoint: str) -> nn.Module:
     return model
 
 
-def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str, float]:
-    """Metrics of a checkpoint (or 'mean') on a split, each with its standard error over clips."""
-    return evaluate(load_model_for_eval(cfg, checkpoint), load_body_model(cfg.body), labelled_frames(cfg, split),
-                    context_gap=cfg.train.video_gap)
+def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str, Any]:
+    """Metrics of a checkpoint (or 'mean') on a split under ``eval.protocol``, each with its standard error over
+    clips, and ``protocol``: how they were computed (``raymotion.eval.protocols.Protocol.record``)."""
+    metrics: dict[str, Any] = evaluate(load_model_for_eval(cfg, checkpoint), load_body_model(cfg.body),
+                                       labelled_frames(cfg, split), context_gap=cfg.train.video_gap,
+                                       protocol=cfg.eval.protocol)
+    metrics["protocol"] = {**PROTOCOLS[cfg.eval.protocol].record(), "body": cfg.body.model, "split": split}
+    return metrics
 
 
 def compare_checkpoints(cfg: Config, checkpoint_a: str, checkpoint_b: str, *, split: str,

@@ -266,7 +266,8 @@ def _train(cfg: Config, stage: str) -> None:
     if rank == 0:
         (directory / "config.yaml").write_text(config_yaml(cfg))
         if stage == "refine" and frozen is not None:
-            before = {f"val/{k}": v for k, v in evaluate(frozen, body, val, context_gap=gap).items()}
+            before = {f"val/{k}": v
+                      for k, v in evaluate(frozen, body, val, context_gap=gap, protocol=cfg.eval.protocol).items()}
         what = (f"{len(labelled)} labelled frames on rank 0" +
                 (f" and video pairs ({cfg.scaling.video_source})" if pairs else ""))
         print(f"[{stage} {cfg.run.name}] {world} worker(s) on {device}, {what}, steps {start}->{total}", flush=True)
@@ -303,7 +304,8 @@ def _train(cfg: Config, stage: str) -> None:
         # Every rank gets here at the same steps (report is a barrier); only rank 0 evaluates.
         report: dict[str, Any] = {"step": done, **logs}
         if done in eval_steps and rank == 0:
-            fresh = {f"val/{k}": v for k, v in evaluate(bare, body, val, context_gap=gap).items()}
+            fresh = {f"val/{k}": v
+                     for k, v in evaluate(bare, body, val, context_gap=gap, protocol=cfg.eval.protocol).items()}
             bare.train()
             log.write(done, {k: v for k, v in fresh.items() if k.endswith("_mm")})
             report.update(fresh)
@@ -325,8 +327,11 @@ def _train(cfg: Config, stage: str) -> None:
         if stage == "refine":
             metrics["pretrained"] = cfg.train.pretrained
             metrics.update({f"before/{k}": v for k, v in before.items()})
-            metrics.update({f"before/test/{k}": v for k, v in evaluate(frozen, body, test, context_gap=gap).items()})
-        metrics.update(final_metrics(bare, body, {"val": val, "test": test}, context_gap=gap))
+            before_test = evaluate(frozen, body, test, context_gap=gap, protocol=cfg.eval.protocol)
+            metrics.update({f"before/test/{k}": v for k, v in before_test.items()})
+        metrics.update(final_metrics(bare, body, {"val": val, "test": test}, context_gap=gap,
+                                     protocol=cfg.eval.protocol))
+        metrics["eval_protocol"] = cfg.eval.protocol
         (directory / "metrics.json").write_text(json.dumps(metrics, indent=2))
         write_run_report(directory, metrics)
         print(f"[{stage} {cfg.run.name}] wrote {directory}/metrics.json and report.md", flush=True)

@@ -38,6 +38,20 @@ def write_frames(data_dir: Path, row: dict, folder: Path, *, pattern: str = "ima
     return paths
 
 
+def image_set(data_dir: Path, rows: list[dict], root: Path, *, folder: str) -> tuple[list[str], dict[str, np.ndarray]]:
+    """``rows``' frames as PNG under ``root/<folder>/<clip>/`` and their labels: (image paths relative to
+    ``root``, the labels concatenated in row order)."""
+    originals: dict[str, list[np.ndarray]] = {name: [] for name in LABELS}
+    images = []
+    for row in rows:
+        paths = write_frames(data_dir, row, root / folder / row["clip_id"])
+        images += [str(p.relative_to(root)) for p in paths]
+        labels = clip_labels(data_dir, row)
+        for name in LABELS:
+            originals[name].append(labels[name])
+    return images, {name: np.concatenate(values) for name, values in originals.items()}
+
+
 def write_spin_npz(data_dir: Path, rows: list[dict], root: Path, *, scale_factor: float = 1.2,
                    file_name: str = "synth_train.npz") -> tuple[Path, dict[str, np.ndarray]]:
     """``rows``' frames as a SPIN npz (imgname, center, scale, part, S, pose, shape, has_smpl, gender) over PNG
@@ -45,15 +59,7 @@ def write_spin_npz(data_dir: Path, rows: list[dict], root: Path, *, scale_factor
     center/scale from the box (pixel centres at integers), part/S on SPIN's 24 GT joints (the SMPL joints with a
     namesake; the first 14 = the evaluation joints; the rest confidence 0). Returns the file and the original
     labels, concatenated in row order."""
-    originals: dict[str, list[np.ndarray]] = {name: [] for name in LABELS}
-    imgname = []
-    for row in rows:
-        paths = write_frames(data_dir, row, root / "imageFiles" / row["clip_id"])
-        imgname += [str(p.relative_to(root)) for p in paths]
-        labels = clip_labels(data_dir, row)
-        for name in LABELS:
-            originals[name].append(labels[name])
-    orig = {name: np.concatenate(values) for name, values in originals.items()}
+    imgname, orig = image_set(data_dir, rows, root, folder="imageFiles")
     num = len(imgname)
     center_N2, scale_N = xyxy_to_spin_box(orig["box_xyxy"], scale_factor=scale_factor)
     part_NS3 = np.zeros((num, len(SPIN_GT_JOINT_NAMES), 3))
@@ -136,3 +142,44 @@ def write_3dpw(data_dir: Path, people: list[dict], root: Path, *, folder: str = 
     with path.open("wb") as handle:
         pickle.dump(sequence_data, handle, protocol=2)
     return path, originals
+
+
+def write_human_data(data_dir: Path, rows: list[dict], root: Path, *, file_name: str = "synth_humandata.npz",
+                     extra: dict | None = None) -> tuple[Path, dict[str, np.ndarray]]:
+    """``rows``' frames as an MMHuman3D HumanData npz (np.savez_compressed; smpl and meta as 0-d object arrays)
+    over PNG images under ``root/images/<clip>/``: bbox_xywh (N, 5) and keypoints2d in the 'human_data' convention
+    (190; SMPL's first 22 joints first, its hands last, masked out), keypoints3d in 'smpl_49' (SPIN's GT joints at
+    25..48), smpl {global_orient, body_pose, betas, transl}, meta {gender}. Pixel centres at integers.
+    ``extra``: entries to add or replace (bad-file tests)."""
+    from raymotion.importers.humandata import SMPL_FROM_CONVENTION
+
+    image_path, orig = image_set(data_dir, rows, root, folder="images")
+    num = len(image_path)
+    box = orig["box_xyxy"] - PIXEL_CENTRE_SHIFT
+    bbox_xywh = np.concatenate([box[:, :2], box[:, 2:] - box[:, :2], np.ones((num, 1))], axis=1)
+    kp2d = np.zeros((num, 190, 3))
+    for smpl, k in enumerate(SMPL_FROM_CONVENTION["human_data"]):
+        kp2d[:, k, :2] = orig["joints2d"][:, smpl] - PIXEL_CENTRE_SHIFT
+        kp2d[:, k, 2] = orig["joints2d_visible"][:, smpl]
+    mask2d = np.ones(190)
+    mask2d[-2:] = 0.0  # the hands are not annotated
+    kp3d = np.zeros((num, 49, 4))
+    for smpl, gt in enumerate(SMPL_FROM_SPIN_GT):
+        if gt >= 0:
+            kp3d[:, 25 + gt] = np.concatenate([orig["joints3d_cam"][:, smpl], np.ones((num, 1))], axis=1)
+    for e, gt in enumerate(EVAL_FROM_SPIN_GT):
+        kp3d[:, 25 + gt] = np.concatenate([orig["eval_joints3d_cam"][:, e], np.ones((num, 1))], axis=1)
+    pose = orig["pose_cam"].reshape(num, 24, 3)
+    smpl_dict = {"global_orient": pose[:, 0], "body_pose": pose[:, 1:], "betas": orig["betas"],
+                 "transl": orig["transl_cam"]}
+    entries = {"image_path": np.array(image_path), "bbox_xywh": bbox_xywh, "keypoints2d": kp2d,
+               "keypoints2d_mask": mask2d, "keypoints2d_convention": np.array("human_data"),
+               "keypoints3d": kp3d, "keypoints3d_mask": np.ones(49), "keypoints3d_convention": np.array("smpl_49"),
+               "smpl": np.array(smpl_dict, dtype=object),
+               "meta": np.array({"gender": ["male" if n % 2 else "female" for n in range(num)]}, dtype=object),
+               "__key_strict__": np.array(True), "__data_len__": np.array(num),
+               "__keypoints_compressed__": np.array(False)}
+    entries.update(extra or {})
+    path = root / file_name
+    np.savez_compressed(path, **entries)
+    return path, orig

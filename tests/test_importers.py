@@ -10,7 +10,8 @@ import pytest
 
 import torch
 
-from import_fixtures import clip_labels, clips, write_3dpw, write_boxes_csv, write_frames, write_spin_npz
+from import_fixtures import (clip_labels, clips, write_3dpw, write_boxes_csv, write_frames, write_human_data,
+                             write_spin_npz)
 from raymotion.body.joints import NUM_SMPL_JOINTS, SMPL_FROM_COCO18, SMPL_FROM_SPIN_GT
 from raymotion.cli import main
 from raymotion.config import BodyConfig, ImportConfig
@@ -206,3 +207,73 @@ def test_3dpw_bad_files_name_the_file_the_key_and_the_fix(tiny_benchmark, tmp_pa
     pkl.write_bytes(good)
     (root / "imageFiles" / "seq_a" / "image_00002.png").unlink()
     attempt(good, r"image_00002.jpg is missing: .*\(key cam_poses\).*unpack the 3DPW imageFiles zip", FileNotFoundError)
+
+
+def test_imported_3dpw_labels_drive_the_spin_protocols_frames(tiny_benchmark, tmp_path):
+    """campose_valid from the sequence file decides SPIN's frames (the fixture marks frame 1 of each person)."""
+    from raymotion.eval.evaluate import score_protocol
+    from raymotion.eval.protocols import PROTOCOL_LABELS
+
+    people = clips(tiny_benchmark, "test")[:2]
+    write_3dpw(tiny_benchmark, people, tmp_path / "3dpw")
+    out = tmp_path / "data"
+    run_import("3dpw", tmp_path / "3dpw", out_dir=out, cfg=ImportConfig(), body_cfg=BodyConfig(model="anny_lowres"),
+               progress=False)
+    rows, got = imported(out, "test")
+    clip_N = np.concatenate([np.full(r["frames"], i) for i, r in enumerate(rows)])
+    frame_N = np.concatenate([np.arange(r["frames"]) for r in rows])
+    joints = torch.as_tensor(got["eval_joints3d_cam"], dtype=torch.float64).reshape(-1, 14, 3)
+    verts = torch.zeros(len(joints), 3, 3, dtype=torch.float64)
+    truth = {"eval_joints_NE3": joints, "verts_NV3": verts, "verts_pelvis_N3": torch.zeros(len(joints), 3,
+             dtype=torch.float64), "body_eval_joints_NE3": joints}
+    metrics = score_protocol({"eval_joints_NE3": joints + 0.01, "verts_NV3": verts}, truth, clip_N, frame_N,
+                             {name: got[name] for name in PROTOCOL_LABELS}, protocol="spin")
+    assert metrics["num_frames"] == len(joints) - 2 and metrics["mpjpe_mm"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_humandata_round_trip(tiny_benchmark, tmp_path):
+    rows = clips(tiny_benchmark, "labelled")[:2]
+    npz, orig = write_human_data(tiny_benchmark, rows, tmp_path / "hd")
+    out = tmp_path / "data"
+    summary = run_import("humandata", npz, out_dir=out, cfg=ImportConfig(), images=tmp_path / "hd", progress=False)
+    num = len(orig["box_xyxy"])
+    assert (summary.clips, summary.frames, dict(summary.dropped)) == (1, num, {})
+    _, got = imported(out, "labelled")
+    np.testing.assert_allclose(got["box_xyxy"], orig["box_xyxy"], atol=1e-4)
+    np.testing.assert_allclose(got["joints2d"][:, :22], orig["joints2d"][:, :22], atol=1e-4)
+    np.testing.assert_array_equal(got["joints2d_visible"][:, :22], orig["joints2d_visible"][:, :22])
+    assert not got["joints2d_visible"][:, 22:].any()  # the hands were masked out
+    mapped = np.asarray(SMPL_FROM_SPIN_GT) >= 0
+    # SPIN's GT joints 0..13 are the evaluation joints (the fixture wrote those there), 14 the pelvis.
+    for smpl, gt in enumerate(SMPL_FROM_SPIN_GT):
+        expected = orig["eval_joints3d_cam"][:, gt] if 0 <= gt < 14 else orig["joints3d_cam"][:, smpl] * (gt >= 0)
+        np.testing.assert_allclose(got["joints3d_cam"][:, smpl], expected, atol=ATOL)
+    np.testing.assert_array_equal(got["joints3d_conf"], np.broadcast_to(mapped, (num, NUM_SMPL_JOINTS)))
+    np.testing.assert_allclose(got["eval_joints3d_cam"], orig["eval_joints3d_cam"], atol=ATOL)
+    for name in ("pose_cam", "betas", "transl_cam"):
+        np.testing.assert_allclose(got[name], orig[name], atol=ATOL)
+    assert got["has_smpl"].all() and list(got["gender"][:2]) == ["female", "male"]
+
+
+def test_humandata_bad_files_are_named_and_pickled_code_never_runs(tiny_benchmark, tmp_path):
+    from conftest import CodePayload
+
+    rows = clips(tiny_benchmark, "labelled")[:1]
+    root = tmp_path / "hd"
+    marker = tmp_path / "ran"
+    npz, _ = write_human_data(tiny_benchmark, rows, root, file_name="evil.npz",
+                              extra={"meta": np.array(CodePayload(marker), dtype=object)})
+    with pytest.raises(ValueError, match=r"evil.npz asks to load builtins.exec.*refused"):
+        run_import("humandata", npz, out_dir=tmp_path / "out", cfg=ImportConfig(), images=root, progress=False)
+    assert not marker.exists()
+    npz, _ = write_human_data(tiny_benchmark, rows, root, file_name="no_box.npz", extra={"bbox_xywh": np.zeros((1, 3))})
+    with pytest.raises(ValueError, match=r"no_box.npz: key 'bbox_xywh' has shape \(1, 3\), expected \(N, 4\) or \(N, 5\)"):
+        run_import("humandata", npz, out_dir=tmp_path / "out", cfg=ImportConfig(), images=root, progress=False)
+    npz, _ = write_human_data(tiny_benchmark, rows, root, file_name="coco.npz",
+                              extra={"keypoints2d_convention": np.array("coco")})
+    with pytest.raises(ValueError, match=r"coco.npz: keypoints2d_convention is 'coco'.*convert_kps"):
+        run_import("humandata", npz, out_dir=tmp_path / "out", cfg=ImportConfig(), images=root, progress=False)
+    (root / "truncated.npz").write_bytes((root / "coco.npz").read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"truncated.npz is not a readable HumanData npz"):
+        run_import("humandata", root / "truncated.npz", out_dir=tmp_path / "out", cfg=ImportConfig(), images=root,
+                   progress=False)

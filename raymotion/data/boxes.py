@@ -197,13 +197,24 @@ def _restricted_unpickler(handle: Any, *, path: Path, encoding: str = "ASCII") -
             if (module, name) in NUMPY_PICKLE_GLOBALS or (module, name) in _CONTAINER_GLOBALS:
                 return super().find_class(module, name)
             raise pickle.UnpicklingError(
-                f"{path} asks to load {module}.{name}, which is not part of a tracker's boxes (numpy arrays and "
-                "plain containers only); it was refused and nothing from the file ran. Export the boxes as CSV "
-                "(frame,track,x0,y0,x1,y1[,score]) from a trusted copy instead")
+                f"{path} asks to load {module}.{name}, which is neither a numpy array nor a plain container; it "
+                "was refused and nothing from the file ran")
 
     unpickler = TrackerUnpickler(str(path), handle, ensure_native_byte_order=True)
     unpickler.encoding = encoding  # pickle._Unpickler reads it at load time; joblib's __init__ does not take it
     return unpickler
+
+
+def unpickle_restricted(handle: Any, *, path: Path, encoding: str = "ASCII") -> Any:
+    """The object of one pickle stream read from ``handle`` (an open binary file) through the restricted unpickler
+    (numpy arrays and plain containers only; ``path`` names the file in errors). For pickles inside other files,
+    e.g. the object arrays of an npz (``raymotion.importers.humandata``)."""
+    try:
+        return _restricted_unpickler(handle, path=path, encoding=encoding).load()
+    except pickle.UnpicklingError as err:
+        if str(err).startswith(str(path)):  # a refused global: the message names it
+            raise ValueError(str(err)) from None
+        raise ValueError(f"{path} holds an unreadable pickle ({err})") from None
 
 
 def load_tracker_pickle(path: Path, *, encoding: str = "ASCII") -> Any:
@@ -216,11 +227,7 @@ def load_tracker_pickle(path: Path, *, encoding: str = "ASCII") -> Any:
         with path.open("rb") as raw, _validate_fileobject_and_memmap(raw, str(path), None) as (handle, _):
             if isinstance(handle, str):  # joblib < 0.10's layout: arrays in companion files
                 raise ValueError(f"{path} was written by joblib < 0.10; load it there and save it again")
-            return _restricted_unpickler(handle, path=path, encoding=encoding).load()
-    except pickle.UnpicklingError as err:
-        if str(err).startswith(str(path)):
-            raise ValueError(str(err)) from None
-        raise ValueError(f"{path} is not a readable pickle ({err})") from None
+            return unpickle_restricted(handle, path=path, encoding=encoding)
     except (EOFError, UnicodeDecodeError, ValueError, TypeError, AttributeError, OSError) as err:
         if isinstance(err, ValueError) and str(err).startswith(str(path)):
             raise
@@ -234,7 +241,13 @@ def natural_key(name: Any) -> list:
 
 def read_tracker_pickle(path: Path) -> TrackBoxes:
     """Boxes from a PHALP/4D-Humans or VIBE results pickle, or PHALP's custom-box input (module docstring)."""
-    results = load_tracker_pickle(path)
+    try:
+        results = load_tracker_pickle(path)
+    except ValueError as err:
+        if "was refused" not in str(err):
+            raise
+        raise ValueError(f"{err}. Export the boxes as CSV (frame,track,x0,y0,x1,y1[,score]) from a trusted copy "
+                         "instead") from None
     if not isinstance(results, Mapping) or not results:
         raise ValueError(f"{path} holds {type(results).__name__}, not a tracker's results (a dict keyed by frame "
                          "name or track id)")

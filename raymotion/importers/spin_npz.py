@@ -19,12 +19,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
-
 from raymotion.body.joints import EVAL_FROM_SPIN_GT, NUM_SMPL_JOINTS, SMPL_FROM_SPIN_GT
-from raymotion.importers.common import (PIXEL_CENTRE_SHIFT, box_outside, check_rows, clip_size, image_size,
-                                        map_joints, require, spin_box_to_xyxy)
-from raymotion.importers.writer import ContractWriter, ImportSummary
+from raymotion.importers.common import PIXEL_CENTRE_SHIFT, check_rows, map_joints, require, spin_box_to_xyxy
+from raymotion.importers.writer import ImportSummary, import_image_set
 
 NUM_SPIN_GT_JOINTS = 24
 GENDER_CODES = {"m": "male", "male": "male", "f": "female", "female": "female", "n": "neutral", "neutral": "neutral"}
@@ -90,34 +87,12 @@ def import_spin_npz(npz_path: str | Path, *, image_root: str | Path, out_dir: st
     0.9: Human3.6M). ``clip_frames``: images per clip.
     """
     npz_path, image_root = Path(npz_path), Path(image_root)
-    if clip_frames < 1:
-        raise ValueError(f"clip_frames={clip_frames} must be >= 1 (images per imported clip)")
     if not image_root.is_dir():
         raise FileNotFoundError(f"image root {image_root} is not a folder; give the folder the npz's imgname paths "
                                 "are relative to (e.g. the 3DPW or COCO root)")
     arrays = read_spin_npz(npz_path)
-    summary = ImportSummary(source=str(npz_path), out_dir=Path(out_dir))
-    writer = ContractWriter(out_dir, copy_frames=copy_frames)
-    boxes_N4 = spin_box_to_xyxy(arrays["center"], arrays["scale"], scale_factor=scale_factor)
-    kept: list[tuple[int, Path, tuple[int, int]]] = []
-    for n in tqdm(range(len(arrays["imgname"])), desc=f"import {npz_path.name}", unit="image", disable=not progress):
-        image = image_root / str(arrays["imgname"][n])
-        size = image_size(image)
-        if size is None:
-            summary.drop("image missing or unreadable", example=f"{image} (row {n})")
-        elif box_outside(boxes_N4[n], width=size[0], height=size[1]):
-            summary.drop("box empty or outside its image", example=f"{image} (row {n}, box {boxes_N4[n].round(1).tolist()})")
-        else:
-            kept.append((n, image, size))
-    stem = npz_path.stem
-    for k, start in enumerate(range(0, len(kept), clip_frames)):
-        chunk = kept[start:start + clip_frames]
-        rows = np.array([n for n, _, _ in chunk])
-        width, height = clip_size([size for _, _, size in chunk])
-        writer.add_clip(clip_id=f"{stem}_{k:05d}", split=split, images=[image for _, image, _ in chunk],
-                        labels=spin_labels(arrays, rows, scale_factor=scale_factor), fps=0.0, width=width,
-                        height=height, motion=stem)
-        summary.clips += 1
-        summary.frames += len(chunk)
-    writer.finish()
-    return summary
+    return import_image_set(
+        source=npz_path, images=[image_root / str(name) for name in arrays["imgname"]],
+        boxes_N4=spin_box_to_xyxy(arrays["center"], arrays["scale"], scale_factor=scale_factor),
+        labels_of=lambda rows: spin_labels(arrays, rows, scale_factor=scale_factor), out_dir=out_dir, split=split,
+        clip_frames=clip_frames, copy_frames=copy_frames, progress=progress)

@@ -20,8 +20,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from collections.abc import Callable
+
+from tqdm import tqdm
+
 from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
 from raymotion.data.manifest import MANIFEST, read_manifest
+from raymotion.importers.common import box_outside, clip_size, image_size
 from raymotion.synth.writer import ClipDir, atomic_write_table, write_table
 
 FRAME_LIST = "frames.txt"
@@ -175,3 +180,36 @@ class ContractWriter:
         rows = [row for row in self.previous if row["clip_id"] not in added] + self.rows
         atomic_write_table(path, pa.Table.from_pylist(rows, schema=schema))
         return path
+
+
+def import_image_set(*, source: Path, images: list[Path], boxes_N4: np.ndarray,
+                     labels_of: Callable[[np.ndarray], dict[str, np.ndarray]], out_dir: str | Path, split: str,
+                     clip_frames: int, copy_frames: bool, progress: bool) -> ImportSummary:
+    """Import a set of unrelated labelled images (spin-npz, humandata): each image checked (readable; its box
+    inside it: else left out and counted), the kept ones grouped in file order into clips of ``clip_frames``
+    (``<source stem>_<k>``; manifest width/height 0 where their sizes differ), labelled by
+    ``labels_of(rows)`` (the file's row indices of a clip's images)."""
+    if clip_frames < 1:
+        raise ValueError(f"importer.clip_frames={clip_frames} must be >= 1 (images per imported clip)")
+    summary = ImportSummary(source=str(source), out_dir=Path(out_dir))
+    writer = ContractWriter(out_dir, copy_frames=copy_frames)
+    kept: list[tuple[int, tuple[int, int]]] = []
+    for n in tqdm(range(len(images)), desc=f"import {source.name}", unit="image", disable=not progress):
+        size = image_size(images[n])
+        if size is None:
+            summary.drop("image missing or unreadable", example=f"{images[n]} (row {n})")
+        elif box_outside(boxes_N4[n], width=size[0], height=size[1]):
+            summary.drop("box empty or outside its image",
+                         example=f"{images[n]} (row {n}, box {np.round(boxes_N4[n], 1).tolist()})")
+        else:
+            kept.append((n, size))
+    for k, start in enumerate(range(0, len(kept), clip_frames)):
+        chunk = kept[start:start + clip_frames]
+        rows = np.array([n for n, _ in chunk])
+        width, height = clip_size([size for _, size in chunk])
+        writer.add_clip(clip_id=f"{source.stem}_{k:05d}", split=split, images=[images[n] for n in rows.tolist()],
+                        labels=labels_of(rows), fps=0.0, width=width, height=height, motion=source.stem)
+        summary.clips += 1
+        summary.frames += len(chunk)
+    writer.finish()
+    return summary

@@ -27,11 +27,12 @@ def clip_labels(data_dir: Path, row: dict) -> dict[str, np.ndarray]:
     return read_labels(data_dir, row, list(LABEL_SHAPES), bad_input="fail")[0]
 
 
-def write_frames(data_dir: Path, row: dict, folder: Path, *, pattern: str = "image_{:05d}.png") -> list[Path]:
-    """A clip's frames as PNG files in ``folder`` (3DPW's naming by default)."""
+def write_frames(data_dir: Path, row: dict, folder: Path, *, pattern: str = "image_{:05d}.png",
+                 start: int = 0) -> list[Path]:
+    """A clip's frames as PNG files in ``folder`` (3DPW's naming by default), numbered from ``start``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for t, frame_HW3 in enumerate(read_video(data_dir / row["path"], expected_frames=row["frames"])):
+    for t, frame_HW3 in enumerate(read_video(data_dir / row["path"], expected_frames=row["frames"]), start=start):
         path = folder / pattern.format(t)
         cv2.imwrite(str(path), cv2.cvtColor(frame_HW3, cv2.COLOR_RGB2BGR))
         paths.append(path)
@@ -91,12 +92,15 @@ def write_boxes_csv(path: Path, tracks: dict[int, tuple[list[int], np.ndarray]])
     return path
 
 
-def write_3dpw(data_dir: Path, people: list[dict], root: Path, *, folder: str = "test", sequence: str = "seq_a",
-               genders: tuple[str, ...] = ("f", "m")) -> tuple[Path, list[dict[str, np.ndarray]]]:
+def write_3dpw(data_dir: Path, people: list[dict | list[dict]], root: Path, *, folder: str = "test",
+               sequence: str = "seq_a", genders: tuple[str, ...] = ("f", "m"),
+               hidden_confidence: float = 0.1) -> tuple[Path, list[dict[str, np.ndarray]]]:
     """One 3DPW sequence file (``root/sequenceFiles/<folder>/<sequence>.pkl``, protocol 2 as Python 2 wrote it)
-    whose people are the clips ``people`` (of equal length; the camera and images are the first clip's), from
+    whose people are the clips ``people`` (a list of clips: played one after the other; of equal length; the
+    camera and images are the first person's), from
     their labels as 3DPW stores them: world pose, world SMPL joints (jointPositions), camera extrinsics, K with
-    pixel centres at integers, COCO-18 detections (T, 3, 18; confidence 0.9 where visible, 0.1 where not),
+    pixel centres at integers, COCO-18 detections (T, 3, 18; confidence 0.9 where visible, ``hidden_confidence``
+    where not),
     campose_valid (frame 1 invalid). Returns the file and each person's original labels."""
     import pickle
 
@@ -105,13 +109,20 @@ def write_3dpw(data_dir: Path, people: list[dict], root: Path, *, folder: str = 
 
     from raymotion.geometry import axis_angle_to_rotmat, rotmat_to_axis_angle
 
-    originals = [clip_labels(data_dir, row) for row in people]
+    groups = [person if isinstance(person, list) else [person] for person in people]
+    originals = [{name: np.concatenate([clip_labels(data_dir, row)[name] for row in group]) for name in LABELS}
+                 for group in groups]
     first = originals[0]
     num = len(first["box_xyxy"])
-    write_frames(data_dir, people[0], root / "imageFiles" / sequence)
-    camera = pq.read_table(data_dir / people[0]["labels_path"], columns=["cam_rotation", "cam_translation"])
-    rot_T33 = np.stack(camera.column("cam_rotation").to_numpy(zero_copy_only=False)).reshape(num, 3, 3).astype(np.float64)
-    trans_T3 = np.stack(camera.column("cam_translation").to_numpy(zero_copy_only=False)).astype(np.float64)
+    start = 0
+    for row in groups[0]:
+        start += len(write_frames(data_dir, row, root / "imageFiles" / sequence, start=start))
+    cameras = [pq.read_table(data_dir / row["labels_path"], columns=["cam_rotation", "cam_translation"])
+               for row in groups[0]]
+    rot_T33 = np.concatenate([np.stack(c.column("cam_rotation").to_numpy(zero_copy_only=False)) for c in cameras])
+    rot_T33 = rot_T33.reshape(num, 3, 3).astype(np.float64)
+    trans_T3 = np.concatenate([np.stack(c.column("cam_translation").to_numpy(zero_copy_only=False))
+                               for c in cameras]).astype(np.float64)
     fx, fy, cx, cy = first["intrinsics"][0]
     cam_T44 = np.tile(np.eye(4), (num, 1, 1))
     cam_T44[:, :3, :3], cam_T44[:, :3, 3] = rot_T33, trans_T3
@@ -120,13 +131,13 @@ def write_3dpw(data_dir: Path, people: list[dict], root: Path, *, folder: str = 
                            "cam_intrinsics": np.array([[fx, 0, cx - PIXEL_CENTRE_SHIFT], [0, fy, cy - PIXEL_CENTRE_SHIFT],
                                                        [0, 0, 1]]),
                            "poses": [], "betas": [], "trans": [], "jointPositions": [], "poses2d": [],
-                           "campose_valid": [], "genders": list(genders[:len(people)])}
+                           "campose_valid": [], "genders": list(genders[:len(groups)])}
     for labels in originals:
         joints_world_TJ3 = np.einsum("tji,tnj->tni", rot_T33, labels["joints3d_cam"] - trans_T3[:, None])
         poses2d_T318 = np.zeros((num, 3, len(COCO18_JOINT_NAMES)))
         for coco, smpl in coco_from_smpl.items():
             poses2d_T318[:, :2, coco] = labels["joints2d"][:, smpl] - PIXEL_CENTRE_SHIFT
-            poses2d_T318[:, 2, coco] = np.where(labels["joints2d_visible"][:, smpl], 0.9, 0.1)
+            poses2d_T318[:, 2, coco] = np.where(labels["joints2d_visible"][:, smpl], 0.9, hidden_confidence)
         # The world pose: the camera-frame root turned back by the first clip's camera (every person of a
         # sequence is seen by one camera).
         rotmats_TJ33 = axis_angle_to_rotmat(torch.tensor(labels["pose_cam"], dtype=torch.float64))

@@ -86,13 +86,9 @@ def box_problems(box_T4: np.ndarray, *, width: int, height: int) -> dict[int, st
 
     Args:
         box_T4: (T, 4) boxes (x0, y0, x1, y1), image pixels, one per frame.
-        width, height: the frame size; 0 where it varies from frame to frame (an image-sequence clip of
-            unrelated images, docs/data_format.md): then only the far edges are not checked.
     """
     bad_T = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
-    bad_T |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0)
-    if width > 0 and height > 0:
-        bad_T |= (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
+    bad_T |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
     return {t: f"box_xyxy {box_T4[t].tolist()} is empty, not finite or outside the {width}x{height} frame"
             for t in np.flatnonzero(bad_T).tolist()}
 

@@ -16,7 +16,7 @@ from raymotion.body.joints import NUM_SMPL_JOINTS, SMPL_FROM_COCO18, SMPL_FROM_S
 from raymotion.cli import main
 from raymotion.config import BodyConfig, ImportConfig
 from raymotion.data.crops import crop_box
-from raymotion.data.labels import LABEL_SHAPES, read_labels
+from raymotion.data.labels import LABEL_SHAPES, mean_param_targets, read_labels
 from raymotion.data.manifest import read_manifest
 from raymotion.importers import run_import
 from raymotion.importers.boxes import track_runs
@@ -87,6 +87,10 @@ def test_spin_npz_round_trip(tiny_benchmark, tmp_path):
     np.testing.assert_allclose(got["betas"], orig["betas"], atol=ATOL)
     assert got["has_smpl"].all() and got["has_joints3d"].all()
     assert list(got["gender"][:2]) == ["female", "male"]
+    # The mean parameters' camera fit weighs only the 2D joints the file has.
+    targets = mean_param_targets(out, bbox_scale=1.3)
+    assert targets["pose_N243"].shape == (num, 24, 3)
+    np.testing.assert_array_equal(targets["joints2d_weight_NJ"].numpy(), got["joints2d_conf"])
 
 
 def test_spin_npz_bad_files_are_named_or_counted(tiny_benchmark, tmp_path):

@@ -27,3 +27,22 @@ def test_fit_recovers_the_pose_betas_and_the_camera_that_made_the_labels(two_bon
                  rtol=0)  # the root stays upright
     assert_close(params.betas_K, betas_NK.mean(dim=0))
     assert_close(params.cam_3, cam_3, atol=1e-5, rtol=0)
+
+
+def test_the_camera_fit_ignores_2d_joints_of_weight_0(two_bone_arrays):
+    """Partial labels: joints a dataset lacks (weight 0, placeholder zeros) do not pull the camera."""
+    body = BodyModel.from_arrays(two_bone_arrays)
+    pose_N243 = torch.zeros(2, 24, 3)
+    pose_N243[:, 1, 2] = 0.3
+    betas_NK = torch.zeros(2, 10)
+    betas_NK[:, 0] = 1.0
+    with torch.no_grad():
+        joints_NJ3 = body(rotmats_BJ33=axis_angle_to_rotmat(pose_N243), betas_BK=betas_NK).joints_BJ3
+    cam_3 = torch.tensor([0.8, 0.1, -0.2])
+    joints2d_NJ2 = cam_3[0] * joints_NJ3[..., :2] + cam_3[1:]
+    weight_NJ = torch.zeros(2, 24)
+    weight_NJ[:, :2] = 1.0  # the root and the left hip: two distinct joints
+    joints2d_NJ2[:, 2:] = 0.0  # the rest absent
+    params = fit_mean_params(pose_N243=pose_N243, betas_NK=betas_NK, joints2d_NJ2=joints2d_NJ2, body_model=body,
+                             joints2d_weight_NJ=weight_NJ)
+    assert_close(params.cam_3, cam_3, atol=1e-5, rtol=0)

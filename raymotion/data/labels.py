@@ -157,9 +157,10 @@ def read_labels(data_dir: Path, row: dict, columns: list[str], *,
 
 
 def mean_param_targets(data_root: str | Path, *, bbox_scale: float, split: str = "labelled") -> dict[str, torch.Tensor]:
-    """The labels ``raymotion.models.mean_params.fit_mean_params`` averages, of every frame of a split:
-    pose_N243 (axis-angle, camera frame), betas_NK, and joints2d_NJ2 in normalised crop coordinates of each
-    frame's crop (``crops.crop_box`` with ``bbox_scale``), float32 tensors.
+    """The labels ``raymotion.models.mean_params.fit_mean_params`` averages, of every frame of a split that has
+    SMPL labels (``has_smpl``): pose_N243 (axis-angle, camera frame), betas_NK, joints2d_NJ2 in normalised crop
+    coordinates of each frame's crop (``crops.crop_box`` with ``bbox_scale``) and joints2d_weight_NJ (the 2D
+    joints' ``joints2d_conf``, which weighs the camera fit; 1 for files without that column), float32 tensors.
 
     Every label is checked as it is read (columns, row counts, finite values): one NaN would make every
     mean NaN, so a bad frame raises naming the file, the frame and the column.
@@ -168,9 +169,22 @@ def mean_param_targets(data_root: str | Path, *, bbox_scale: float, split: str =
     rows = [r for r in read_manifest(data_root).to_pylist() if r["split"] == split]
     if not rows:
         raise ValueError(f"{data_root / 'manifest.parquet'} has no '{split}' clips to average")
-    columns = ["pose_cam", "betas", "joints2d", "box_xyxy"]
-    tables = [read_labels(data_root, r, columns, bad_input="fail")[0] for r in rows]
+    columns = ["pose_cam", "betas", "joints2d", "box_xyxy", "joints2d_conf", "has_smpl"]
+    tables = []
+    for row in rows:
+        table = read_labels(data_root, row, columns, bad_input="fail")[0]
+        if "joints2d_conf" not in pq.read_schema(data_root / row["labels_path"]).names:
+            # No confidence column (the synthetic benchmark): every 2D joint is an exact projection, occluded or
+            # not, and the fit has always used them all.
+            table["joints2d_conf"] = np.ones_like(table["joints2d_conf"])
+        tables.append(table)
     labels = {name: np.concatenate([t[name] for t in tables]) for name in columns}
+    keep_N = labels["has_smpl"] & ((labels["joints2d_conf"] > 0).sum(axis=1) >= 2)
+    if not keep_N.any():
+        raise ValueError(f"no '{split}' frame of {data_root} has SMPL labels (has_smpl) and two labelled 2D joints "
+                         "to fit the mean parameters to; import a set with SMPL fits (e.g. EFT's), or pass "
+                         "model.mean_params a file computed elsewhere")
+    labels = {name: values[keep_N] for name, values in labels.items()}
     joints2d_NJ2 = torch.tensor(labels["joints2d"], dtype=torch.float32)
     centre_N2, side_N = crop_box(labels["box_xyxy"], scale=bbox_scale)
     centre_N2 = torch.as_tensor(centre_N2, dtype=torch.float32)
@@ -179,4 +193,5 @@ def mean_param_targets(data_root: str | Path, *, bbox_scale: float, split: str =
         "pose_N243": torch.tensor(labels["pose_cam"], dtype=torch.float32),
         "betas_NK": torch.tensor(labels["betas"], dtype=torch.float32),
         "joints2d_NJ2": 2.0 * (joints2d_NJ2 - centre_N2[:, None]) / side_N[:, None, None],
+        "joints2d_weight_NJ": torch.tensor(labels["joints2d_conf"], dtype=torch.float32),
     }

@@ -64,6 +64,8 @@ def _read_header(handle: Any) -> np.dtype:
 def read_human_data(path: Path) -> dict[str, Any]:
     """Every entry of a HumanData npz: plain arrays without pickle, object arrays (dicts, lists of strings)
     through the restricted unpickler; 0-d object arrays unwrapped to their object."""
+    if not path.is_file():
+        raise FileNotFoundError(f"HumanData npz not found: {path}")
     entries: dict[str, Any] = {}
     try:
         with zipfile.ZipFile(path) as archive:

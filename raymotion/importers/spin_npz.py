@@ -32,6 +32,8 @@ FIX = ("re-create the file with SPIN's preprocessing (datasets/preprocess/*.py),
 
 def read_spin_npz(path: Path) -> dict[str, np.ndarray]:
     """The keys of a SPIN npz this importer reads, checked for presence, shape and a common row count."""
+    if not path.is_file():
+        raise FileNotFoundError(f"SPIN npz not found: {path}")
     try:
         data = dict(np.load(path, allow_pickle=False))
     except (OSError, ValueError) as err:

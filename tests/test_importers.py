@@ -281,3 +281,63 @@ def test_humandata_bad_files_are_named_and_pickled_code_never_runs(tiny_benchmar
     with pytest.raises(ValueError, match=r"truncated.npz is not a readable HumanData npz"):
         run_import("humandata", root / "truncated.npz", out_dir=tmp_path / "out", cfg=ImportConfig(), images=root,
                    progress=False)
+
+
+def test_3dpw_poses_each_persons_ground_truth_with_their_gendered_smpl(tiny_benchmark, tmp_path):
+    """With body.model=smpl the evaluation joints come from SMPL_FEMALE / SMPL_MALE (the SPIN protocol's gendered
+    ground truth); a gender whose file is missing falls back to body.gender's model, and the summary says so."""
+    from conftest import random_smpl_arrays
+
+    from raymotion.body.body_model import BodyModel
+    from raymotion.body.joints import EXTRA_JOINT_NAMES, NUM_H36M_JOINTS
+
+    smpl_dir = tmp_path / "smpl"
+    smpl_dir.mkdir()
+    verts = 60
+    for seed, gender in enumerate(("NEUTRAL", "FEMALE")):
+        arrays = random_smpl_arrays(verts, seed=seed)
+        regressor = np.random.default_rng(seed).random((NUM_H36M_JOINTS, verts))
+        arrays["J_regressor_h36m"] = regressor / regressor.sum(axis=1, keepdims=True)
+        arrays.update({f"vertex_ids_{name}": np.array(i % verts) for i, name in enumerate(EXTRA_JOINT_NAMES)})
+        np.savez(smpl_dir / f"SMPL_{gender}.npz", **arrays)
+    people = clips(tiny_benchmark, "test")[:2]
+    write_3dpw(tiny_benchmark, people, tmp_path / "3dpw", genders=("f", "m"))
+    summary = run_import("3dpw", tmp_path / "3dpw", out_dir=tmp_path / "data", cfg=ImportConfig(),
+                         body_cfg=BodyConfig(model="smpl", smpl_dir=str(smpl_dir)), progress=False)
+    assert "gendered SMPL ground truth (no male file" in summary.format()
+    rows = read_manifest(tmp_path / "data").to_pylist()
+    for row, gender in zip(rows, ("FEMALE", "NEUTRAL")):  # person 1 is male: the neutral model stands in
+        got = read_labels(tmp_path / "data", row, list(LABEL_SHAPES), bad_input="fail")[0]
+        body = BodyModel.from_file(smpl_dir / f"SMPL_{gender}.npz")
+        with torch.no_grad():
+            posed = body(rotmats_BJ33=torch.tensor(_rotmats(got["pose_cam"]), dtype=torch.float32),
+                         betas_BK=torch.tensor(got["betas"]))
+        expected = posed.eval_joints_B143.numpy() + got["transl_cam"][:, None]
+        np.testing.assert_allclose(got["eval_joints3d_cam"], expected, atol=1e-4)
+        # The pivot correction with this body: its pelvis lands on the dataset's pelvis.
+        np.testing.assert_allclose(posed.joints_BJ3[:, 0].numpy() + got["transl_cam"], got["joints3d_cam"][:, 0],
+                                   atol=1e-4)
+
+
+@pytest.mark.parametrize("keys, has_smpl, has_joints3d", [
+    (("imgname", "center", "scale", "part"), False, False),  # COCO / MPII: 2D keypoints only
+    (("imgname", "center", "scale", "part", "S"), False, True),  # Human3.6M: 3D joints without SMPL
+    (("imgname", "center", "scale", "pose", "shape", "gender"), True, False),  # 3DPW test: SMPL, no keypoints
+])
+def test_spin_npz_sets_with_partial_labels_say_what_they_have(tiny_benchmark, tmp_path, keys, has_smpl, has_joints3d):
+    rows = clips(tiny_benchmark, "labelled")[:1]
+    root = tmp_path / "spin"
+    npz, orig = write_spin_npz(tiny_benchmark, rows, root)
+    data = dict(np.load(npz))
+    np.savez(root / "partial.npz", **{k: data[k] for k in keys})
+    run_import("spin-npz", root / "partial.npz", out_dir=tmp_path / "data", cfg=ImportConfig(), images=root,
+               progress=False)
+    _, got = imported(tmp_path / "data", "labelled")
+    assert (got["has_smpl"] == has_smpl).all() and (got["has_joints3d"] == has_joints3d).all()
+    assert (got["joints2d_conf"].any(axis=1) == ("part" in keys)).all()
+    if not has_smpl:  # finite placeholders where a label is absent: the losses mask them
+        assert (got["pose_cam"] == 0).all() and (got["betas"] == 0).all()
+    if not has_joints3d:
+        assert (got["joints3d_conf"] == 0).all()
+    if "gender" not in keys:
+        assert set(got["gender"]) == {"neutral"}

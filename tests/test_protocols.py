@@ -36,7 +36,7 @@ def _arrays(num: int) -> tuple[dict, dict]:
 def _labels(num: int, *, campose_valid=None, conf=1.0) -> dict[str, np.ndarray]:
     return {"campose_valid": np.ones(num, bool) if campose_valid is None else np.asarray(campose_valid),
             "joints2d_conf": np.full((num, NUM_SMPL_JOINTS), conf, np.float32),
-            "joints2d_visible": np.ones((num, NUM_SMPL_JOINTS), bool)}
+            "joints2d_visible": np.ones((num, NUM_SMPL_JOINTS), bool), "has_joints3d": np.ones(num, bool)}
 
 
 def test_the_vibe_frame_rule_counts_the_12_limb_keypoints_above_0_3():
@@ -129,3 +129,11 @@ def test_evaluate_scores_a_split_under_each_protocol(tiny_benchmark):
     # VIBE's chunks need 16 valid frames of a clip; the tiny benchmark's test clips have 4.
     with pytest.raises(ValueError, match="eval.protocol=vibe: none of the"):
         evaluate(model, body, frames, protocol="vibe")
+
+
+def test_spin_refuses_frames_without_3d_joint_labels():
+    pred, truth = _arrays(2)
+    labels = {**_labels(2), "has_joints3d": np.array([True, False])}
+    with pytest.raises(ValueError, match=r"eval.protocol=spin scores against the labels' 3D joints, but 1 of its "
+                                         r"frames have none.*eval.protocol=vibe"):
+        score_protocol(pred, truth, np.zeros(2, np.int64), np.arange(2), labels, protocol="spin")

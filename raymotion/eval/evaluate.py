@@ -246,6 +246,12 @@ def score_protocol(pred: dict[str, Tensor], truth: dict[str, Tensor], clip_index
                          f"lengths, or choose another protocol ({', '.join(PROTOCOLS)})")
     if spec.ground_truth == "neutral":
         truth = {**truth, "eval_joints_NE3": truth["body_eval_joints_NE3"]}
+    elif not np.asarray(labels["has_joints3d"])[rows].all():
+        raise ValueError(f"eval.protocol={protocol} scores against the labels' 3D joints, but "
+                         f"{int((~np.asarray(labels['has_joints3d'], bool)[rows]).sum())} of its frames have none "
+                         "(has_joints3d false: e.g. SPIN's 3dpw_test.npz holds SMPL but no joints); import 3DPW from its "
+                         "sequence files (raymotion import 3dpw), or use eval.protocol=vibe (ground truth from the "
+                         "label pose and shape)")
     index = torch.as_tensor(rows)
     metrics = score({k: v[index] for k, v in pred.items()}, {k: v[index] for k, v in truth.items()},
                     clip_index_N[rows], frame_N[rows])

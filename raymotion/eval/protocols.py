@@ -68,7 +68,7 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 """``eval.protocol`` -> its definition (module doc)."""
 
-PROTOCOL_LABELS = ("campose_valid", "joints2d_conf", "joints2d_visible")
+PROTOCOL_LABELS = ("campose_valid", "joints2d_conf", "joints2d_visible", "has_joints3d")
 """The label columns ``frame_mask`` reads (``LabelledFrames.frame_labels``)."""
 
 

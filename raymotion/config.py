@@ -192,7 +192,7 @@ class DataConfig:
                                "SPIN and the paper).", range=(1.0, 3.0))
     bad_input: BadInput = leaf(
         "fail", "What the data readers do with bad input (docs/bad_input.md): a missing, truncated or wrongly sized "
-        "video, a label that is NaN/inf, an empty box, a clip too short for train.video_gap. 'fail' stops naming "
+        "video or frame file, a label that is NaN/inf, an empty box, a clip too short for train.video_gap. 'fail' stops naming "
         "the file, frame and column; 'skip' leaves out that frame (in-memory datasets, labelled Ray Data "
         "pipeline), window (video pair pipeline) or clip, counts it and logs a warning. Pair stores "
         "(precompute-flow) always fail: a store must hold every pair.")

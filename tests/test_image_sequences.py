@@ -246,3 +246,16 @@ def test_a_bad_frame_fails_the_pipeline_by_name_or_drops_its_window(png_root, ra
     # Windows of 4 with gap 1: frames 0-3, 3-5 of a 6-frame clip; frame 5 is in the second only.
     assert len(skipped) == 1 and str(corrupt) in skipped[0] and "frames 3..5 of clip " + row["clip_id"] in skipped[0]
     assert sorted(t for (c, t) in rows if c == index) == [0, 1, 2]
+
+
+@pytest.mark.render
+def test_a_frame_of_another_size_than_the_manifest_names_its_file(png_root, tmp_path):
+    root = shutil.copytree(png_root, tmp_path / "copy")
+    rows = read_manifest(root).to_pylist()
+    row = next(r for r in rows if r["split"] == "labelled")
+    frame = clip_frame_paths(root, row)[2]
+    image = cv2.imread(str(frame))
+    cv2.imwrite(str(frame), np.pad(image, ((0, 4), (0, 0), (0, 0))))
+    with pytest.raises(ValueError, match=rf"clip {row['clip_id']}: the manifest says width=96, height=96, but "
+                                         rf"{frame} decodes to 96x100 frames"):
+        LabelledFrames(root, split="labelled", crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE)

@@ -170,7 +170,7 @@ def test_in_memory_datasets_read_png_clips_exactly_as_their_videos(tiny_benchmar
 
 
 @pytest.mark.render
-def test_a_bad_frame_of_an_image_clip_is_named_or_left_out_of_labelled_frames(png_root, tmp_path):
+def test_a_bad_frame_of_an_image_clip_is_named_or_left_out_of_in_memory_datasets(png_root, tmp_path):
     root = shutil.copytree(png_root, tmp_path / "copy")
     row = next(r for r in read_manifest(root).to_pylist() if r["split"] == "labelled")
     paths = clip_frame_paths(root, row)
@@ -182,6 +182,16 @@ def test_a_bad_frame_of_an_image_clip_is_named_or_left_out_of_labelled_frames(pn
     frames = LabelledFrames(root, bad_input="skip", **kwargs)
     assert len(frames) == len(whole) - 1
     assert len(frames.skipped) == 1 and str(paths[1]) in frames.skipped[0]
+    # Video pairs: the two pairs that use a bad frame are left out, the others kept.
+    row = next(r for r in read_manifest(root).to_pylist() if r["split"] == "video")
+    paths = clip_frame_paths(root, row)
+    paths[2].write_bytes(b"")
+    pair_kwargs = {"crop_size": CROP_SIZE, "bbox_scale": BBOX_SCALE, "flow": "farneback", "max_clips": 1}
+    with pytest.raises(ValueError, match=rf"frame 2 \({paths[2]}\) cannot be decoded"):
+        VideoPairs(root, decoder="dali_cpu", **pair_kwargs)
+    pairs = VideoPairs(root, bad_input="skip", decoder="dali_cpu", **pair_kwargs)
+    assert sorted(int(pairs[i]["t"]) for i in range(len(pairs))) == [0, 3, 4]  # 6 frames: pairs 1-2, 2-3 gone
+    assert len(pairs.skipped) == 1 and str(paths[2]) in pairs.skipped[0]
 
 
 # ---- the Ray Data pipelines ---------------------------------------------------------------------

@@ -269,3 +269,22 @@ def test_a_frame_of_another_size_than_the_manifest_names_its_file(png_root, tmp_
     with pytest.raises(ValueError, match=rf"clip {row['clip_id']}: the manifest says width=96, height=96, but "
                                          rf"{frame} decodes to 96x100 frames"):
         LabelledFrames(root, split="labelled", crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE)
+
+
+@pytest.mark.render
+def test_a_pair_store_key_changes_when_a_frame_file_is_rewritten(png_root, tmp_path):
+    import os
+
+    from raymotion.config import FlowConfig
+    from raymotion.data.flow_store import PairSpec, store_key
+
+    root = shutil.copytree(png_root, tmp_path / "copy")
+    spec = PairSpec(data_root=str(root), crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, gap=1, flow="dis",
+                    flow_config=FlowConfig())
+    before = store_key(spec)["benchmark"]
+    row = next(r for r in read_manifest(root).to_pylist() if r["split"] == "video")
+    frame = clip_frame_paths(root, row)[3]
+    stat = frame.stat()
+    frame.write_bytes(frame.read_bytes())  # the same size; only the modification time tells
+    os.utime(frame, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert store_key(spec)["benchmark"] != before

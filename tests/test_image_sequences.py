@@ -288,3 +288,21 @@ def test_a_pair_store_key_changes_when_a_frame_file_is_rewritten(png_root, tmp_p
     frame.write_bytes(frame.read_bytes())  # the same size; only the modification time tells
     os.utime(frame, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert store_key(spec)["benchmark"] != before
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA (nvJPEG)")
+def test_nvjpeg_decodes_frames_as_the_cpu_decoders(tmp_path):
+    frames = images(4, height=40, width=48)
+    pngs = [tmp_path / f"f{t}.png" for t in range(4)]
+    jpegs = [tmp_path / f"f{t}.jpg" for t in range(4)]
+    for png, jpeg, frame in zip(pngs, jpegs, frames):
+        write_png(png, frame)
+        cv2.imwrite(str(jpeg), np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    decoded, _, _ = read_image_window(pngs, first_frame=0, num_frames=4, backend="dali_mixed_images", bad_input="fail")
+    for got, expected in zip(decoded, frames):
+        np.testing.assert_array_equal(got, expected)  # lossless
+    gpu, _, _ = read_image_window(jpegs, first_frame=0, num_frames=4, backend="dali_mixed_images", bad_input="fail")
+    cpu, _, _ = read_image_window(jpegs, first_frame=0, num_frames=4, backend="opencv", bad_input="fail")
+    for got, expected in zip(gpu, cpu):  # JPEG decoders may round the inverse DCT and upsampling differently
+        assert got.shape == expected.shape and np.abs(got.astype(int) - expected).mean() < 2.0

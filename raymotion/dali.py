@@ -119,7 +119,16 @@ def decode_image_files(encoded: list[np.ndarray], *, device: str) -> list[np.nda
         One entry per file, in order: (H, W, 3) uint8 RGB (EXIF orientation applied), or DALI's reason why
         it cannot decode that file (corrupt, truncated, not an image). A batch with a bad file is decoded
         again file by file to tell which one it is; the pipeline stays usable.
+
+    Raises:
+        ValueError: the pipeline cannot be built on ``device`` (e.g. 'mixed' without a CUDA GPU).
     """
+    try:
+        _image_pipeline(device)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(f"DALI cannot build its image decoder on device {device!r}: {detail}; 'mixed' (nvJPEG, "
+                         "data.decoder=dali_mixed) needs a CUDA GPU: elsewhere use data.decoder=dali_cpu or cpu") from err
     out: list[np.ndarray | str] = []
     for start in range(0, len(encoded), IMAGE_BATCH):
         chunk = encoded[start:start + IMAGE_BATCH]

@@ -306,3 +306,11 @@ def test_nvjpeg_decodes_frames_as_the_cpu_decoders(tmp_path):
     cpu, _, _ = read_image_window(jpegs, first_frame=0, num_frames=4, backend="opencv", bad_input="fail")
     for got, expected in zip(gpu, cpu):  # JPEG decoders may round the inverse DCT and upsampling differently
         assert got.shape == expected.shape and np.abs(got.astype(int) - expected).mean() < 2.0
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error without CUDA")
+def test_nvjpeg_without_a_gpu_is_refused_naming_the_alternatives(tmp_path):
+    path = tmp_path / "f.png"
+    write_png(path, images(1)[0])
+    with pytest.raises(ValueError, match="image decoder on device 'mixed'.*data.decoder=dali_cpu or cpu"):
+        read_image_window([path], first_frame=0, num_frames=1, backend="dali_mixed_images", bad_input="skip")

@@ -28,8 +28,8 @@ Clips are videos or image sequences (a folder or list of JPEG/PNG frames, ``mani
 window of an image sequence reads only its own files, and its frames may differ in size (a manifest size of 0).
 
 Bad input (a missing, corrupt or truncated video, a missing or corrupt frame file, a frame past the end, frames
-of another size than the manifest's, a box outside the frame or not finite, a labels file without box_xyxy, a clip too short for
-the gap):
+of another size than the manifest's, a box outside the frame or not finite, a labels file without box_xyxy, a
+clip too short for the gap):
 ``bad_input='fail'`` raises naming the file and frame; ``'skip'`` drops that window, logs a warning
 naming it, and records it in the ``PipelineReport`` passed as ``report=``: after the dataset has been
 consumed, ``report.summary()['skipped']`` lists every skipped window and why.

@@ -21,10 +21,11 @@ arguments whatever the order, actor or block a row goes through. One pass over a
 ``epochs=E`` holds every frame E times, with a fresh draw per epoch; iterating the same dataset again
 repeats the same draws (build it with the epochs a run needs, or with another seed).
 
-Bad input (a missing, corrupt or truncated video, a frame past the end of the video, a missing labels
+Bad input (a missing, corrupt or truncated video or frame file, a frame past the end of the clip, a missing labels
 file, a label file whose rows disagree with the manifest, a box empty or outside the frame):
 ``bad_input='fail'`` raises naming the file (and frame where there is one); ``'skip'`` drops that clip
-(a frame whose labels are NaN/inf or whose box is empty: that frame only), logs a warning naming it, and
+(a frame whose labels are NaN/inf or whose box is empty, or a missing or corrupt frame file of an image-sequence
+clip: that frame only), logs a warning naming it, and
 records it in the ``pipeline.PipelineReport`` passed as ``report=``. The
 report's counts here: windows (clips decoded), decoded_frames, used_frames (rows), decode_crop_s, skipped.
 

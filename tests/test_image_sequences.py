@@ -256,6 +256,16 @@ def test_a_bad_frame_fails_the_pipeline_by_name_or_drops_its_window(png_root, ra
     # Windows of 4 with gap 1: frames 0-3, 3-5 of a 6-frame clip; frame 5 is in the second only.
     assert len(skipped) == 1 and str(corrupt) in skipped[0] and "frames 3..5 of clip " + row["clip_id"] in skipped[0]
     assert sorted(t for (c, t) in rows if c == index) == [0, 1, 2]
+    # The labelled pipeline leaves out the frame only.
+    index, row = next((i, r) for i, r in enumerate(read_manifest(root).to_pylist()) if r["split"] == "labelled")
+    bad = clip_frame_paths(root, row)[1]
+    bad.write_bytes(bad.read_bytes()[:40])
+    whole = labelled_rows(png_root, decoder="cpu")
+    report = PipelineReport()
+    rows = labelled_rows(root, decoder="auto", bad_input="skip", report=report)
+    assert sorted(rows) == sorted(key for key in whole if key != (index, 1))
+    skipped = report.summary()["skipped"]
+    assert len(skipped) == 1 and str(bad) in skipped[0]
 
 
 @pytest.mark.render

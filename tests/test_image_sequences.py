@@ -99,6 +99,14 @@ def test_backend_for_each_decoder_and_clip_kind():
         backend_for("nvjpeg", images=True, codec=None, cuda_available=False)
     with pytest.raises(ConfigError, match="data.decoder"):
         check_values({"data.decoder": "pyav"})
+    # The resource plan checks data.decoder against the decode actors' GPU share, before anything starts.
+    from raymotion.config import load_config
+    from raymotion.train.plan import pipeline_groups
+
+    with pytest.raises(ConfigError, match="scaling.decode_gpus=0.0 .*decoder='dali_mixed'"):
+        pipeline_groups(load_config(overrides={"data.decoder": "dali_mixed"}))
+    groups = pipeline_groups(load_config(overrides={"data.decoder": "dali_mixed", "scaling.decode_gpus": 0.25}))
+    assert groups[0].gpus == 0.25
 
 
 @pytest.mark.parametrize("backend", ["opencv", "dali_cpu_images"])

@@ -244,7 +244,7 @@ def _read_opencv(path: Path) -> np.ndarray | str:
     """(H, W, 3) uint8 RGB (EXIF orientation applied), or why OpenCV cannot decode the file."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        return "OpenCV cannot decode it"
+        return "corrupt, truncated or not an image"
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -45,7 +45,8 @@ from raymotion.data.flow_store import PairSpec, check_store, precompute_pairs, r
 from raymotion.data.labels import read_decoded, read_labels
 from raymotion.data.video_pairs import crop_clip, estimate_pair_flows
 from raymotion.data.manifest import read_manifest
-from raymotion.data.pipeline import AUTO_DECODER, PipelineReport, build_pair_dataset, select_windows
+from raymotion.data.decode import AUTO_DECODER
+from raymotion.data.pipeline import PipelineReport, build_pair_dataset, select_windows
 from raymotion.errors import report_user_error
 from raymotion.flow.estimator import make_flow_estimator
 
@@ -69,7 +70,7 @@ class BenchSettings:
     max_clips: int | None
     """First clips of the video split (None: all)."""
     decoder: str
-    """The pipeline's decoder: 'auto' or one of ``decode.DECODER_BACKENDS``."""
+    """The pipeline's decoder: one of ``decode.DECODERS`` (``data.decoder``)."""
     source: str
     """'streamed' (decode + crop + flow actors) or 'precomputed' (read the pair store back)."""
     plain_threads: int
@@ -154,7 +155,7 @@ def plain_loop(settings: BenchSettings) -> tuple[int, float, int]:
         estimator = make_flow_estimator(cfg.flow)
         pairs = 0
         for row in clips:
-            frames_THW3 = read_decoded(root, row)
+            frames_THW3, _ = read_decoded(root, row, decoder="cpu")
             labels, _ = read_labels(root, row, ["box_xyxy"], bad_input="fail")
             crops, _ = crop_clip(frames_THW3, labels["box_xyxy"], crop_size=cfg.data.crop_size,
                                  bbox_scale=cfg.data.bbox_scale)
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-clips", type=int, default=0,
                         help="first clips of the video split to use (0: all; 64 in the default benchmark)")
-    parser.add_argument("--decoder", default=AUTO_DECODER, help="pipeline decoder: auto, pyav, dali_cpu, dali_mixed")
+    parser.add_argument("--decoder", default=AUTO_DECODER, help="pipeline decoder (data.decoder): auto, cpu, dali_cpu, dali_mixed")
     parser.add_argument("--source", choices=SOURCES, default="streamed",
                         help="streamed: decode + crop + flow actors; precomputed: read the pair store back "
                         "(computed first when missing, not timed)")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import trimesh
 
 from raymotion.geometry import rasterize
 from raymotion.synth.render import Intrinsics, MeshRenderer
+from timing import alternating_medians
 
 BODY_ASSET = Path(__file__).resolve().parents[1] / "raymotion" / "assets" / "anny_smpl.npz"
 CAMERA_DISTANCE_M = 6.0
@@ -48,19 +47,6 @@ def benchmark_mesh() -> tuple[np.ndarray, np.ndarray, str]:
         name = "UV-sphere ellipsoid stand-in"
     verts_V3 = verts_V3 - verts_V3.mean(0) + np.array([0.0, 0.0, CAMERA_DISTANCE_M])
     return verts_V3, faces_F3, f"{name}, {len(verts_V3)} vertices, {len(faces_F3)} faces"
-
-
-def alternating_medians(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median wall-clock seconds per call of each function, calling them in turn in each repeat."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def render_batch(

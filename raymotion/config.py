@@ -42,14 +42,16 @@ from raymotion.typed_config import (
 )
 
 __all__ = [
-    "SYNTH_PRESETS", "BadInput", "BodyConfig", "Config", "ConfigError", "DataConfig", "FlowConfig", "LossConfig",
-    "ModelConfig", "PredictConfig", "RenderConfig", "RunConfig", "ScalingConfig", "SynthConfig", "TrainConfig",
+    "SYNTH_PRESETS", "BadInput", "BodyConfig", "Config", "ConfigError", "DataConfig", "Decoder", "FlowConfig",
+    "LossConfig", "ModelConfig", "PredictConfig", "RenderConfig", "RunConfig", "ScalingConfig", "SynthConfig", "TrainConfig",
     "UnknownKeyError", "apply_overrides", "check_refinement", "check_values", "config_keys", "config_yaml",
     "describe", "flatten", "from_dict", "load_config", "parse_set_args", "save_config", "to_dict",
 ]
 
 BadInput = Literal["fail", "skip"]
 """``data.bad_input``'s choices (raymotion.data.manifest.BAD_INPUT_POLICIES)."""
+Decoder = Literal["auto", "cpu", "dali_cpu", "dali_mixed"]
+"""``data.decoder``'s choices (raymotion.data.decode.DECODERS)."""
 
 
 # ----------------------------------------------------------------------------- sections
@@ -190,10 +192,17 @@ class DataConfig:
                                "SPIN and the paper).", range=(1.0, 3.0))
     bad_input: BadInput = leaf(
         "fail", "What the data readers do with bad input (docs/bad_input.md): a missing, truncated or wrongly sized "
-        "video, a label that is NaN/inf, an empty box, a clip too short for train.video_gap. 'fail' stops naming "
+        "video or frame file, a label that is NaN/inf, an empty box, a clip too short for train.video_gap. 'fail' stops naming "
         "the file, frame and column; 'skip' leaves out that frame (in-memory datasets, labelled Ray Data "
         "pipeline), window (video pair pipeline) or clip, counts it and logs a warning. Pair stores "
         "(precompute-flow) always fail: a store must hold every pair.")
+    decoder: Decoder = leaf(
+        "auto", "What decodes clips (videos and image sequences, docs/data_format.md), in every reader: "
+        "'auto' = in the Ray Data pipelines DALI where it can (NVDEC / nvJPEG in an actor holding a GPU share, "
+        "else DALI's CPU decoders for VP8/VP9/MJPEG and images, PyAV for other codecs), in the in-process "
+        "datasets and evaluation the CPU decoders; 'cpu' = PyAV for videos, OpenCV for images; 'dali_cpu' = DALI's "
+        "CPU decoders (videos: VP8/VP9/MJPEG only); 'dali_mixed' = NVDEC / nvJPEG (needs a GPU: "
+        "scaling.decode_gpus > 0 in the pipelines). The backends used are reported (raymotion.data.decode.backend_for).")
     decode_window: int = leaf(
         64, "Frames the Ray Data pair pipeline decodes at a time from one clip (the pair store and "
         "benchmarks/bench_data.py too). A window covering the whole clip decodes each frame exactly once (clips "

@@ -105,8 +105,8 @@ def check_accelerators() -> list[Check]:
             Check(
                 "dali",
                 status.cpu_decoding,
-                f"{status.version}; CPU decoder {'yes' if status.cpu_decoding else 'no'} (VP8/VP9/MJPEG); "
-                f"GPU decoder {'yes' if status.gpu_decoding else 'no'}" + (f" ({status.detail})" if status.detail else ""),
+                f"{status.version}; CPU decoder {'yes' if status.cpu_decoding else 'no'} (VP8/VP9/MJPEG video, JPEG/PNG "
+                f"images); GPU decoder {'yes' if status.gpu_decoding else 'no'} (NVDEC video, nvJPEG images)" + (f" ({status.detail})" if status.detail else ""),
             )
         )
     return checks

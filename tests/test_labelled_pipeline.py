@@ -54,7 +54,7 @@ def plain(tiny_benchmark, ray_local):
 
     report = PipelineReport()
     ds = build_labelled_dataset(tiny_benchmark, crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, fraction=FRACTION,
-                                fraction_seed=FRACTION_SEED, augment=False, seed=SEED, decoder="pyav",
+                                fraction_seed=FRACTION_SEED, augment=False, seed=SEED, decoder="cpu",
                                 report=report).materialize()
     return ds, report.summary()
 
@@ -63,7 +63,7 @@ def plain(tiny_benchmark, ray_local):
 def augmented(tiny_benchmark, ray_local):
     """All 6 clips, 2 epochs, with augmentation: 36 rows."""
     ds = build_labelled_dataset(tiny_benchmark, crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, fraction=1.0,
-                                fraction_seed=FRACTION_SEED, augment=True, seed=SEED, epochs=2, decoder="pyav")
+                                fraction_seed=FRACTION_SEED, augment=True, seed=SEED, epochs=2, decoder="cpu")
     return ds.take_all()
 
 
@@ -193,7 +193,7 @@ def test_truncated_video_fails_naming_the_file_or_is_skipped_and_counted(tiny_be
     data = video.read_bytes()
     video.write_bytes(data[: len(data) // 2])
     kwargs = {"crop_size": CROP_SIZE, "bbox_scale": BBOX_SCALE, "fraction": 1.0, "fraction_seed": 0,
-              "augment": False, "seed": 0, "decoder": "pyav"}
+              "augment": False, "seed": 0, "decoder": "cpu"}
     with pytest.raises(Exception, match="labelled_00002/video.webm"):
         build_labelled_dataset(root, bad_input="fail", **kwargs).take_all()
     report = PipelineReport()
@@ -213,7 +213,7 @@ def decode_stage_batch(root, clip_id, **stage_kwargs):
     window = next(w for w in labelled_windows(root, split="labelled", fraction=1.0, fraction_seed=0, epochs=1, seed=0)
                   if w["clip_id"] == clip_id)
     stage = LabelledDecodeStage(data_root=str(root), crop_size=CROP_SIZE, bbox_scale=BBOX_SCALE, augment=False,
-                                decoder="pyav", report=None, **stage_kwargs)
+                                decoder="cpu", report=None, **stage_kwargs)
     return stage({name: np.array([value]) for name, value in window.items()})
 
 
@@ -253,7 +253,7 @@ def test_bad_arguments_name_the_value_and_the_choices(tiny_benchmark):
               "augment": False, "seed": 0}
     with pytest.raises(ValueError, match="bad_input='drop'; choose one of: fail, skip"):
         build_labelled_dataset(tiny_benchmark, bad_input="drop", **kwargs)
-    with pytest.raises(ValueError, match="decoder='ffmpeg'; choose one of: auto, pyav"):
+    with pytest.raises(ValueError, match=r"decoder='ffmpeg' \(data.decoder\); choose one of: auto, cpu"):
         build_labelled_dataset(tiny_benchmark, decoder="ffmpeg", **kwargs)
     with pytest.raises(ValueError, match="split='video' is not valid here; choose one of: labelled, val, test"):
         build_labelled_dataset(tiny_benchmark, split="video", **kwargs)

@@ -89,7 +89,7 @@ def test_gpu_shares_are_refused_where_the_stage_cannot_use_them_or_needs_one():
         ("auto", 0.0, "dis", "auto", 0.0, []), ("auto", 0.25, "raft_small", "auto", 0.5, []),
         ("dali_mixed", 1.0, "dali_of", "auto", 2.0, []), ("auto", 0.0, "raft_large", "auto", 0.0, []),
         ("auto", 0.0, None, "auto", 0.0, []),
-        ("dali_mixed", 0.0, "dis", "auto", 0.0, ["decode_gpus"]), ("pyav", 0.5, "dis", "auto", 0.0, ["decode_gpus"]),
+        ("dali_mixed", 0.0, "dis", "auto", 0.0, ["decode_gpus"]), ("cpu", 0.5, "dis", "auto", 0.0, ["decode_gpus"]),
         ("auto", 1.5, "dis", "auto", 0.0, ["decode_gpus"]), ("auto", 0.0, "dali_of", "auto", 0.0, ["flow_gpus"]),
         ("auto", 0.0, "dali_of", "cpu", 0.0, ["flow_gpus"]), ("auto", 0.0, "raft_small", "cuda", 0.0, ["flow_gpus"]),
         ("auto", 0.0, "dis", "auto", 1.0, ["flow_gpus"]), ("auto", 0.0, "raft_small", "cpu", 0.5, ["flow_gpus"]),
@@ -156,7 +156,7 @@ def test_pipeline_pairs_are_complete_and_match_video_pairs(dataset, ray_local, t
     reference = VideoPairs(root, crop_size=32, bbox_scale=1.3, flow="dis", gap=2, frames_per_item=frames_per_item)
     report = PipelineReport()
     ds = build_pair_dataset(root, crop_size=32, bbox_scale=1.3, gap=2, window=5, frames_per_item=frames_per_item,
-                            decoder="pyav", fuse=fuse, report=report)
+                            decoder="cpu", fuse=fuse, report=report)
     pairs = collect(ds)
     assert len(pairs) == len(reference) == sum(f - 2 * (frames_per_item - 1) for f in CLIP_FRAMES)
     mean = np.asarray(IMAGENET_MEAN)[:, None, None]
@@ -200,7 +200,7 @@ def test_truncated_video_fails_by_name_or_is_skipped_and_counted(dataset, ray_lo
     video = root / "video" / "video_00001" / "video.webm"
     data = video.read_bytes()
     video.write_bytes(data[: len(data) // 2])
-    kwargs = {"crop_size": 32, "bbox_scale": 1.3, "window": 16, "flow": None, "decoder": "pyav"}
+    kwargs = {"crop_size": 32, "bbox_scale": 1.3, "window": 16, "flow": None, "decoder": "cpu"}
     with pytest.raises(Exception, match="video_00001/video.webm"):
         build_pair_dataset(root, bad_input="fail", **kwargs).take_all()
     report = PipelineReport()
@@ -237,4 +237,4 @@ def test_box_outside_the_frame_fails_naming_file_and_frame(dataset, ray_local, t
     pq.write_table(pa.table({"clip_id": table["clip_id"], "frame": table["frame"],
                              "box_xyxy": pa.array(table["box_xyxy"], pa.list_(pa.float32(), 4))}), labels)
     with pytest.raises(Exception, match="video_00000/labels.parquet frame 3"):
-        build_pair_dataset(root, crop_size=32, bbox_scale=1.3, window=16, flow=None, decoder="pyav").take_all()
+        build_pair_dataset(root, crop_size=32, bbox_scale=1.3, window=16, flow=None, decoder="cpu").take_all()

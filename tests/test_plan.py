@@ -240,5 +240,5 @@ def test_pipeline_refuses_gpu_work_without_a_gpu_share_naming_both(tmp_path):
         build_pair_dataset(tmp_path, decoder="dali_mixed", **args)
     with pytest.raises(ValueError, match=r"flow_gpus=0.0 \(scaling.flow_gpus\): flow estimator 'dali_of'"):
         build_pair_dataset(tmp_path, flow="dali_of", **args)
-    with pytest.raises(ValueError, match="decoder='pyav' decodes on the CPU"):
-        build_pair_dataset(tmp_path, decoder="pyav", decode_gpus=0.5, **args)
+    with pytest.raises(ValueError, match="decoder='cpu' decodes on the CPU"):
+        build_pair_dataset(tmp_path, decoder="cpu", decode_gpus=0.5, **args)

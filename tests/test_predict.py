@@ -383,15 +383,41 @@ def test_video_lists_from_a_manifest_and_a_csv(tiny_benchmark, tmp_path):
 
     test = list_videos(tiny_benchmark / "manifest.parquet", split="test")
     assert [v["name"] for v in test] == ["test_00000", "test_00001"]
-    assert Path(test[0]["input"]) == tiny_benchmark / "test" / "test_00000"
+    assert Path(test[0]["input"]) == tiny_benchmark / "manifest.parquet" and test[0]["clip"] == "test_00000"
     partial = tmp_path / "partial"
     shutil.copytree(tiny_benchmark, partial, ignore=shutil.ignore_patterns("*.npz"))
     (partial / "test" / "test_00001" / "video.webm").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 of the 2 clips .* have no video \(first: .*test_00001/video.webm\)"):
+    with pytest.raises(FileNotFoundError, match=r"1 of the 2 clips .* have no video or frames \(first: .*test_00001/video.webm\)"):
         list_videos(partial / "manifest.parquet", split="test")
     (tmp_path / "list.csv").write_text("video,boxes\na/walk.mp4,a/walk.csv\nb/walk.mp4,\n")
     with pytest.raises(ValueError, match=r"several videos would write the same output folder \['walk'\]"):
         list_videos(tmp_path / "list.csv")
+
+
+def test_an_image_sequence_clip_of_a_manifest_predicts_what_its_video_does(tiny_benchmark, clip_predictions, tmp_path):
+    """The tiny benchmark's test clips as lossless PNG frame lists (test_image_sequences.png_benchmark): listed
+    from the manifest and opened by row, they give the video clip's arrays, frame for frame."""
+    from test_image_sequences import png_benchmark
+
+    from raymotion.config import to_dict
+    from raymotion.predict.pipeline import PredictStage, list_videos, open_manifest_clip
+    from raymotion.predict.run import predict_config
+
+    root = png_benchmark(tiny_benchmark, tmp_path / "png")
+    items = list_videos(root / "manifest.parquet", split="test")
+    assert [(item["name"], item["clip"]) for item in items] == [("test_00000", "test_00000"), ("test_00001", "test_00001")]
+    source = open_manifest_clip(items[0]["input"], items[0]["clip"])
+    assert source.kind == "clip_images" and source.image_paths[0].suffix == ".png"
+    assert source.label_boxes is not None and source.label_boxes.source.endswith("labels.parquet")
+    cfg, _ = predict_config(BASE_MODEL, overrides=["run.device=cpu", "predict.overlay=false"])
+    stage = PredictStage(checkpoint=BASE_MODEL, config=to_dict(cfg), out_dir=str(tmp_path / "out"))  # jobs/predict.py's
+    row = stage({key: np.asarray([value]) for key, value in items[0].items()})
+    assert row["error"].tolist() == [""] and row["frames"].tolist() == [len(source.image_paths)]
+    got, want = load(tmp_path / "out" / "test_00000"), load(clip_predictions["test_00000"])
+    for key in ("frame", "track", "pose", "betas", "box_xyxy", "joints2d"):
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5, err_msg=key)
+    with pytest.raises(ValueError, match="lists no clip 'nope'"):
+        open_manifest_clip(root / "manifest.parquet", "nope")
 
 
 def test_a_checkpoint_of_another_backbone_builds_its_own_model_and_mismatched_weights_are_refused(test_clips, tmp_path):

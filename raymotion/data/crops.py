@@ -80,16 +80,19 @@ def crop_box(box_xyxy_N4: np.ndarray, *, scale: float) -> tuple[np.ndarray, np.n
     return center_N2, side_N
 
 
-def box_problems(box_T4: np.ndarray, *, width: int, height: int) -> dict[int, str]:
+def box_problems(box_T4: np.ndarray, *, width: float | np.ndarray, height: float | np.ndarray) -> dict[int, str]:
     """Frame -> what is wrong with its box: empty, not finite or wholly outside the ``width`` x ``height``
     frame (nothing to crop). Frames with a good box are absent; the dict is in frame order.
 
     Args:
         box_T4: (T, 4) boxes (x0, y0, x1, y1), image pixels, one per frame.
+        width, height: the frame size, pixels: one for every frame, or (T,) each frame's own (image sequences
+            of mixed sizes; inf: no bound).
     """
+    width_T, height_T = np.broadcast_to(width, len(box_T4)), np.broadcast_to(height, len(box_T4))
     bad_T = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
-    bad_T |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
-    return {t: f"box_xyxy {box_T4[t].tolist()} is empty, not finite or outside the {width}x{height} frame"
+    bad_T |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width_T) | (box_T4[:, 1] >= height_T)
+    return {t: f"box_xyxy {box_T4[t].tolist()} is empty, not finite or outside the {width_T[t]:g}x{height_T[t]:g} frame"
             for t in np.flatnonzero(bad_T).tolist()}
 
 

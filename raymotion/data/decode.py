@@ -1,14 +1,22 @@
-"""Video decoding: whole clips and windows of frames, with PyAV or DALI (``raymotion.dali``, the one
-module that imports ``nvidia.dali``; imported lazily there, so this module imports without DALI).
+"""Decoding clips: videos (whole, or windows of frames) with PyAV or DALI, and image sequences (JPEG/PNG
+files, docs/data_format.md) with OpenCV or DALI's image decoder (``raymotion.dali``, the one module that
+imports ``nvidia.dali``; imported lazily there, so this module imports without DALI).
+
+The decoder is a setting (``data.decoder``, ``DECODERS``); ``backend_for`` turns it into the backend that
+decodes one clip, named as the pipelines report it (``VIDEO_BACKENDS``, ``IMAGE_BACKENDS``).
 """
 
 from __future__ import annotations
 
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from raymotion.dali import decode_video_file
+from raymotion.config import Decoder
+from raymotion.dali import decode_image_files, decode_video_file
 
 
 def read_video_pyav(path: str | Path) -> np.ndarray:
@@ -53,6 +61,17 @@ def read_video_dali_cpu(path: str | Path) -> np.ndarray:
     return decode_video_file(path, device="cpu", what=f"video {path} (corrupt, truncated or not VP8/VP9/MJPEG)")
 
 
+def read_video_dali_mixed(path: str | Path) -> np.ndarray:
+    """Decode every frame of a video with NVDEC (DALI 'mixed', CUDA device 0): (T, H, W, 3) uint8 RGB.
+
+    Raises as ``read_video_dali_cpu`` (the codecs: ``NVDEC_CODECS``; no GPU: DALI's reason).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    return decode_video_file(path, device="mixed", what=f"video {path} (corrupt, truncated, or NVDEC lacks its codec)")
+
+
 def read_video(path: str | Path, *, expected_frames: int, backend: str = "pyav") -> np.ndarray:
     """Decode a clip and check it holds the frames its manifest row promises.
 
@@ -60,7 +79,7 @@ def read_video(path: str | Path, *, expected_frames: int, backend: str = "pyav")
         ValueError: the video is corrupt, or truncated (fewer frames than ``expected_frames``); the
             message names the file and both counts.
     """
-    readers = {"pyav": read_video_pyav, "dali_cpu": read_video_dali_cpu}
+    readers = {"pyav": read_video_pyav, "dali_cpu": read_video_dali_cpu, "dali_mixed": read_video_dali_mixed}
     if backend not in readers:
         raise ValueError(f"unknown decoder backend {backend!r}; choose one of: {', '.join(readers)}")
     frames_THW3 = readers[backend](path)
@@ -78,8 +97,14 @@ DALI_CPU_CODECS = ("vp8", "vp9", "mjpeg")
 """Codecs DALI's CPU video decoder reads (FACTS.md: H.264, HEVC and AV1 fail on the CPU variant)."""
 NVDEC_CODECS = ("h264", "hevc", "vp8", "vp9", "mjpeg", "av1")
 """Codecs DALI's 'mixed' (NVDEC) decoder reads; AV1 needs a GPU generation that has it (not A100/H100)."""
-DECODER_BACKENDS = ("pyav", "dali_cpu", "dali_mixed")
+VIDEO_BACKENDS = ("pyav", "dali_cpu", "dali_mixed")
 """Backends of ``read_video_window``."""
+IMAGE_BACKENDS = ("opencv", "dali_cpu_images", "dali_mixed_images")
+"""Backends of ``read_image_window``: OpenCV, DALI's CPU image decoder, nvJPEG (DALI 'mixed', needs CUDA)."""
+AUTO_DECODER = "auto"
+DECODERS: tuple[str, ...] = typing.get_args(Decoder)
+"""``data.decoder``'s choices: 'auto' (``backend_for``); 'cpu' = PyAV for videos, OpenCV for images;
+'dali_cpu' = DALI's CPU decoders (videos: VP8/VP9/MJPEG only); 'dali_mixed' = NVDEC / nvJPEG on a GPU."""
 
 
 def video_codec(path: str | Path) -> str:
@@ -109,6 +134,25 @@ def choose_decoder(codec: str, *, cuda_available: bool) -> str:
     if codec in DALI_CPU_CODECS:
         return "dali_cpu"
     return "pyav"
+
+
+def backend_for(decoder: str, *, images: bool, codec: str | None, cuda_available: bool) -> str:
+    """The backend that decodes one clip under ``data.decoder=decoder`` (one of ``DECODERS``).
+
+    'auto': videos by codec (``choose_decoder``); images with nvJPEG when CUDA is available, else DALI's CPU
+    image decoder. The others name the decoder family, and the clip's kind picks the backend ('cpu': PyAV
+    for videos, OpenCV for images). ``codec`` is read only for videos under 'auto' (None otherwise).
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r} (data.decoder); choose one of: {', '.join(DECODERS)}")
+    if decoder == AUTO_DECODER:
+        if images:
+            return "dali_mixed_images" if cuda_available else "dali_cpu_images"
+        assert codec is not None, "auto needs the video's codec"
+        return choose_decoder(codec, cuda_available=cuda_available)
+    if decoder == "cpu":
+        return "opencv" if images else "pyav"
+    return f"{decoder}_images" if images else decoder
 
 
 def _keyframe_at_or_before(path: Path, frame: int) -> int:
@@ -182,8 +226,8 @@ def read_video_window(path: str | Path, *, first_frame: int, num_frames: int, ba
         FileNotFoundError: the file does not exist.
         ValueError: the video cannot be decoded (corrupt, truncated for DALI); the message names the file.
     """
-    if backend not in DECODER_BACKENDS:
-        raise ValueError(f"unknown decoder backend {backend!r}; choose one of: {', '.join(DECODER_BACKENDS)}")
+    if backend not in VIDEO_BACKENDS:
+        raise ValueError(f"unknown video decoder backend {backend!r}; choose one of: {', '.join(VIDEO_BACKENDS)}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video not found: {path}")
@@ -192,3 +236,68 @@ def read_video_window(path: str | Path, *, first_frame: int, num_frames: int, ba
     return _read_window_dali(path, first_frame, num_frames, "cpu" if backend == "dali_cpu" else "mixed")
 
 
+
+
+# ---- image sequences (a folder or list of JPEG/PNG frames, manifest.clip_frame_paths) --------------
+
+def _read_opencv(path: Path) -> np.ndarray | str:
+    """(H, W, 3) uint8 RGB (EXIF orientation applied), or why OpenCV cannot decode the file."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        return "corrupt, truncated or not an image"
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image_window(paths: Sequence[Path], *, first_frame: int, num_frames: int, backend: str,
+                      bad_input: str) -> tuple[list[np.ndarray | None], int, dict[int, str]]:
+    """Decode frames [first_frame, first_frame + num_frames) of an image-sequence clip: only those files are read.
+
+    Args:
+        paths: every frame file of the clip, in frame order (``manifest.clip_frame_paths``).
+        backend: one of ``IMAGE_BACKENDS``.
+        bad_input: 'fail' raises for the first missing or undecodable frame; 'skip' returns None for it and
+            one message in ``bad`` (``data.bad_input``).
+
+    Returns:
+        frames: num_frames entries, (H, W, 3) uint8 RGB each (sizes may differ between frames), or None for a
+            frame left out under 'skip'.
+        decoded: frames decoded (the good ones).
+        bad: {clip frame index: message naming the file} of the frames left out.
+
+    Raises:
+        FileNotFoundError: a frame file is missing ('fail'), naming it and its frame index.
+        ValueError: a frame file cannot be decoded ('fail': corrupt, truncated, not an image), naming it; or the
+            window runs past the clip's last frame.
+    """
+    if backend not in IMAGE_BACKENDS:
+        raise ValueError(f"unknown image decoder backend {backend!r}; choose one of: {', '.join(IMAGE_BACKENDS)}")
+    if first_frame < 0 or first_frame + num_frames > len(paths):
+        raise ValueError(f"frames {first_frame}..{first_frame + num_frames - 1} asked of an image sequence of "
+                         f"{len(paths)} frames ({paths[0].parent if paths else 'no files'})")
+    window = list(paths[first_frame:first_frame + num_frames])
+    results: list[np.ndarray | str] = ["the file does not exist"] * len(window)
+    present = [i for i, path in enumerate(window) if path.is_file()]
+    if backend == "opencv":
+        for i in present:
+            results[i] = _read_opencv(window[i])
+    else:
+        device = "cpu" if backend == "dali_cpu_images" else "mixed"
+        decoded_files = decode_image_files([np.fromfile(window[i], dtype=np.uint8) for i in present], device=device)
+        for i, result in zip(present, decoded_files):
+            results[i] = result
+    frames: list[np.ndarray | None] = []
+    bad: dict[int, str] = {}
+    for i, result in enumerate(results):
+        if isinstance(result, np.ndarray):
+            frames.append(result)
+            continue
+        t = first_frame + i
+        missing = not window[i].is_file()
+        problem = f"frame {t} ({window[i]}) {'is missing' if missing else f'cannot be decoded ({backend}: {result})'}"
+        if bad_input == "fail":
+            error = FileNotFoundError if missing else ValueError
+            raise error(f"{problem}; {'restore' if missing else 'replace'} the file, or set data.bad_input=skip to "
+                        "leave such frames out (counted)")
+        frames.append(None)
+        bad[t] = f"skipped {problem}"
+    return frames, len(frames) - len(bad), bad

@@ -63,7 +63,9 @@ import ray
 
 from raymotion.config import FlowConfig
 from raymotion.data.manifest import frames_per_item_for
-from raymotion.data.pipeline import AUTO_DECODER, PipelineReport, build_pair_dataset, select_windows
+from raymotion.data.decode import AUTO_DECODER
+from raymotion.data.manifest import clip_frame_paths
+from raymotion.data.pipeline import PipelineReport, build_pair_dataset, select_windows
 from raymotion.storage import StoragePath
 
 if TYPE_CHECKING:
@@ -91,7 +93,7 @@ class PairSpec:
     """What defines the rows of a store: two specs that are equal give the same rows.
 
     ``data_root`` is a benchmark folder (docs/data_format.md); the store's key also covers the manifest
-    rows and the size and modification time of every clip and label file it reads, so a regenerated
+    rows and the size and modification time of every clip, frame and label file it reads, so a regenerated
     benchmark gets a new store. The decoder is part of the key because PyAV and DALI convert colours
     differently (tests/test_pipeline.py); 'auto' picks per clip as ``pipeline.DecodeCropStage`` does.
     The config's settings (crop, gap, flow) have no default here: ``from_config`` or the caller gives them.
@@ -113,7 +115,7 @@ class PairSpec:
         """The refinement pairs of a config, as ``launch.video_datasets`` streams them."""
         return cls(data_root=str(Path(cfg.data.root).resolve()), split="video", crop_size=cfg.data.crop_size,
                    bbox_scale=cfg.data.bbox_scale, gap=cfg.train.video_gap, flow=cfg.flow.estimator,
-                   flow_config=cfg.flow, max_clips=cfg.train.video_clips or None,
+                   flow_config=cfg.flow, max_clips=cfg.train.video_clips or None, decoder=cfg.data.decoder,
                    frames_per_item=frames_per_item_for(cfg.model.film))
 
 
@@ -141,6 +143,9 @@ def store_key(spec: PairSpec) -> dict[str, Any]:
             continue
         seen.add(w["clip_index"])
         stats = [(name, os.stat(root / w[name])) for name in ("path", "labels_path") if w[name]]
+        # An image sequence: every frame file too (a folder's own stat misses a frame rewritten in place).
+        frames = clip_frame_paths(root, {"clip_id": w["clip_id"], "path": w["path"], "frames": w["clip_frames"]}) or []
+        stats += [(f"frame{t}", os.stat(path)) for t, path in enumerate(frames)]
         digest.update(json.dumps({**w, **{f"{n}_stat": [s.st_size, s.st_mtime_ns] for n, s in stats}},
                                  sort_keys=True, default=str).encode())
     spec_key = dataclasses.asdict(spec)

@@ -33,8 +33,9 @@ from raymotion.data.crops import (
     to_normalised,
     transform_points,
 )
-from raymotion.data.labels import LABEL_SHAPES, read_decoded, read_labels, split_rows
-from raymotion.data.manifest import UNRENDERED, check_bad_input, warn_skipped
+from raymotion.data.decode import AUTO_DECODER
+from raymotion.data.labels import LABEL_SHAPES, frame_sizes, read_decoded, read_labels, split_rows
+from raymotion.data.manifest import UNRENDERED, check_bad_input, clip_exists, warn_skipped
 from raymotion.geometry.pose3d import flip_points3d, flip_pose, rotate_points3d, rotate_pose
 
 LABELLED_SPLITS = ("labelled", "val", "test")
@@ -68,13 +69,13 @@ def selected_clip_rows(data_dir: Path, split: str, *, fraction: float, seed: int
     for the clips one run reads (``synth.generate``'s ``only``, listed in ``UNRENDERED``) lacks the others."""
     rows = split_rows(data_dir, split, LABELLED_SPLITS)
     chosen = [rows[int(i)] for i in select_clips(len(rows), fraction=fraction, seed=seed, max_clips=max_clips)]
-    missing = [row["path"] for _, row in chosen if not (data_dir / row["path"]).is_file()]
+    missing = [row["path"] for _, row in chosen if not clip_exists(data_dir, row)]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         hint = (f" ({data_dir / UNRENDERED} lists the clips not rendered yet)" if (data_dir / UNRENDERED).is_file()
                 else "")
         raise FileNotFoundError(
-            f"{len(missing)} clip(s) of split {split!r} chosen at train.fraction={fraction:g} have no video in "
+            f"{len(missing)} clip(s) of split {split!r} chosen at train.fraction={fraction:g} have no video or frames in "
             f"{data_dir} ({shown}){hint}; render them with `raymotion synth --set synth.out_dir={data_dir}` (skips "
             "the clips already there), or choose a fraction whose clips are there")
     return chosen
@@ -188,10 +189,14 @@ class LabelledFrames(Dataset):
     the final crop's pixel density, so every scale and rotation stays inside it), about 3x the memory
     of plain crops, and each item is resampled from it (two bilinear resamplings in all).
 
+    Clips are videos or image sequences (``manifest.clip_frame_paths``), decoded with ``decoder``
+    (``data.decoder``; see ``labels.read_decoded``); frames of an image sequence may differ in size.
+
     Bad input: a missing or truncated video, frames of another size than the manifest row's, a labels file
-    without a needed column, or a frame whose labels hold NaN/inf or whose box is empty raise naming the file
-    (and frame and column) with ``bad_input='fail'`` (``data.bad_input``); with 'skip' such frames are left out,
-    counted in ``skipped`` (one message each) and logged in one warning.
+    without a needed column, a missing or undecodable frame file, or a frame whose labels hold NaN/inf or whose
+    box is empty raise naming the file (and frame and column) with ``bad_input='fail'`` (``data.bad_input``);
+    with 'skip' such frames (not videos) are left out, counted in ``skipped`` (one message each) and logged in
+    one warning.
     """
 
     def __init__(
@@ -207,8 +212,9 @@ class LabelledFrames(Dataset):
         max_clips: int | None = None,
         shard: tuple[int, int] = (0, 1),
         bad_input: str = "fail",
+        decoder: str = AUTO_DECODER,
     ) -> None:
-        check_values({"data.crop_size": crop_size, "data.bbox_scale": bbox_scale})
+        check_values({"data.crop_size": crop_size, "data.bbox_scale": bbox_scale, "data.decoder": decoder})
         check_bad_input(bad_input)
         rank, num_shards = shard
         if not 0 <= rank < num_shards:
@@ -231,8 +237,10 @@ class LabelledFrames(Dataset):
             first += row["frames"]
             if len(kept_T) == 0:
                 continue  # nothing of this clip in the shard: not even decoded
-            frames_THW3 = read_decoded(data_dir, row)
-            clip_labels, bad = read_labels(data_dir, row, columns, bad_input=bad_input)
+            frames_THW3, bad_frames = read_decoded(data_dir, row, decoder=decoder, bad_input=bad_input)
+            clip_labels, bad = read_labels(data_dir, row, columns, bad_input=bad_input,
+                                           frame_hw_T2=frame_sizes(frames_THW3))
+            bad.update(bad_frames)  # a frame that did not decode: its own message
             self.skipped += [bad[t] for t in kept_T if t in bad]
             kept_T = np.array([t for t in kept_T if t not in bad], dtype=np.int64)
             center_T2, side_T = crop_box(clip_labels["box_xyxy"], scale=bbox_scale)

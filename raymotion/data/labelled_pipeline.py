@@ -21,10 +21,11 @@ arguments whatever the order, actor or block a row goes through. One pass over a
 ``epochs=E`` holds every frame E times, with a fresh draw per epoch; iterating the same dataset again
 repeats the same draws (build it with the epochs a run needs, or with another seed).
 
-Bad input (a missing, corrupt or truncated video, a frame past the end of the video, a missing labels
+Bad input (a missing, corrupt or truncated video or frame file, a frame past the end of the clip, a missing labels
 file, a label file whose rows disagree with the manifest, a box empty or outside the frame):
 ``bad_input='fail'`` raises naming the file (and frame where there is one); ``'skip'`` drops that clip
-(a frame whose labels are NaN/inf or whose box is empty: that frame only), logs a warning naming it, and
+(a frame whose labels are NaN/inf or whose box is empty, or a missing or corrupt frame file of an image-sequence
+clip: that frame only), logs a warning naming it, and
 records it in the ``pipeline.PipelineReport`` passed as ``report=``. The
 report's counts here: windows (clips decoded), decoded_frames, used_frames (rows), decode_crop_s, skipped.
 
@@ -56,13 +57,12 @@ import torch
 from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
 from raymotion.config import check_values
 from raymotion.data.crops import Augmentation, crop_box, crop_image, sample_augmentation
-from raymotion.data.decode import read_video_window
-from raymotion.data.manifest import check_frame_size
+from raymotion.data.decode import AUTO_DECODER
 from raymotion.data.frames import (LABELLED_ITEM_LABELS, augmented_store_size, labelled_item,
                                    selected_clip_rows)
-from raymotion.data.labels import read_labels
-from raymotion.data.pipeline import (AUTO_DECODER, DecoderChoice, PipelineReport, check_decode_args, check_stage_gpus,
-                                     each_window)
+from raymotion.data.labels import frame_sizes, read_labels
+from raymotion.data.pipeline import (DecoderChoice, PipelineReport, check_decode_args, check_stage_gpus, each_window,
+                                     read_window)
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +133,9 @@ class LabelledDecodeStage:
     """``map_batches`` stage: clips -> one row per frame with its stored uint8 crop and raw labels.
 
     The stored crop is the final crop, or with ``augment`` the larger source crop every augmented crop is
-    resampled from (``frames.augmented_store_size``), as ``LabelledFrames`` stores them. Decoder: 'auto'
-    picks per clip from its codec (``decode.choose_decoder``: DALI 'mixed' with a GPU, DALI CPU for
-    VP8/VP9/MJPEG, else PyAV), or one of ``decode.DECODER_BACKENDS``; DALI pipelines are built in this
-    actor, never in the driver (FACTS.md).
+    resampled from (``frames.augmented_store_size``), as ``LabelledFrames`` stores them. Clips are videos or
+    image sequences. Decoder: ``pipeline.DecoderChoice`` (``data.decoder``); DALI pipelines are built in this
+    actor, never in the driver (FACTS.md). A bad frame file is left out under bad_input='skip' (counted).
     """
 
     def __init__(self, *, data_root: str, crop_size: int, bbox_scale: float, augment: bool, decoder: str,
@@ -150,16 +149,13 @@ class LabelledDecodeStage:
         self._backend = DecoderChoice(decoder, what="labelled clips")
 
     def _clip(self, window: dict) -> tuple[dict[str, np.ndarray], int, str]:
-        path = self.data_root / window["path"]
         num = int(window["frames"])
-        backend = self._backend(path)
-        frames_THW3, decoded = read_video_window(path, first_frame=0, num_frames=num, backend=backend)
-        if len(frames_THW3) < num:
-            raise ValueError(f"video {path} ends before frame {len(frames_THW3)}: the manifest says {num} frames "
-                             "and labels.parquet has a row for each; the file is truncated, regenerate it")
-        check_frame_size(window, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
+        frames_THW3, decoded, backend, bad_frames = read_window(
+            self.data_root, window, first_frame=0, num_frames=num, clip_frames=num, choice=self._backend,
+            bad_input=self.bad_input)
         labels, bad = read_labels(self.data_root, window, ["box_xyxy", *LABELLED_ITEM_LABELS],
-                                   bad_input=self.bad_input)
+                                   bad_input=self.bad_input, frame_hw_T2=frame_sizes(frames_THW3))
+        bad.update(bad_frames)  # a frame that did not decode: its own message
         for message in bad.values():  # bad_input='skip': the frame is left out and counted
             logger.warning(message)
             if self.report is not None:
@@ -258,7 +254,7 @@ def build_labelled_dataset(
         augment: draw a ``crops.Augmentation`` per row (module doc); False gives ``LabelledFrames`` items.
         seed: seeds the augmentation and the clip order of each epoch (``run.seed``).
         epochs: passes over the frames in one pass over the dataset, each with fresh augmentations.
-        decoder: 'auto' or one of ``decode.DECODER_BACKENDS`` (``LabelledFrames`` decodes with 'pyav').
+        decoder: one of ``decode.DECODERS`` (``data.decoder``; 'auto': ``pipeline.DecoderChoice``).
         bad_input: 'fail' (raise naming the file and frame) or 'skip' (drop the clip, see module doc).
         report: collects counts and skipped clips (``pipeline.PipelineReport``; Ray must be initialised).
         concurrency: decode actors, each holding 1 CPU (and ``decode_gpus``); the item stage runs at

@@ -19,16 +19,44 @@ import torch
 
 from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
 from raymotion.data.crops import box_problems, crop_box
-from raymotion.data.decode import read_video
-from raymotion.data.manifest import check_frame_size, read_columns, read_manifest
+from raymotion.data.decode import AUTO_DECODER, backend_for, read_image_window, read_video
+from raymotion.data.manifest import check_frame_size, clip_frame_paths, read_columns, read_manifest
 
 
-def read_decoded(data_dir: Path, row: dict) -> np.ndarray:
-    """A clip's frames (T, H, W, 3) uint8, checked against the manifest row's frame count and size."""
-    path = data_dir / row["path"]
-    frames_THW3 = read_video(path, expected_frames=row["frames"])
-    check_frame_size(row, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
-    return frames_THW3
+def read_decoded(data_dir: Path, row: dict, *, decoder: str = AUTO_DECODER,
+                 bad_input: str = "fail") -> tuple[list[np.ndarray | None] | np.ndarray, dict[int, str]]:
+    """Every frame of a clip, a video or an image sequence (``manifest.clip_frame_paths``), checked against the
+    manifest row's frame count and size (a row of width = height = 0: sizes vary, nothing to check).
+
+    ``decoder``: ``data.decoder``; 'auto' decodes with the CPU decoders here (PyAV, OpenCV: the in-process
+    datasets' results were measured with PyAV's pixels, and DALI's VP9 colours differ from them by up to 15
+    levels); the others as ``decode.backend_for`` (without a GPU share, 'dali_mixed' uses CUDA device 0).
+    ``bad_input``: for image sequences, a missing or undecodable frame raises naming the file ('fail') or is
+    None in the frames and listed in ``bad`` ('skip'); a video is whole or raises.
+
+    Returns:
+        frames: (T, H, W, 3) uint8 RGB for a video; for an image sequence T arrays (H_t, W_t, 3) or None.
+        bad: {frame: message} of the frames left out (image sequences under 'skip').
+    """
+    paths = clip_frame_paths(data_dir, row)
+    backend = backend_for("cpu" if decoder == AUTO_DECODER else decoder, images=paths is not None, codec=None,
+                          cuda_available=False)  # unused: the decoder is never 'auto' here
+    if paths is None:
+        path = data_dir / row["path"]
+        frames_THW3 = read_video(path, expected_frames=row["frames"], backend=backend)
+        check_frame_size(row, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
+        return frames_THW3, {}
+    frames, _, bad = read_image_window(paths, first_frame=0, num_frames=len(paths), backend=backend,
+                                       bad_input=bad_input)
+    for frame_HW3, path in zip(frames, paths):
+        if frame_HW3 is not None:
+            check_frame_size(row, height=frame_HW3.shape[0], width=frame_HW3.shape[1], path=path)
+    return frames, bad
+
+
+def frame_sizes(frames: list[np.ndarray | None] | np.ndarray) -> np.ndarray:
+    """(T, 2) (height, width) of each decoded frame; inf for a frame left out (None: any box fits)."""
+    return np.array([(np.inf, np.inf) if f is None else f.shape[:2] for f in frames], dtype=np.float64).reshape(-1, 2)
 
 
 # Per-frame label columns (docs/data_format.md) and their per-frame shapes.
@@ -93,9 +121,11 @@ def split_rows(data_dir: Path, split: str, choices: tuple[str, ...] | None) -> l
     return rows
 
 
-def label_problems(labels: dict[str, np.ndarray], *, width: int, height: int) -> dict[int, str]:
+def label_problems(labels: dict[str, np.ndarray], *, width: float | np.ndarray,
+                   height: float | np.ndarray) -> dict[int, str]:
     """Frame -> what is wrong with its labels (the first problem): a value that is not finite (NaN or inf),
-    naming the column, or a box with nothing to crop (``crops.box_problems``). Frames without one are absent."""
+    naming the column, or a box with nothing to crop (``crops.box_problems``; the frame size: one for the clip,
+    or (T,) per frame). Frames without one are absent."""
     problems: dict[int, str] = {}
     for name, values_T in labels.items():
         if name == "gender":
@@ -117,14 +147,17 @@ def label_problems(labels: dict[str, np.ndarray], *, width: int, height: int) ->
     return dict(sorted(problems.items()))
 
 
-def read_labels(data_dir: Path, row: dict, columns: list[str], *,
-                 bad_input: str) -> tuple[dict[str, np.ndarray], dict[int, str]]:
+def read_labels(data_dir: Path, row: dict, columns: list[str], *, bad_input: str,
+                frame_hw_T2: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[int, str]]:
     """The named label columns of one clip, as (T, ...) arrays, and its bad frames (``label_problems``).
 
     A column of ``OPTIONAL_LABELS`` that the file lacks gets ``default_label`` (files written before partial
-    labels load unchanged). Checks the other columns exist, the row count, and every frame's values: with ``bad_input='fail'`` a bad
-    frame raises naming the file, the frame and the column; with 'skip' the bad frames are returned as
-    {frame: message} for the caller to leave out (and count).
+    labels load unchanged). Checks the other columns exist, the row count, and every frame's values: with
+    ``bad_input='fail'`` a bad frame raises naming the file, the frame and the column; with 'skip' the bad
+    frames are returned as
+    {frame: message} for the caller to leave out (and count). Boxes are checked against ``frame_hw_T2``, the
+    decoded frames' (height, width) (``frame_sizes``), else the row's size; a row of size 0 (sizes vary) without
+    decoded sizes checks only that each box is finite and not empty.
     """
     if not row["labels_path"]:
         raise ValueError(f"clip {row['clip_id']} has no labels_path in the manifest; its boxes are needed to crop")
@@ -147,7 +180,11 @@ def read_labels(data_dir: Path, row: dict, columns: list[str], *,
         if name not in labels:
             labels[name] = default_label(name, labels, table.num_rows)
     labels = {name: labels[name] for name in columns}
-    problems = label_problems(labels, width=row["width"], height=row["height"])
+    if frame_hw_T2 is not None:
+        height, width = frame_hw_T2[:, 0], frame_hw_T2[:, 1]
+    else:
+        height, width = (int(row["height"]) or np.inf), (int(row["width"]) or np.inf)
+    problems = label_problems(labels, width=width, height=height)
     if problems and bad_input == "fail":
         frame, problem = next(iter(problems.items()))
         others = f" ({len(problems) - 1} more bad frame(s) in this file)" if len(problems) > 1 else ""

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raymotion.config import BadInput, ConfigError
+from raymotion.data.boxes import natural_key
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,50 @@ UNRENDERED = "unrendered.txt"
 the planned clips not rendered yet, one per line; absent when every clip is there. The manifest lists them all."""
 BAD_INPUT_POLICIES: tuple[str, ...] = typing.get_args(BadInput)
 """What readers do with bad input (``data.bad_input``): 'fail' raises naming it, 'skip' leaves it out and counts it."""
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""Frame files of an image-sequence clip (a folder's other files are ignored; case-insensitive)."""
+FRAME_LIST_SUFFIX = ".txt"
+"""A clip ``path`` ending in this is a frame list: one image path per line (docs/data_format.md)."""
+
+
+def clip_frame_paths(data_dir: str | Path, row: Mapping) -> list[Path] | None:
+    """The frame files of an image-sequence clip, in frame order, or None for a video clip.
+
+    A manifest row's ``path`` (relative to ``data_dir``, or absolute) names a video file, a folder of frames
+    (its ``IMAGE_SUFFIXES`` files in natural order of their names: ``img_2.png`` before ``img_10.png``), or a
+    ``.txt`` frame list (one image path per line, relative to ``data_dir`` or absolute; blank lines ignored).
+    Lists nothing but the folder or the list file: a missing or corrupt frame is the decoder's to name.
+
+    Args:
+        row: a manifest row, or any mapping with its ``clip_id``, ``path`` and ``frames``.
+
+    Raises:
+        FileNotFoundError: the frame list does not exist.
+        ValueError: the clip holds another number of frames than its row's ``frames``, naming both.
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / row["path"]  # an absolute row path replaces data_dir
+    if path.suffix.lower() == FRAME_LIST_SUFFIX:
+        if not path.is_file():
+            raise FileNotFoundError(f"frame list of clip {row['clip_id']} not found: {path}")
+        paths = [data_dir / line.strip() for line in path.read_text().splitlines() if line.strip()]
+    elif path.is_dir():
+        paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=lambda p: natural_key(p.name))
+    else:
+        return None
+    if len(paths) != int(row["frames"]):
+        raise ValueError(f"clip {row['clip_id']}: {path} {'lists' if path.is_file() else 'holds'} {len(paths)} frames "
+                         f"({', '.join(IMAGE_SUFFIXES)}) but its manifest row says {row['frames']}; fix the row's frames "
+                         "or the clip's files")
+    return paths
+
+
+def clip_exists(data_dir: str | Path, row: Mapping) -> bool:
+    """Whether a clip's video, frame folder or frame list is on disk (its frames are not checked)."""
+    path = Path(data_dir) / row["path"]
+    return path.is_file() or path.is_dir()
 
 
 def check_bad_input(bad_input: str) -> None:
@@ -65,8 +110,12 @@ def read_manifest(data_dir: str | Path) -> pa.Table:
 
 
 def check_frame_size(row: Mapping, *, height: int, width: int, path: Path) -> None:
-    """Raise unless the decoded frames of a clip have the manifest row's ``width`` x ``height`` (boxes are
-    checked against that size, so a wrong one would crop silently outside the picture)."""
+    """Raise unless a decoded frame of a clip (``path``: the video, or the frame's image file) has the manifest
+    row's ``width`` x ``height`` (boxes are checked against that size, so a wrong one would crop silently outside
+    the picture). A row with width = height = 0 says the size varies from frame to frame (image sequences):
+    nothing to check, every frame is used at its own size."""
+    if int(row["width"]) == int(row["height"]) == 0:
+        return
     if (height, width) != (int(row["height"]), int(row["width"])):
         raise ValueError(f"clip {row['clip_id']}: the manifest says width={row['width']}, height={row['height']}, "
                          f"but {path} decodes to {width}x{height} frames; fix the clip's manifest row")

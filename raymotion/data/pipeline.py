@@ -24,9 +24,12 @@ With ``frames_per_item=3`` (the temporal-context variant, model.film) each row i
 t - gap, t, t + gap: the same keys for its last pair plus image0 and crop0 of frame t - gap, as
 ``VideoPairs(frames_per_item=3)``; pairs whose frame t has no frame gap before it are not rows then.
 
-Bad input (a missing, corrupt or truncated video, a frame past the end, frames of another size than the
-manifest's, a box outside the frame or not finite, a labels file without box_xyxy, a clip too short for
-the gap):
+Clips are videos or image sequences (a folder or list of JPEG/PNG frames, ``manifest.clip_frame_paths``); a
+window of an image sequence reads only its own files, and its frames may differ in size (a manifest size of 0).
+
+Bad input (a missing, corrupt or truncated video, a missing or corrupt frame file, a frame past the end, frames
+of another size than the manifest's, a box outside the frame or not finite, a labels file without box_xyxy, a
+clip too short for the gap):
 ``bad_input='fail'`` raises naming the file and frame; ``'skip'`` drops that window, logs a warning
 naming it, and records it in the ``PipelineReport`` passed as ``report=``: after the dataset has been
 consumed, ``report.summary()['skipped']`` lists every skipped window and why.
@@ -47,14 +50,13 @@ import ray
 
 from raymotion.config import FlowConfig, check_values
 from raymotion.data.crops import box_problems, crop_box, crop_image
-from raymotion.data.decode import DECODER_BACKENDS, choose_decoder, read_video_window, video_codec
-from raymotion.data.manifest import (check_bad_input, check_clip_lengths, check_frame_size, pair_windows, read_columns,
-                                     read_manifest, warn_skipped)
+from raymotion.data.decode import AUTO_DECODER, DECODERS, backend_for, read_image_window, read_video_window, video_codec
+from raymotion.data.manifest import (check_bad_input, check_clip_lengths, check_frame_size, clip_frame_paths,
+                                     pair_windows, read_columns, read_manifest, warn_skipped)
 from raymotion.flow.estimator import make_flow_estimator
 
 logger = logging.getLogger(__name__)
 
-AUTO_DECODER = "auto"
 ACTOR_CPUS = 1.0
 """CPUs every stage actor reserves: its OpenCV / decoder work runs on one thread (``FlowStage``)."""
 
@@ -100,9 +102,10 @@ class PipelineReport:
 
 
 class DecoderChoice:
-    """A stage actor's decoder per clip: ``decoder`` if forced, else 'auto' picks from the clip's codec
-    (``decode.choose_decoder``: DALI 'mixed' when Ray gave this actor a GPU, DALI CPU for VP8/VP9/MJPEG,
-    PyAV otherwise). Logs each backend the first time it is used. Build it inside the actor."""
+    """A stage actor's decoder backend per clip (``decode.backend_for``): 'auto' picks from the clip's kind and
+    codec (DALI 'mixed', i.e. NVDEC or nvJPEG, when Ray gave this actor a GPU; else DALI's CPU decoder for images
+    and VP8/VP9/MJPEG, PyAV for other codecs); a forced ``decoder`` names the family. Logs each backend the
+    first time it is used. Build it inside the actor."""
 
     def __init__(self, decoder: str, *, what: str) -> None:
         self.decoder, self.what = decoder, what
@@ -111,11 +114,9 @@ class DecoderChoice:
         self.cuda_available = bool(ray.get_gpu_ids())
         self._logged: set[str] = set()
 
-    def __call__(self, path: Path) -> str:
-        if self.decoder != AUTO_DECODER:
-            backend = self.decoder
-        else:
-            backend = choose_decoder(video_codec(path), cuda_available=self.cuda_available)
+    def __call__(self, path: Path, *, images: bool) -> str:
+        codec = video_codec(path) if self.decoder == AUTO_DECODER and not images else None
+        backend = backend_for(self.decoder, images=images, codec=codec, cuda_available=self.cuda_available)
         if backend not in self._logged:
             self._logged.add(backend)
             logger.info("decoding %s with %s (decoder=%r, CUDA %s; first clip %s)", self.what, backend, self.decoder,
@@ -126,10 +127,8 @@ class DecoderChoice:
 class DecodeCropStage:
     """``map_batches`` stage: windows -> one row per frame pair, with both frames cropped by their own box.
 
-    Decoder: 'auto' picks per clip from its codec: DALI 'mixed' (NVDEC) when CUDA is available, DALI's CPU
-    decoder for VP8/VP9/MJPEG, PyAV otherwise; or force one of ``decoder.DECODER_BACKENDS``. The DALI
-    pipeline is built inside this actor, never in the driver (FACTS.md). The choice is logged once per
-    backend.
+    Decoder: ``DecoderChoice`` (``data.decoder``). The DALI pipeline is built inside this actor, never in the
+    driver (FACTS.md). The choice is logged once per backend.
     """
 
     def __init__(self, *, data_root: str, crop_size: int, bbox_scale: float, gap: int, decoder: str,
@@ -143,23 +142,18 @@ class DecodeCropStage:
         self._backend = DecoderChoice(decoder, what="video windows")
 
     def _window(self, window: dict) -> tuple[dict[str, np.ndarray], int, str]:
-        path = self.data_root / window["path"]
         first, num = int(window["first_frame"]), int(window["num_frames"])
-        backend = self._backend(path)
-        frames_THW3, decoded = read_video_window(path, first_frame=first, num_frames=num, backend=backend)
-        if len(frames_THW3) < num:
-            raise ValueError(f"video {path} ends before frame {first + len(frames_THW3)}: the window needs frames "
-                             f"{first}..{first + num - 1} and the manifest says {window['clip_frames']} frames; "
-                             "the file is truncated, regenerate it")
+        frames_THW3, decoded, backend, _ = read_window(self.data_root, window, first_frame=first, num_frames=num,
+                                                       clip_frames=int(window["clip_frames"]), choice=self._backend)
         labels_path = self.data_root / window["labels_path"]
         if not window["labels_path"] or not labels_path.is_file():
             raise FileNotFoundError(f"labels of clip {window['clip_id']} not found: {labels_path!s} (boxes are needed to crop)")
-        check_frame_size(window, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
         boxes = read_columns(labels_path, ["box_xyxy"], what="the boxes crop every frame").column("box_xyxy").combine_chunks()
         if len(boxes) < first + num:
             raise ValueError(f"{labels_path} has {len(boxes)} rows; frame {first + num - 1} has no box")
         box_T4 = boxes.slice(first, num).flatten().to_numpy(zero_copy_only=False).reshape(num, 4)
-        problems = box_problems(box_T4, width=int(window["width"]), height=int(window["height"]))
+        height_T, width_T = np.array([frame.shape[:2] for frame in frames_THW3]).reshape(-1, 2).T
+        problems = box_problems(box_T4, width=width_T, height=height_T)
         if problems:
             t, problem = next(iter(problems.items()))  # the first bad box
             raise ValueError(f"{labels_path} frame {first + t}: {problem}")
@@ -196,6 +190,39 @@ class DecodeCropStage:
                     **{f"crop{i}": np.zeros((0, 3), np.float32) for i in frames},
                     "clip_index": np.zeros(0, np.int64), "t": np.zeros(0, np.int64)}
         return {name: np.concatenate([r[name] for r in out]) for name in out[0]}
+
+
+def read_window(data_root: Path, window: dict, *, first_frame: int, num_frames: int, clip_frames: int,
+                choice: DecoderChoice, bad_input: str = "fail") -> tuple[np.ndarray | list, int, str, dict[int, str]]:
+    """Frames [first_frame, first_frame + num_frames) of a clip (a video, or an image sequence: only those files
+    are read), checked against the clip's manifest row (``window``: its clip_id, path, width, height;
+    ``clip_frames``: its frame count). A bad video raises naming the file (the stages' bad-input policy then
+    drops the window or clip: ``each_window``); so does a bad frame file, unless ``bad_input='skip'``.
+
+    Returns:
+        frames: (T, H, W, 3) uint8 for a video; T frames (H_t, W_t, 3) for an image sequence (None: left out).
+        decoded: frames decoded (a video window counts those from the keyframe before it).
+        backend: the backend that decoded them (``decode.VIDEO_BACKENDS`` or ``decode.IMAGE_BACKENDS``).
+        bad: {clip frame: message} of the frame files left out ('skip').
+    """
+    paths = clip_frame_paths(data_root, {"clip_id": window["clip_id"], "path": window["path"], "frames": clip_frames})
+    if paths is not None:
+        backend = choice(paths[0].parent, images=True)
+        frames, decoded, bad = read_image_window(paths, first_frame=first_frame, num_frames=num_frames,
+                                                 backend=backend, bad_input=bad_input)
+        for frame_HW3, path in zip(frames, paths[first_frame:]):
+            if frame_HW3 is not None:
+                check_frame_size(window, height=frame_HW3.shape[0], width=frame_HW3.shape[1], path=path)
+        return frames, decoded, backend, bad
+    path = data_root / window["path"]
+    backend = choice(path, images=False)
+    frames_THW3, decoded = read_video_window(path, first_frame=first_frame, num_frames=num_frames, backend=backend)
+    if len(frames_THW3) < num_frames:
+        raise ValueError(f"video {path} ends before frame {first_frame + len(frames_THW3)}: the window needs frames "
+                         f"{first_frame}..{first_frame + num_frames - 1} and the manifest says {clip_frames} frames; "
+                         "the file is truncated, regenerate it")
+    check_frame_size(window, height=frames_THW3.shape[1], width=frames_THW3.shape[2], path=path)
+    return frames_THW3, decoded, backend, {}
 
 
 def each_window(batch: dict[str, np.ndarray], work, *, bad_input: str, report, describe) -> tuple[list, int]:
@@ -290,7 +317,7 @@ class DecodeFlowStage:
 
 GPU_FLOW_ESTIMATORS = ("raft_small", "raft_large", "dali_of")
 """Flow estimators that can use a GPU; 'dali_of' can use nothing else."""
-CPU_DECODERS = ("pyav", "dali_cpu")
+CPU_DECODERS = ("cpu", "dali_cpu")
 
 
 def stage_gpu_problems(*, decoder: str, decode_gpus: float, flow: str | None, flow_device: str,
@@ -302,7 +329,7 @@ def stage_gpu_problems(*, decoder: str, decode_gpus: float, flow: str | None, fl
     stage's work never uses is refused too: it would hold a GPU (or part of one) away from training.
 
     Args:
-        decoder: 'auto' or one of ``decode.DECODER_BACKENDS``.
+        decoder: one of ``decode.DECODERS`` (``data.decoder``).
         decode_gpus, flow_gpus: GPU share per decode / flow actor: 0, a share in (0, 1] or a whole number.
         flow: the flow estimator name, or None for no flow stage.
         flow_device: ``flow.device`` ('auto', 'cpu', 'cuda'; where RAFT runs).
@@ -359,8 +386,8 @@ def actor_flow_config(flow: str, flow_config: FlowConfig | None, *, flow_gpus: f
 def check_decode_args(*, bad_input: str, decoder: str) -> None:
     """Raise a ValueError listing the valid choices unless ``bad_input`` and ``decoder`` are known."""
     check_bad_input(bad_input)
-    if decoder not in (AUTO_DECODER, *DECODER_BACKENDS):
-        raise ValueError(f"decoder={decoder!r}; choose one of: {', '.join((AUTO_DECODER, *DECODER_BACKENDS))}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r} (data.decoder); choose one of: {', '.join(DECODERS)}")
 
 
 def build_pair_dataset(
@@ -396,8 +423,9 @@ def build_pair_dataset(
         flow: a flow estimator name (a ``flow.estimator`` choice), or None for no flow stage.
         flow_config: the ``flow`` config section, for estimators with settings (RAFT's weights, ...); its
             ``estimator`` is replaced by ``flow``.
-        decoder: 'auto' or one of ``decode.DECODER_BACKENDS``. 'auto' picks per clip inside the actor from what
-            Ray gave it (``DecoderChoice``): NVDEC when the actor holds a GPU share, a CPU decoder otherwise.
+        decoder: one of ``decode.DECODERS`` (``data.decoder``). 'auto' picks per clip inside the actor from the
+            clip and what Ray gave it (``DecoderChoice``): NVDEC / nvJPEG when the actor holds a GPU share, a CPU
+            decoder otherwise.
         bad_input: 'fail' (raise naming the file and frame) or 'skip' (drop the window, see module doc).
         decode_concurrency, flow_concurrency: actors per stage, each holding 1 CPU (plus its GPU share).
             Keep CPUs free for Ray Data's own tasks: a pipeline hangs when actors take every CPU (FACTS.md).

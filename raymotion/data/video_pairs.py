@@ -23,8 +23,10 @@ from torch.utils.data import Dataset
 from raymotion.config import FlowConfig, check_values
 from raymotion.data.crops import (crop_box, crop_flow, crop_image, crop_matrix, normalise_image, to_normalised,
                                   transform_points)
-from raymotion.data.labels import LABEL_SHAPES, read_decoded, read_labels, split_rows
-from raymotion.data.manifest import check_bad_input, check_clip_lengths, check_frames_per_item, warn_skipped
+from raymotion.data.decode import AUTO_DECODER
+from raymotion.data.labels import LABEL_SHAPES, frame_sizes, read_decoded, read_labels, split_rows
+from raymotion.data.manifest import (check_bad_input, check_clip_lengths, check_frames_per_item, clip_frame_paths,
+                                     warn_skipped)
 from raymotion.flow.estimator import make_flow_estimator
 
 GROUND_TRUTH_FLOW = "ground_truth"
@@ -36,9 +38,10 @@ def crop_clip(frames_THW3: np.ndarray, box_T4: np.ndarray, *, crop_size: int, bb
     """Every frame of a clip cropped around its own box (``crops.crop_box``, ``crops.crop_image``).
 
     Args:
-        frames_THW3: (T, H, W, 3) uint8 RGB frames. box_T4: (T, 4) boxes (x0, y0, x1, y1), image pixels.
+        frames_THW3: (T, H, W, 3) uint8 RGB frames, or T frames (H_t, W_t, 3) of their own sizes (None where
+            blank). box_T4: (T, 4) boxes (x0, y0, x1, y1), image pixels.
         blank: frames that get an all-zero crop instead (bad frames under ``bad_input='skip'``: their box
-            may be NaN; no kept pair uses them).
+            may be NaN, their image missing; no kept pair uses them).
 
     Returns:
         crops: T arrays (S, S, 3) uint8. params_T3: (T, 3) float64 (center x, center y, side), image pixels.
@@ -57,6 +60,16 @@ def estimate_pair_flows(estimator, crops: list[np.ndarray], *, gap: int,
     forward = np.stack([estimator(crops[t], crops[t + gap]) for t in range(num_pairs)])
     backward = np.stack([estimator(crops[t + gap], crops[t]) for t in range(num_pairs)])
     return forward, backward
+
+
+def flow_cache_path(data_dir: Path, row: dict, name: str) -> Path:
+    """Where ``VideoPairs`` caches a clip's estimated flow: beside a video; for an image sequence (whose frames
+    may sit outside ``data_dir``, several clips in one folder) in ``<data_dir>/<split>/<clip_id>/``."""
+    if clip_frame_paths(data_dir, row) is None:
+        return (data_dir / row["path"]).with_name(name)
+    folder = data_dir / row["split"] / row["clip_id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def _estimated_crop_flows(cache: Path, estimator, crops: list[np.ndarray], *, gap: int,
@@ -135,8 +148,9 @@ class VideoPairs(Dataset):
         max_clips: int | None = None,
         with_labels: bool = False,
         bad_input: str = "fail",
+        decoder: str = AUTO_DECODER,
     ) -> None:
-        check_values({"data.crop_size": crop_size, "data.bbox_scale": bbox_scale})
+        check_values({"data.crop_size": crop_size, "data.bbox_scale": bbox_scale, "data.decoder": decoder})
         check_frames_per_item(frames_per_item)
         check_bad_input(bad_input)
         if flow != GROUND_TRUTH_FLOW:  # an estimator: the config's rule for flow.estimator
@@ -171,8 +185,10 @@ class VideoPairs(Dataset):
         crops, crop_params, labels, first, clip_index, t_index = [], [], [], [], [], []
         flows_fwd, flows_bwd, valid_fwd, valid_bwd = [], [], [], []
         for manifest_index, row in rows:
-            frames_THW3 = read_decoded(data_dir, row)
-            clip_labels, bad = read_labels(data_dir, row, columns, bad_input=bad_input)
+            frames_THW3, bad_frames = read_decoded(data_dir, row, decoder=decoder, bad_input=bad_input)
+            clip_labels, bad = read_labels(data_dir, row, columns, bad_input=bad_input,
+                                           frame_hw_T2=frame_sizes(frames_THW3))
+            bad.update(bad_frames)  # a frame that did not decode: its own message
             self.skipped += list(bad.values())
             offset = len(crops)
             clip_crops, params_T3 = crop_clip(frames_THW3, clip_labels["box_xyxy"], crop_size=crop_size,
@@ -187,8 +203,7 @@ class VideoPairs(Dataset):
             clip_index += [manifest_index] * len(kept_P)
             t_index += kept_P
             if estimator is not None:
-                cache = data_dir / row["path"]
-                cache = cache.with_name(f"flow_{estimator.tag}_{crop_size}px_x{bbox_scale:g}_gap{gap}.npz")
+                cache = flow_cache_path(data_dir, row, f"flow_{estimator.tag}_{crop_size}px_x{bbox_scale:g}_gap{gap}.npz")
                 forward_PSS2, backward_PSS2 = _estimated_crop_flows(cache, estimator, clip_crops, gap=gap, num_pairs=num_pairs)
                 flows_fwd += list(forward_PSS2[kept_P])
                 flows_bwd += list(backward_PSS2[kept_P])

@@ -187,7 +187,7 @@ def run_flow_gate(cfg: Config, *, max_clips: int) -> str:
     the table is also written to <data.root>/flow_gate_<crop>px.json."""
     body = load_body_model(cfg.body)
     common = dict(split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
-                  max_clips=max_clips, with_labels=True, bad_input=cfg.data.bad_input)
+                  max_clips=max_clips, with_labels=True, bad_input=cfg.data.bad_input, decoder=cfg.data.decoder)
     pairs = {
         "ground_truth": VideoPairs(cfg.data.root, flow="ground_truth", **common),
         cfg.flow.estimator: VideoPairs(cfg.data.root, flow=cfg.flow.estimator, flow_config=cfg.flow, **common),

@@ -1,7 +1,7 @@
 """Batch inference over many videos on Ray Data (jobs/predict.py): the same ``predict_to_folder`` as
 ``raymotion predict``, one video at a time in each of ``predict.actors`` actors.
 
-    videos (from_items: input, boxes, name) -> map_batches(PredictStage: model held per actor) -> one summary row each
+    videos (from_items: input, boxes, name, clip) -> map_batches(PredictStage: model held per actor) -> one summary row each
 
 Each actor builds the checkpoint's model once, then decodes, crops, predicts and writes one video at a time
 (streaming its frames: memory per actor is a batch of crops and one video's parameters, whatever the number or
@@ -10,7 +10,7 @@ there last, so a rerun skips the videos that finished (``todo``) and redoes one 
 
 Which videos: a folder (every video file in it; a boxes file beside a video with the same stem, e.g.
 ``walk.mp4`` + ``walk.csv``, gives its boxes, else the whole frame), a raymotion ``manifest.parquet`` (every clip,
-boxes from its labels; ``split`` picks one split), or a CSV manifest with the columns ``video`` and optionally
+a video or an image-sequence clip, boxes from its labels; ``split`` picks one split), or a CSV manifest with the columns ``video`` and optionally
 ``boxes`` (paths relative to the manifest).
 """
 
@@ -29,11 +29,13 @@ from raymotion.config import Config, apply_overrides, to_dict
 from raymotion.data.boxes import BOX_SUFFIXES, natural_key
 from raymotion.errors import USER_ERRORS
 from raymotion.predict.run import SUMMARY, Predictor, predict_config, predict_to_folder
-from raymotion.predict.sources import VIDEO_SUFFIXES
+from raymotion.predict.sources import VIDEO_SUFFIXES, InputSource, open_clip
 
 
 def list_videos(source: str | Path, *, split: str = "") -> list[dict[str, str]]:
-    """The videos to predict: rows ``{"input", "boxes" ('' = none), "name"}`` (module docstring)."""
+    """The videos to predict: rows ``{"input", "boxes" ('' = none), "name", "clip"}`` (module docstring); a
+    manifest's rows have ``input`` the manifest and ``clip`` the clip id (a video or an image-sequence clip),
+    the others ``clip`` ''."""
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f"videos not found: {source}; give a folder of videos, a manifest.parquet or a CSV "
@@ -44,24 +46,24 @@ def list_videos(source: str | Path, *, split: str = "") -> list[dict[str, str]]:
         items = []
         for video in videos:
             beside = [video.with_suffix(s) for s in BOX_SUFFIXES if video.with_suffix(s).is_file()]
-            items.append({"input": str(video), "boxes": str(beside[0]) if beside else "", "name": video.stem})
+            items.append({"input": str(video), "boxes": str(beside[0]) if beside else "", "name": video.stem,
+                          "clip": ""})
         if not items:
             raise ValueError(f"folder {source} holds no videos ({', '.join(VIDEO_SUFFIXES)})")
     elif source.suffix == ".parquet":
-        from raymotion.data.manifest import UNRENDERED, read_manifest
+        from raymotion.data.manifest import UNRENDERED, clip_exists, read_manifest
 
         rows = [row for row in read_manifest(source.parent).to_pylist() if not split or row["split"] == split]
         if not rows:
             raise ValueError(f"{source} lists no clips{f' in split {split!r}' if split else ''}")
-        missing = [row["path"] for row in rows if not (source.parent / row["path"]).is_file()]
+        missing = [row["path"] for row in rows if not clip_exists(source.parent, row)]
         if missing:  # e.g. labelled clips a synthetic benchmark rendered for one run's fraction lacks
             hint = (f" ({source.parent / UNRENDERED} lists the clips not rendered yet)"
                     if (source.parent / UNRENDERED).is_file() else "")
-            raise FileNotFoundError(f"{len(missing)} of the {len(rows)} clips {source} lists have no video (first: "
-                                    f"{source.parent / missing[0]}){hint}; render them, or choose a split that has "
-                                    "them (--split)")
-        items = [{"input": str(source.parent / Path(row["path"]).parent), "boxes": "", "name": row["clip_id"]}
-                 for row in rows]
+            raise FileNotFoundError(f"{len(missing)} of the {len(rows)} clips {source} lists have no video or frames "
+                                    f"(first: {source.parent / missing[0]}){hint}; render them, or choose a split "
+                                    "that has them (--split)")
+        items = [{"input": str(source), "boxes": "", "name": row["clip_id"], "clip": row["clip_id"]} for row in rows]
     elif source.suffix == ".csv":
         with source.open(newline="") as handle:
             reader = csv.DictReader(handle)
@@ -69,7 +71,7 @@ def list_videos(source: str | Path, *, split: str = "") -> list[dict[str, str]]:
                 raise ValueError(f"{source} must have a 'video' column (and optionally 'boxes'); it has {reader.fieldnames}")
             items = [{"input": str(source.parent / row["video"]),
                       "boxes": str(source.parent / row["boxes"]) if row.get("boxes") else "",
-                      "name": Path(row["video"]).stem} for row in reader]
+                      "name": Path(row["video"]).stem, "clip": ""} for row in reader]
     else:
         raise ValueError(f"{source} is neither a folder of videos, a manifest.parquet nor a .csv manifest")
     names = [item["name"] for item in items]
@@ -78,6 +80,17 @@ def list_videos(source: str | Path, *, split: str = "") -> list[dict[str, str]]:
         raise ValueError(f"{source}: several videos would write the same output folder {twice[:3]}; give them "
                          "distinct names (file stems or clip ids)")
     return items
+
+
+def open_manifest_clip(manifest: str | Path, clip_id: str) -> InputSource:
+    """The clip ``clip_id`` of a ``manifest.parquet`` (``sources.open_clip``)."""
+    from raymotion.data.manifest import read_manifest
+
+    manifest = Path(manifest)
+    rows = [row for row in read_manifest(manifest.parent).to_pylist() if row["clip_id"] == clip_id]
+    if not rows:
+        raise ValueError(f"{manifest} lists no clip {clip_id!r}")
+    return open_clip(manifest.parent, rows[0])
 
 
 def todo(items: list[dict[str, str]], out_dir: str | Path) -> tuple[list[dict[str, str]], list[str]]:
@@ -113,7 +126,10 @@ class PredictStage:
             frames = people = 0
             error = ""
             try:
-                summary = predict_to_folder(self.predictor, str(batch["input"][i]), self.out_dir / name,
+                source = str(batch["input"][i])
+                if batch["clip"][i]:  # a manifest's clip: its video or frame files, its labels' boxes
+                    source = open_manifest_clip(source, str(batch["clip"][i]))
+                summary = predict_to_folder(self.predictor, source, self.out_dir / name,
                                             boxes_path=str(batch["boxes"][i]) or None, progress=False)
                 frames, people = summary.frames, summary.people
             except USER_ERRORS as err:

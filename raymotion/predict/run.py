@@ -345,14 +345,15 @@ def _draw_overlay(predictor: Predictor, source: InputSource, arrays: dict[str, n
     return target
 
 
-def predict_to_folder(predictor: Predictor, input_path: str | Path, out_dir: str | Path, *,
+def predict_to_folder(predictor: Predictor, input_path: str | Path | InputSource, out_dir: str | Path, *,
                       boxes_path: str | Path | None = None, progress: bool = True) -> PredictSummary:
     """Run ``predictor`` on one input and write ``out_dir``: predictions.npz, the overlay (predict.overlay),
     obj/ (predict.save_obj), and summary.json last. Boxes: ``boxes_path`` (``raymotion.data.boxes``), else an
-    imported clip's labels, else the whole frame."""
+    imported clip's labels, else the whole frame. ``input_path``: a path (``sources.open_input``) or an opened
+    source (``sources.open_clip``: a manifest's clip)."""
     cfg = predictor.cfg
     out_dir = Path(out_dir)
-    source = open_input(input_path)
+    source = input_path if isinstance(input_path, InputSource) else open_input(input_path)
     boxes = read_boxes(boxes_path) if boxes_path else source.label_boxes
     summary = PredictSummary(input=str(source.path), kind=source.kind,
                              boxes_source=boxes.source if boxes is not None else "whole frame")

@@ -6,12 +6,13 @@ decode order of a video, the natural order of the file names in a folder (``img_
 
 An imported clip is a clip folder of raymotion's data format (docs/data_format.md): ``video.webm`` or
 ``video.mp4`` beside ``labels.parquet``; its ``box_xyxy`` column gives the boxes (track 0) unless a boxes
-file is given.
+file is given. ``open_clip`` opens any clip of a manifest by its row: a video, or an image-sequence clip (a
+folder or ``.txt`` list of frames, wherever they lie), with its labels' boxes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from raymotion.data.boxes import TrackBoxes, natural_key
+from raymotion.data.manifest import clip_frame_paths
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".mpg", ".mpeg")
@@ -40,7 +42,7 @@ class InputSource:
 
     path: Path
     kind: str
-    """'image', 'images', 'video' or 'clip'."""
+    """'image', 'images', 'video', 'clip' (a manifest clip's video) or 'clip_images' (its frame files)."""
     image_paths: list[Path] = field(default_factory=list)
     video_path: Path | None = None
     fps: float = 30.0
@@ -48,6 +50,8 @@ class InputSource:
     """Frames the input holds, where known without decoding (a video's container may not say)."""
     label_boxes: TrackBoxes | None = None
     """An imported clip's boxes (``box_xyxy`` of its labels, track 0)."""
+    frame_names: list[str] = field(default_factory=list)
+    """Frame names where file names may repeat (a clip's frame list across folders): ``frame_<index>``."""
 
     @property
     def is_video(self) -> bool:
@@ -64,7 +68,7 @@ class InputSource:
         for index, path in enumerate(self.image_paths):
             image = read_image(path, bad_input=bad_input, skipped=skipped)
             if image is not None:
-                yield Frame(index, path.name, image)
+                yield Frame(index, self.frame_names[index] if self.frame_names else path.name, image)
 
 
 def read_image(path: Path, *, bad_input: str, skipped: list[str]) -> np.ndarray | None:
@@ -125,6 +129,23 @@ def _clip_boxes(labels: Path) -> TrackBoxes:
     frames = table.column("frame").to_numpy()
     boxes = table.column("box_xyxy").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, 4)
     return from_rows([(int(f), 0, tuple(b), 1.0) for f, b in zip(frames, boxes)], source=str(labels))
+
+
+def open_clip(data_dir: str | Path, row: Mapping) -> InputSource:
+    """The clip of a manifest row (docs/data_format.md): its video or its frame files in frame order, with the
+    boxes of its labels (``labels_path``; none for a clip without labels)."""
+    data_dir = Path(data_dir)
+    labels = data_dir / row["labels_path"] if row.get("labels_path") else None
+    label_boxes = _clip_boxes(labels) if labels is not None and labels.is_file() else None
+    frame_paths = clip_frame_paths(data_dir, row)
+    if frame_paths is None:
+        video = data_dir / row["path"]
+        fps, frames = _video_info(video)
+        return InputSource(video, "clip", video_path=video, fps=fps, num_frames=frames or int(row["frames"]),
+                           label_boxes=label_boxes)
+    return InputSource(data_dir / row["path"], "clip_images", image_paths=frame_paths, fps=float(row["fps"]),
+                       num_frames=len(frame_paths), label_boxes=label_boxes,
+                       frame_names=[f"frame_{index:06d}" for index in range(len(frame_paths))])
 
 
 def open_input(path: str | Path) -> InputSource:

@@ -102,6 +102,7 @@ def labelled_frames(cfg: Config, split: str, *, augment: bool = False, fraction:
         max_clips=max_clips,
         shard=shard,
         bad_input=cfg.data.bad_input,
+        decoder=cfg.data.decoder,
     )
 
 

@@ -142,7 +142,7 @@ def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
     return {"video": build_pair_dataset(
         cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
         gap=cfg.train.video_gap, window=cfg.data.decode_window, frames_per_item=frames_per_item_for(cfg.model.film),
-        flow=cfg.flow.estimator, flow_config=cfg.flow, bad_input=cfg.data.bad_input,
+        flow=cfg.flow.estimator, flow_config=cfg.flow, decoder=cfg.data.decoder, bad_input=cfg.data.bad_input,
         decode_concurrency=cfg.scaling.decode_actors, flow_concurrency=cfg.scaling.flow_actors,
         decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus, max_clips=cfg.train.video_clips or None,
     )}

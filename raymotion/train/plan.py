@@ -72,7 +72,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from raymotion.config import ConfigError
 from raymotion.errors import RaymotionError
 from raymotion.data.flow_store import DONE_FILE, PairSpec, store_folder
-from raymotion.data.pipeline import ACTOR_CPUS, AUTO_DECODER, stage_gpu_problems
+from raymotion.data.pipeline import ACTOR_CPUS, stage_gpu_problems
 
 if TYPE_CHECKING:
     from raymotion.config import Config
@@ -192,14 +192,14 @@ def _keys_text(keys: tuple[str, ...]) -> str:
 
 def pipeline_groups(cfg: Config) -> tuple[ActorGroup, ...]:
     """The actor groups of the frame-pair pipeline as ``launch.video_datasets`` / ``precompute_for_config``
-    build it (``pipeline.build_pair_dataset`` with decoder 'auto').
+    build it (``pipeline.build_pair_dataset`` with ``data.decoder``).
 
     Raises:
         ConfigError: GPU shares the pipeline would refuse (``pipeline.stage_gpu_problems``), e.g.
             flow.estimator=dali_of with scaling.flow_gpus=0, named by their scaling.* key.
     """
     s, estimator = cfg.scaling, cfg.flow.estimator
-    problems = stage_gpu_problems(decoder=AUTO_DECODER, decode_gpus=s.decode_gpus, flow=estimator,
+    problems = stage_gpu_problems(decoder=cfg.data.decoder, decode_gpus=s.decode_gpus, flow=estimator,
                                   flow_device=cfg.flow.device, flow_gpus=s.flow_gpus)
     if problems:
         name, value, why = problems[0]

@@ -259,7 +259,8 @@ def _train(cfg: Config, stage: str) -> None:
                                flow_config=cfg.flow,
                                gap=cfg.train.video_gap, frames_per_item=frames_per_item_for(cfg.model.film),
                                max_clips=cfg.train.video_clips or None,
-                               with_labels=cfg.loss.video_kp2d_weight > 0, bad_input=cfg.data.bad_input)
+                               with_labels=cfg.loss.video_kp2d_weight > 0, bad_input=cfg.data.bad_input,
+                               decoder=cfg.data.decoder)
     total = cfg.train.pretrain_steps if stage == "pretrain" else cfg.train.refine_steps
     gap = cfg.train.video_gap  # a FiLM model's context spacing at evaluation, as in its training windows
     val = labelled_frames(cfg, "val") if rank == 0 else None

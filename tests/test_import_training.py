@@ -8,9 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from import_fixtures import clips, write_3dpw, write_boxes_csv, write_frames, write_spin_npz, clip_labels
+from import_fixtures import clip_labels, clips, write_3dpw, write_boxes_csv, write_frames, write_spin_npz
 from raymotion.config import BodyConfig, ImportConfig, load_config
-from raymotion.data.labels import read_decoded
 from raymotion.data.manifest import read_manifest
 from raymotion.importers import run_import
 from raymotion.train.components import evaluate_checkpoint
@@ -46,20 +45,7 @@ def test_the_imported_splits(field_data):
     assert all(r["path"].endswith("frames.txt") for r in rows)
 
 
-def _decodes_image_sequences(data_dir) -> bool:
-    row = read_manifest(data_dir).to_pylist()[0]
-    try:
-        read_decoded(data_dir, row)
-    except Exception:  # noqa: BLE001 - any failure means this tree cannot read frame-list clips yet
-        return False
-    return True
-
-
 def test_imported_data_pretrains_refines_and_evaluates_under_both_protocols(field_data, tmp_path):
-    if not _decodes_image_sequences(field_data):
-        pytest.skip("this tree does not decode image-sequence clips (frames.txt) yet: that part of issue 15 lands "
-                    "separately; the labels are tested in test_importers.py")
-
     def config(name: str, **overrides):
         return load_config(overrides={
             "body.model": "anny_lowres", "data.root": str(field_data), "data.crop_size": 64,
@@ -79,3 +65,22 @@ def test_imported_data_pretrains_refines_and_evaluates_under_both_protocols(fiel
     assert math.isfinite(spin["pa_mpjpe_mm"]) and math.isnan(spin["pve_mm"])
     assert all(math.isfinite(vibe[k]) for k in ("pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "accel_error_mm"))
     assert np.isfinite(spin["mpjpe_mm"])
+
+
+def test_a_spin_set_of_mixed_image_sizes_is_one_clip_of_varying_size(tiny_benchmark, tmp_path):
+    """SPIN's npz sets group unrelated images: a clip of frames of different sizes (manifest width/height 0)."""
+    import cv2
+
+    from raymotion.data.frames import LabelledFrames
+
+    root = tmp_path / "spin"
+    npz, _ = write_spin_npz(tiny_benchmark, clips(tiny_benchmark, "labelled")[:2], root)
+    first = root / str(np.load(npz)["imgname"][0])
+    image = cv2.imread(str(first))
+    cv2.imwrite(str(first), cv2.resize(image, (image.shape[1] + 32, image.shape[0] + 16)))  # larger: the box fits
+    out = tmp_path / "data"
+    run_import("spin-npz", npz, out_dir=out, cfg=ImportConfig(), images=root, progress=False)
+    row = read_manifest(out).to_pylist()[0]
+    assert (row["width"], row["height"]) == (0, 0)
+    frames = LabelledFrames(out, split="labelled", crop_size=32, bbox_scale=1.3)
+    assert len(frames) == row["frames"] and frames[0]["image"].shape == (3, 32, 32)

@@ -341,3 +341,20 @@ def test_spin_npz_sets_with_partial_labels_say_what_they_have(tiny_benchmark, tm
         assert (got["joints3d_conf"] == 0).all()
     if "gender" not in keys:
         assert set(got["gender"]) == {"neutral"}
+
+
+def test_copy_puts_the_frames_in_the_data_folder_and_lists_them_relative_to_it(tiny_benchmark, tmp_path):
+    rows = clips(tiny_benchmark, "labelled")[:1]
+    npz, _ = write_spin_npz(tiny_benchmark, rows, tmp_path / "spin")
+    out = tmp_path / "data"
+    run_import("spin-npz", npz, out_dir=out, cfg=ImportConfig(), images=tmp_path / "spin", copy_frames=True,
+               progress=False)
+    row = read_manifest(out).to_pylist()[0]
+    lines = (out / row["path"]).read_text().splitlines()
+    assert lines == [f"labelled/{row['clip_id']}/frames/{t:06d}.png" for t in range(row["frames"])]
+    assert all((out / line).is_file() for line in lines)
+    # Imported again: the clip is replaced, not duplicated.
+    run_import("spin-npz", npz, out_dir=out, cfg=ImportConfig(), images=tmp_path / "spin", progress=False)
+    rows_after = read_manifest(out).to_pylist()
+    assert [r["clip_id"] for r in rows_after] == [row["clip_id"]]
+    assert Path((out / rows_after[0]["path"]).read_text().splitlines()[0]).is_absolute()

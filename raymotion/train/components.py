@@ -232,7 +232,8 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str
     metrics: dict[str, Any] = evaluate(load_model_for_eval(cfg, checkpoint), load_body_model(cfg.body),
                                        labelled_frames(cfg, split), context_gap=cfg.train.video_gap,
                                        protocol=cfg.eval.protocol)
-    metrics["protocol"] = {**PROTOCOLS[cfg.eval.protocol].record(), "body": cfg.body.model, "split": split}
+    metrics["protocol"] = {**PROTOCOLS[cfg.eval.protocol].record(), "body": cfg.body.model,
+                           "body_gender": cfg.body.gender if cfg.body.model == "smpl" else "neutral", "split": split}
     return metrics
 
 

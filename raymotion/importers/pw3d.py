@@ -213,7 +213,12 @@ def import_3dpw(source: str | Path, *, out_dir: str | Path, body_cfg: BodyConfig
         sequence = str(data.get("sequence", pkl.stem))
         num_frames = len(data["cam_poses"])
         images = sequence_images(dataset_root(pkl), sequence, num_frames, pkl=pkl)
-        width, height = clip_size([image_size(images[0])] + [image_size(images[-1])])
+        sizes = [image_size(image) for image in (images[0], images[-1])]
+        if None in sizes:
+            bad = images[0] if sizes[0] is None else images[-1]
+            raise ValueError(f"{bad} is not a readable image (corrupt or truncated); unpack the 3DPW imageFiles zip "
+                             "again")
+        width, height = clip_size(sizes)
         for person in range(len(data["poses"])):
             labels = person_labels(data, person, bodies[GENDERS[data["genders"][person]]])
             writer.add_clip(clip_id=f"{sequence}_p{person}", split=clip_split, images=images, labels=labels,

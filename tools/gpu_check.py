@@ -394,7 +394,8 @@ def _refine_step_fn(device: torch.device, sizes: Sizes, model: torch.nn.Module, 
                     "joints2d_vis": torch.ones(num_labelled, 24),
                     "joints3d": torch.randn(num_labelled, 24, 3, generator=generator) * 0.3,
                     "pose_cam": 0.3 * torch.randn(num_labelled, 24, 3, generator=generator),
-                    "betas": torch.zeros(num_labelled, 10), "has_smpl": torch.ones(num_labelled)}
+                    "betas": torch.zeros(num_labelled, 10), "has_smpl": torch.ones(num_labelled),
+                    "has_joints3d": torch.ones(num_labelled), "joints3d_conf": torch.ones(num_labelled, 24)}
         labelled = {k: v.to(device) for k, v in labelled.items()}
 
         def step() -> None:

@@ -20,6 +20,10 @@ the paired change and its standard error over clips); over seeds the table gives
 the labels with the same recipe) it also gives G, the share of the gap to full supervision that refinement
 closes: G = (PA_base - PA_refined) / (PA_base - PA_full), for the recipe and for the control.
 Writes ``summary.json`` and ``summary.md`` to ``--out``. Runs that finished (metrics.json) are not rerun.
+
+Division with ``tools/paper_table.py``: that one only tabulates a finished Tune sweep's results.csv (variants
+paired by seed, and the gain-against-video curve); this one runs each recipe beside its own control and pairs
+them by frame.
 """
 
 from __future__ import annotations

@@ -32,11 +32,12 @@ import time
 from pathlib import Path
 
 from raymotion.config import load_config
+from raymotion.eval.evaluate import METRIC_KEYS
 from raymotion.train.launch import run_training
 from raymotion.train.checkpoint import load_checkpoint
 
 RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
-METRICS = ("pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "accel_error_mm", "pred_motion_mm")
+METRICS = (*METRIC_KEYS, "pred_motion_mm")
 
 
 def variants(flow_weight: float, texture_weight: float) -> dict[str, dict[str, object]]:

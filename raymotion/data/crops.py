@@ -80,14 +80,23 @@ def crop_box(box_xyxy_N4: np.ndarray, *, scale: float) -> tuple[np.ndarray, np.n
     return center_N2, side_N
 
 
+def empty_boxes(box_N4: np.ndarray) -> np.ndarray:
+    """(N,) bool: the boxes that are not finite or empty (x0 < x1 and y0 < y1 fail), whatever the frame size.
+
+    Args:
+        box_N4: (N, 4) boxes (x0, y0, x1, y1), image pixels.
+    """
+    return ~np.isfinite(box_N4).all(axis=1) | (box_N4[:, 2] <= box_N4[:, 0]) | (box_N4[:, 3] <= box_N4[:, 1])
+
+
 def box_problems(box_T4: np.ndarray, *, width: int, height: int) -> dict[int, str]:
-    """Frame -> what is wrong with its box: empty, not finite or wholly outside the ``width`` x ``height``
-    frame (nothing to crop). Frames with a good box are absent; the dict is in frame order.
+    """Frame -> what is wrong with its box: empty, not finite (``empty_boxes``) or wholly outside the
+    ``width`` x ``height`` frame (nothing to crop). Frames with a good box are absent; the dict is in frame order.
 
     Args:
         box_T4: (T, 4) boxes (x0, y0, x1, y1), image pixels, one per frame.
     """
-    bad_T = ~np.isfinite(box_T4).all(axis=1) | (box_T4[:, 2] <= box_T4[:, 0]) | (box_T4[:, 3] <= box_T4[:, 1])
+    bad_T = empty_boxes(box_T4)
     bad_T |= (box_T4[:, 2] <= 0) | (box_T4[:, 3] <= 0) | (box_T4[:, 0] >= width) | (box_T4[:, 1] >= height)
     return {t: f"box_xyxy {box_T4[t].tolist()} is empty, not finite or outside the {width}x{height} frame"
             for t in np.flatnonzero(bad_T).tolist()}

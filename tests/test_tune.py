@@ -71,6 +71,7 @@ def test_every_shipped_sweep_file_loads_and_every_key_is_a_config_key(path):
     ("search: {loss.video_kp2d_weight: {choice: [0.0, 1.0]}}\ntune: {}",
      r"grid point \(none\) with search values \{'loss\.video_kp2d_weight': 1\.0\}: scaling\.video_source="),
     ("tune: {metrik: x}", r"tune: unknown key\(s\) \['metrik'\]"),
+    ("tune: {mode: lowest}", r"bad\.yaml: tune\.mode: expected 'min' or 'max', got 'lowest'"),
     ("sweep: {}", r"unknown section\(s\) \['sweep'\]"),
 ])
 def test_bad_sweep_files_name_the_file_and_the_key(tmp_path, text, match):

@@ -159,10 +159,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     asha = tune.get("asha")
     if asha is not None and (not isinstance(asha, dict) or set(asha) - ASHA_KEYS):
         raise _fail(path, "tune.asha", f"expected a mapping with keys from {sorted(ASHA_KEYS)}, got {asha!r}")
-    if tune.get("mode", "min") not in ("min", "max"):
-        raise _fail(path, "tune.mode", f"expected 'min' or 'max', got {tune['mode']!r}")
     settings = TuneSettings(name=str(tune.get("name", path.stem)),
                             **{k: v for k, v in tune.items() if k != "name"})
+    if settings.mode not in ("min", "max"):  # TuneSettings holds the default: checked after it is applied
+        raise _fail(path, "tune.mode", f"expected 'min' or 'max', got {settings.mode!r}")
     both = sorted(set(grid) & set(search))
     if both:
         raise _fail(path, "grid and search", f"{', '.join(both)} in both: a key is either walked (grid) or "

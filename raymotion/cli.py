@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=text + " (the Ray Train loop in local mode: this process)")
         stage.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
         _add_config_args(stage)
-    evaluate = sub.add_parser("evaluate", help="score a checkpoint on the val or test split")
+    evaluate = sub.add_parser("evaluate", help="score a checkpoint on the val or test split (the model and data.* "
+                              "come from the checkpoint's own config; --set may change what does not define the model)")
     evaluate.add_argument("--checkpoint", required=True,
                           help="a run's checkpoint.pt, or 'mean' for the constant mean-pose baseline")
     evaluate.add_argument("--split", choices=("val", "test"), default="test")
@@ -153,6 +154,12 @@ def _run(args: argparse.Namespace) -> int:
                                     progress=not args.no_progress)
         print(summary.format())
         return 0
+    if args.command == "evaluate":  # the model and its data come from the checkpoint's own config
+        from raymotion.train.components import evaluate_checkpoint, evaluation_config
+
+        cfg = evaluation_config(args.checkpoint, config_path=args.config, overrides=args.overrides)
+        print(json.dumps(evaluate_checkpoint(cfg, args.checkpoint, split=args.split), indent=2))
+        return 0
     preset = SYNTH_PRESETS[args.preset] if args.command == "synth" else None
     cfg = load_config(args.config, args.overrides, preset=preset)
     if args.command == "doctor":
@@ -181,11 +188,6 @@ def _run(args: argparse.Namespace) -> int:
 
         metrics = run_training(cfg, args.command, resume=args.resume, local=True)
         print(json.dumps({k: metrics[k] for k in METRIC_KEYS}, indent=2))
-        return 0
-    if args.command == "evaluate":
-        from raymotion.train.components import evaluate_checkpoint
-
-        print(json.dumps(evaluate_checkpoint(cfg, args.checkpoint, split=args.split), indent=2))
         return 0
     if args.command == "mean-params":
         from raymotion.body.body_model import load_body_model

@@ -57,7 +57,7 @@ def main() -> None:
     base = {"data.root": str(Path(args.data).resolve()), "data.crop_size": args.crop_size,
             "run.output_dir": str(runs), "train.pretrained": str(Path(args.pretrained).resolve()),
             "train.refine_steps": args.steps, "train.log_every": 1, "train.checkpoint_every": args.steps,
-            "train.eval_every": args.steps, "train.max_eval_clips": 2, "scaling.video_source": "local",
+            "train.eval_every": args.steps, "train.max_eval_clips": 2, "data.video_source": "local",
             "scaling.threads_per_worker": 1}
     results = {}
     try:

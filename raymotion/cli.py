@@ -11,7 +11,7 @@
     raymotion mean-params --out mean_params.npz                            # regressor start point
     raymotion smpl-to-npz body_models/smpl/SMPL_NEUTRAL.pkl --out body_models/smpl/SMPL_NEUTRAL.npz
     raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
-    raymotion precompute-flow [--set train.video_clips=24]  # the pair store of scaling.video_source=precomputed
+    raymotion precompute-flow [--set train.video_clips=24]  # the pair store of data.video_source=precomputed
 
 The data pipeline's benchmark (Ray Data against a plain loop) is not a command of the library:
 ``python benchmarks/bench_data.py`` (same config flags).
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--max-clips", type=int, default=8, help="video clips to use (their labels are read)")
     _add_config_args(gate)
     store = sub.add_parser("precompute-flow", help="write the refinement's frame pairs with flow once, as the "
-                           "Parquet pair store that scaling.video_source=precomputed reads (skips a finished one)")
+                           "Parquet pair store that data.video_source=precomputed reads (skips a finished one)")
     _add_config_args(store)
     for command in sub.choices.values():
         command.add_argument("-v", "--verbose", action="store_true",

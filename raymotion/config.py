@@ -30,6 +30,7 @@ import yaml
 from raymotion import typed_config
 from raymotion.typed_config import (
     ConfigError,
+    MovedKeyError,
     UnknownKeyError,
     apply_overrides,
     flatten,
@@ -43,10 +44,18 @@ from raymotion.typed_config import (
 
 __all__ = [
     "SYNTH_PRESETS", "BadInput", "BodyConfig", "Config", "ConfigError", "DataConfig", "FlowConfig", "LossConfig",
-    "ModelConfig", "PredictConfig", "RenderConfig", "RunConfig", "ScalingConfig", "SynthConfig", "TrainConfig",
+    "MOVED_KEYS", "ModelConfig", "MovedKeyError", "PredictConfig", "RenderConfig", "RunConfig", "ScalingConfig", "SynthConfig", "TrainConfig",
     "UnknownKeyError", "apply_overrides", "check_refinement", "check_values", "config_keys", "config_yaml",
     "describe", "flatten", "from_dict", "load_config", "parse_set_args", "save_config", "to_dict",
 ]
+
+MOVED_KEYS: dict[str, str] = {
+    "scaling.video_source": "data.video_source", "scaling.pair_store": "data.pair_store",
+    "scaling.flow_actors": "data.flow_actors",
+}
+"""Keys that moved to another section, old -> new (where refinement's pairs come from is a data setting, not
+scaling). A stored config (a checkpoint's, a shipped base model's) is read with them moved (``Config.from_dict``);
+a config file or --set that names an old key is refused naming the new one (``load_config``)."""
 
 BadInput = Literal["fail", "skip"]
 """``data.bad_input``'s choices (raymotion.data.manifest.BAD_INPUT_POLICIES)."""
@@ -199,6 +208,19 @@ class DataConfig:
         "benchmarks/bench_data.py too). A window covering the whole clip decodes each frame exactly once (clips "
         "with one keyframe, as the synthetic benchmark's: 32 frames); shorter windows each restart at the "
         "keyframe before them. Does not change the pairs.", range=(2, None))
+    video_source: Literal["ray_data", "precomputed", "local"] = leaf(
+        "ray_data", "Video pairs for refinement: 'ray_data' streams them through the Ray Data pipeline "
+        "(decode, crop, flow) split across workers; 'precomputed' reads the same rows from a Parquet pair store "
+        "written once by that pipeline (`raymotion precompute-flow`; computed first when missing) and shared "
+        "by runs and sweep trials; 'local' reads them in each worker with the flow cache (deterministic "
+        "batches, bit-exact resume).")
+    pair_store: str = leaf(
+        "", "Folder holding the pair stores of data.video_source=precomputed: '' = <data.root>/pairs. A local "
+        "or NFS path, or s3://bucket/prefix; on a multi-node cluster it must be on storage every node reads.")
+    flow_actors: int = leaf(
+        1, "Optical-flow actors of the Ray Data pair pipeline (1 CPU and scaling.flow_gpus each). On a CPU-only "
+        "pipeline (scaling.decode_gpus=0 and scaling.flow_gpus=0) each of them also decodes and crops.",
+        range=(1, None))
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -370,19 +392,6 @@ class ScalingConfig:
     ray_num_cpus: int = leaf(
         0, "Logical CPUs of a new local Ray instance: 0 = physical cores + 4, so Ray Data's tasks find CPUs "
         "beside the workers (FACTS.md: a pipeline hangs when actors take every CPU).", range=(0, None))
-    video_source: Literal["ray_data", "precomputed", "local"] = leaf(
-        "ray_data", "Video pairs for refinement: 'ray_data' streams them through the Ray Data pipeline "
-        "(decode, crop, flow) split across workers; 'precomputed' reads the same rows from a Parquet pair store "
-        "written once by that pipeline (`raymotion precompute-flow`; computed first when missing) and shared "
-        "by runs and sweep trials; 'local' reads them in each worker with the flow cache (deterministic "
-        "batches, bit-exact resume).")
-    pair_store: str = leaf(
-        "", "Folder holding the pair stores of scaling.video_source=precomputed: '' = <data.root>/pairs. A local "
-        "or NFS path, or s3://bucket/prefix; on a multi-node cluster it must be on storage every node reads.")
-    flow_actors: int = leaf(
-        1, "Optical-flow actors of the Ray Data pipeline (1 CPU and scaling.flow_gpus each). On a CPU-only "
-        "pipeline (scaling.decode_gpus=0 and scaling.flow_gpus=0) each of them also decodes and crops.",
-        range=(1, None))
     decode_actors: int = leaf(
         1, "Decode+crop actors of the Ray Data pipeline (1 CPU and scaling.decode_gpus each) when decoding and "
         "flow are separate stages, i.e. when either reserves a GPU share; unused on a CPU-only pipeline.",
@@ -492,22 +501,37 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
-        """Inverse of ``to_dict``: strict (unknown keys raise), missing keys keep their defaults."""
-        return from_dict(cls, d)
+        """Inverse of ``to_dict``: strict (unknown keys raise), missing keys keep their defaults. A stored
+        config of an older raymotion is read with its ``MOVED_KEYS`` at their new place."""
+        return from_dict(cls, _with_moved_keys(d))
+
+
+def _with_moved_keys(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A nested config dict with each ``MOVED_KEYS`` old key moved to its new key (where that is not set)."""
+    moved = {k: dict(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_leaf), (new_section, new_leaf) = old.split("."), new.split(".")
+        source = moved.get(old_section)
+        if isinstance(source, dict) and old_leaf in source:
+            value = source.pop(old_leaf)
+            target = moved.setdefault(new_section, {})
+            if isinstance(target, dict):
+                target.setdefault(new_leaf, value)
+    return moved
 
 
 def check_refinement(cfg: Config) -> None:
     """The cross-key checks that hold for refinement only (``launch.check_config_only`` applies them to a run,
     ``tune.search_space.load_sweep`` to every corner of a sweep): raise a ConfigError naming the key."""
-    source = cfg.scaling.video_source
+    source = cfg.data.video_source
     if source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
         if cfg.train.flow_source != "estimator":
-            raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "
-                              "train.flow_source=ground_truth use scaling.video_source=local")
+            raise ConfigError("data.video_source", source, "the Ray Data pipeline estimates flow; with "
+                              "train.flow_source=ground_truth use data.video_source=local")
         if cfg.loss.video_kp2d_weight > 0:
-            raise ConfigError("scaling.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
+            raise ConfigError("data.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
                               "detector's keypoints, which the Ray Data pipeline does not carry; use "
-                              "scaling.video_source=local")
+                              "data.video_source=local")
 
 
 def check_values(values: Mapping[str, Any]) -> None:
@@ -562,6 +586,9 @@ def load_config(path: str | Path | None = None,
     set_items = flatten(overrides)
     merged.update(set_items)
     try:
+        moved = [key for key in merged if key in MOVED_KEYS]
+        if moved:  # an older raymotion's key in a file or --set: say where it is now
+            raise MovedKeyError(moved[0], merged[moved[0]], MOVED_KEYS[moved[0]])
         return apply_overrides(base or Config(), merged)  # one pass: cross-field checks see the final values
     except ValueError as e:
         # Blame the source of the bad key: a --set item wins over the file (it is applied last).

@@ -276,3 +276,28 @@ def test_check_values_applies_the_config_rules_to_plain_arguments():
         check_values({"flow.estimator": "pwc"})
     with pytest.raises(UnknownKeyError, match="unknown key 'data.crop'.*Did you mean 'data.crop_size'"):
         check_values({"data.crop": 64})
+
+
+def test_a_moved_key_in_a_file_or_set_is_refused_naming_its_new_key(tmp_path):
+    from raymotion.config import MovedKeyError
+
+    with pytest.raises(MovedKeyError, match=r"^scaling\.video_source is now data\.video_source: write "
+                                            r"data\.video_source: local in the config file, or --set "
+                                            r"data\.video_source=local") as info:
+        load_config(overrides=["scaling.video_source=local"])
+    assert info.value.__notes__ == ["from --set scaling.video_source=local"]
+    path = tmp_path / "old.yaml"
+    path.write_text("scaling:\n  pair_store: /nfs/pairs\n")
+    with pytest.raises(ConfigError, match=r"scaling\.pair_store is now data\.pair_store") as info:
+        load_config(path)
+    assert info.value.__notes__ == [f"while loading config file {path}"]
+    assert pickle.loads(pickle.dumps(info.value)).new_key == "data.pair_store"  # Ray moves exceptions
+
+
+def test_a_stored_config_of_an_older_raymotion_loads_with_its_moved_keys_in_place():
+    old = to_dict(Config())
+    old["scaling"].update({"video_source": "local", "pair_store": "/nfs/pairs", "flow_actors": 3})
+    for key in ("video_source", "pair_store", "flow_actors"):
+        del old["data"][key]
+    cfg = Config.from_dict(old)
+    assert (cfg.data.video_source, cfg.data.pair_store, cfg.data.flow_actors) == ("local", "/nfs/pairs", 3)

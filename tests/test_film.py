@@ -291,7 +291,7 @@ def test_film_pretraining_is_refused_by_name(tmp_path):
 
     cfg = load_config(overrides={"model.film": True, "run.output_dir": str(tmp_path)})
     for source in ("ray_data", "precomputed", "local"):  # every video source yields windows for refinement
-        check_config_only(dataclasses.replace(cfg, scaling=dataclasses.replace(cfg.scaling, video_source=source)),
+        check_config_only(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, video_source=source)),
                           "refine", resume=False)
     with pytest.raises(ConfigError, match=r"model.film=True.*pretrain with model.film=false"):
         check_config_only(cfg, "pretrain", resume=False)

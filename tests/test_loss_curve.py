@@ -37,7 +37,7 @@ def curve_config(root, runs, name, **overrides):
     return load_config(overrides={
         "body.model": "anny_lowres", "data.root": str(root), "data.crop_size": 64, "run.output_dir": str(runs),
         "run.name": name, "run.seed": 0, "train.fraction": 1.0, "train.batch_size": 4, "train.pair_batch_size": 2,
-        "train.log_every": 1, "train.max_eval_clips": 1, "scaling.video_source": "local", **overrides})
+        "train.log_every": 1, "train.max_eval_clips": 1, "data.video_source": "local", **overrides})
 
 
 def logged(folder, keys):

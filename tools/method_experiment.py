@@ -4,7 +4,7 @@
         --seeds 0 1 2 --steps 200 --out docs/results/method
 
 Single-process refinement runs (the Ray Train loop in local mode, ``launch.run_training(local=True)``, with
-the video pairs read in-process: ``scaling.video_source=local``) of one base model on the default benchmark, with the main job's recipe (jobs/embedded_default.yaml)
+the video pairs read in-process: ``data.video_source=local``) of one base model on the default benchmark, with the main job's recipe (jobs/embedded_default.yaml)
 and these variants, each with every seed (``run.seed``: batch order and augmentation; the annotated
 fraction stays the base model's, ``train.fraction_seed``):
 
@@ -74,7 +74,7 @@ def main() -> None:
                 cfg = load_config(RECIPE, [*args.overrides, *(f"{k}={v}" for k, v in {
                     "run.output_dir": str(runs), "run.name": f"{name}_s{seed}", "run.seed": seed,
                     "train.pretrained": args.pretrained, "train.refine_steps": args.steps,
-                    "scaling.video_source": "local", **extra}.items())])
+                    "data.video_source": "local", **extra}.items())])
                 start = time.perf_counter()
                 metrics = run_training(cfg, "refine", local=True)
                 metrics["wall_s"] = time.perf_counter() - start

@@ -48,7 +48,7 @@ def main() -> int:
     cfg = load_config(RECIPE, {
         "data.root": str(Path(args.data).resolve()), "train.pretrained": str(Path(args.pretrained).resolve()),
         "run.name": "multinode", "scaling.storage_path": str(storage), "scaling.num_workers": 2,
-        "scaling.placement_strategy": "SPREAD", "scaling.max_failures": 2, "scaling.video_source": "local",
+        "scaling.placement_strategy": "SPREAD", "scaling.max_failures": 2, "data.video_source": "local",
         "train.refine_steps": args.steps, "train.checkpoint_every": 10, "train.eval_every": args.steps,
         "train.log_every": 5, "train.max_eval_clips": 4,
     })

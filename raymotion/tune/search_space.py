@@ -30,7 +30,8 @@ from typing import Any
 
 import yaml
 
-from raymotion.config import Config, ConfigError, apply_overrides, check_refinement, config_keys, load_config
+from raymotion.config import (MOVED_KEYS, Config, ConfigError, apply_overrides, check_refinement, config_keys,
+                              load_config)
 from raymotion.eval.evaluate import SCORE_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -97,6 +98,8 @@ def _fail(path: Path, where: str, problem: str) -> ValueError:
 
 
 def _check_key(path: Path, section: str, key: str) -> None:
+    if key in MOVED_KEYS:
+        raise _fail(path, f"{section}.{key}", f"the key is now {MOVED_KEYS[key]}; write that instead")
     valid = config_keys(Config)
     if key not in valid:
         close = difflib.get_close_matches(key, valid, n=1)

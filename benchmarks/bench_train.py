@@ -31,7 +31,6 @@ import torch
 from raymotion.config import load_config
 from raymotion.train.launch import run_training
 
-RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
 
 
 def steady_rate(directory: Path, *, skip: int) -> tuple[float, float]:
@@ -61,13 +60,13 @@ def main() -> None:
             "scaling.threads_per_worker": 1}
     results = {}
     try:
-        cfg = load_config(RECIPE, {**base, "run.name": "local"})
+        cfg = load_config(overrides={**base, "run.name": "local"})
         tic = time.perf_counter()
         run_training(cfg, "refine", local=True)
         results["local"] = (*steady_rate(runs / "local", skip=skip), time.perf_counter() - tic, 1)
         for workers in (1, 2):
             name = f"ray{workers}"
-            cfg = load_config(RECIPE, {**base, "run.name": name, "scaling.num_workers": workers})
+            cfg = load_config(overrides={**base, "run.name": name, "scaling.num_workers": workers})
             tic = time.perf_counter()
             run_training(cfg, "refine")
             results[name] = (*steady_rate(runs / name, skip=skip), time.perf_counter() - tic, workers)

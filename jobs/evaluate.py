@@ -20,9 +20,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
 
     def score() -> dict[str, float]:
-        # A checkpoint brings its own config (the recipe is only the mean baseline's default).
-        recipe = _args.EMBEDDED_DEFAULT if args.checkpoint == "mean" else None
-        cfg = evaluation_config(args.checkpoint, config_path=args.config or recipe, overrides=args.overrides)
+        cfg = evaluation_config(args.checkpoint, config_path=args.config, overrides=args.overrides)
         return evaluate_checkpoint(cfg, args.checkpoint, split=args.split)
 
     metrics = _args.run(args, score)

@@ -11,6 +11,11 @@ read them back; choices are ``Literal`` types; validation runs in every ``__post
 section raises ``ConfigError`` with its leaf key, which ``from_dict`` prefixes). Import everything config
 from here.
 
+The defaults are one recipe, the embedded default's on a CPU (the synthetic benchmark, the low-resolution body,
+64 px crops, a small CNN, 5 % of the labels, 600 refinement steps on pairs 3 frames apart with W_flow 0.3:
+docs/results/effect/): what `raymotion pretrain|refine` and jobs/*.py run when no --config is given, and what the
+shipped base model small_cnn64_f05 was pretrained with. A GPU or paper-size run overrides what it changes.
+
 Adding a section: write its ``@dataclass(kw_only=True, slots=True)`` class (docstring, fields made with
 ``leaf``, ``__post_init__`` calling ``validate_fields``), then add one ``name: XConfig = section(XConfig)``
 line to ``Config``.
@@ -68,8 +73,9 @@ class BodyConfig:
     """Which parametric body model produces the mesh, and where its files are."""
 
     model: Literal["anny", "anny_lowres", "smpl"] = leaf(
-        "anny", "Body model: 'anny' = embedded full-resolution default body (no download); "
-        "'anny_lowres' = embedded 1.2k-vertex body for tests; 'smpl' = your own SMPL files in body.smpl_dir.")
+        "anny_lowres", "Body model: 'anny' = embedded full-resolution body (no download); 'anny_lowres' = embedded "
+        "1,229-vertex body (the CPU default: the flow loss's visibility and sampling stay cheap); 'smpl' = your own "
+        "SMPL files in body.smpl_dir.")
     smpl_dir: str = leaf(
         "body_models/smpl", "Folder holding SMPL_NEUTRAL/MALE/FEMALE .pkl or .npz "
         "(the SPIN/MMHuman3D layout). Only used with body.model=smpl.")
@@ -91,7 +97,7 @@ class RunConfig:
     """Where a run writes its outputs, and how it is seeded and placed."""
 
     output_dir: str = leaf("runs", "Parent folder of run directories.")
-    name: str = leaf("default", "Run name, used as a folder name: letters, digits, '-', '_', '.'.")
+    name: str = leaf("embedded-default", "Run name, used as a folder name: letters, digits, '-', '_', '.'.")
     seed: int = leaf(0, "Random seed for torch, numpy and Python.", range=(0, None))
     device: Literal["auto", "cpu", "cuda"] = leaf(
         "auto", "Device: 'auto' = cuda when available, else cpu.")
@@ -192,8 +198,8 @@ class DataConfig:
 
     root: str = leaf("data/synth/default", "Dataset folder in raymotion's format (docs/data_format.md): "
                        "manifest.parquet and clips; `raymotion synth` writes one.")
-    crop_size: int = leaf(128, "Side of the square crop fed to the model, pixels (the paper: 224 with "
-                            "ResNet-50 on GPUs; 128 keeps CPU runs short).",
+    crop_size: int = leaf(64, "Side of the square crop fed to the model, pixels (the paper: 224 with "
+                            "ResNet-50 on GPUs; 64 keeps CPU runs short).",
                             range=(32, 1024))
     bbox_scale: float = leaf(1.3, "Crop side = bbox_scale x the longer side of the person box (1.3 in "
                                "SPIN and the paper).", range=(1.0, 3.0))
@@ -289,10 +295,11 @@ class LossConfig:
     supervised_weight: float = leaf(1.0, "W_sup: weight of the labelled batch during refinement.",
                                       range=(0.0, None))
     flow_weight: float = leaf(
-        0.1, "W_flow, set against the supervised loss: W_flow * L_flow ~ rho * L_sup. At the embedded default's "
-        "base model L_sup ~ 3 and the normalised L_flow ~ 13 per pair, so 0.1 is rho ~ 40 %; the paper's 0.01 "
-        "is ~4 % and 3e-4 (a CPU prototype's choice, FACTS.md) ~0.1 %, i.e. no flow "
-        "(docs/results/method/README.md).", range=(0.0, None))
+        0.3, "W_flow, set against the supervised loss: W_flow * L_flow ~ rho * L_sup. At the embedded default's "
+        "base model L_sup ~ 3 and the normalised L_flow ~ 13 per pair at gap 1, so 0.1 is rho ~ 40 %; the paper's "
+        "0.01 is ~4 % and 3e-4 (a CPU prototype's choice, FACTS.md) ~0.1 %, i.e. no flow "
+        "(docs/results/method/README.md). 0.3 with train.video_gap=3 is the recipe that shows the flow's gain "
+        "(docs/results/effect/).", range=(0.0, None))
     flow_visibility: Literal["zbuffer", "eroded"] = leaf(
         "eroded", "Visible vertices: 'zbuffer' (the paper: a face holding the vertex wins a pixel) or 'eroded' "
         "(also drop vertices at silhouette edges and depth jumps; measured better).")
@@ -328,7 +335,8 @@ class LossConfig:
 class TrainConfig:
     """Pretraining (supervised, on an annotation fraction) and refinement (unannotated video pairs)."""
 
-    fraction: float = leaf(0.1, "Annotation fraction: share of the labelled pool's clips used.",
+    fraction: float = leaf(0.05, "Annotation fraction: share of the labelled pool's clips used (5 %: the regime "
+                             "where motion cues pay).",
                              range=(0.0001, 1.0))
     fraction_seed: int = leaf(
         0, "Seed that picks which clips form the annotated fraction. Apart from run.seed, so that runs with "
@@ -339,18 +347,19 @@ class TrainConfig:
     weight_decay: float = leaf(0.0, "Adam weight decay.", range=(0.0, 1.0))
     batch_size: int = leaf(32, "Labelled frames per step.", range=(1, None))
     pair_batch_size: int = leaf(16, "Video frame pairs per refinement step.", range=(1, None))
-    pretrain_steps: int = leaf(2000, "Pretraining steps.", range=(1, None))
-    refine_steps: int = leaf(400, "Refinement steps.", range=(1, None))
+    pretrain_steps: int = leaf(3000, "Pretraining steps.", range=(1, None))
+    refine_steps: int = leaf(600, "Refinement steps.", range=(1, None))
     eval_every: int = leaf(200, "Evaluate on the val split every this many steps (and at the end).",
                              range=(1, None))
-    checkpoint_every: int = leaf(200, "Write a checkpoint every this many steps.", range=(1, None))
+    checkpoint_every: int = leaf(100, "Write a checkpoint every this many steps.", range=(1, None))
     log_every: int = leaf(20, "Log losses (log.jsonl and the console) every this many steps.", range=(1, None))
     augment: bool = leaf(True, "Scale/rotation/flip/colour augmentation of labelled frames.")
     pretrained: str = leaf("", "Checkpoint to refine from (a pretraining run's checkpoint.pt).")
     flow_source: Literal["estimator", "ground_truth"] = leaf(
         "estimator", "Optical flow for refinement: flow.estimator on the crops, or the renderer's exact flow "
         "(an oracle upper bound; synthetic data only).")
-    video_gap: int = leaf(1, "Frame gap of video pairs.", range=(1, None))
+    video_gap: int = leaf(3, "Frame gap of video pairs: 3 = 100 ms at 30 fps, ~3x the body motion of consecutive "
+                            "frames (docs/results/effect/).", range=(1, None))
     video_clips: int = leaf(0, "Refine on the first this many clips of the video split (0 = all): the amount "
                               "of unannotated video, for gain-against-video curves.", range=(0, None))
     freeze_batchnorm: bool = leaf(True, "Freeze BatchNorm statistics during refinement (METHOD.md 4).")

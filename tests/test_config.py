@@ -34,10 +34,19 @@ class Toy:
 
 def test_defaults():
     cfg = Config()
-    assert cfg.body == BodyConfig(model="anny", smpl_dir="body_models/smpl", gender="neutral",
+    assert cfg.body == BodyConfig(model="anny_lowres", smpl_dir="body_models/smpl", gender="neutral",
                                   h36m_regressor="../J_regressor_h36m.npy", num_betas=10)
-    assert cfg.run == RunConfig(output_dir="runs", name="default", seed=0, device="auto")
+    assert cfg.run == RunConfig(output_dir="runs", name="embedded-default", seed=0, device="auto")
     assert cfg.render == RenderConfig(image_size=512, motion="walk", phase=0.25, output="raymotion_body.png")
+
+
+def test_the_defaults_are_the_main_jobs_recipe_the_shipped_base_model_was_pretrained_with():
+    from raymotion.train.launch import shipped_base_model
+
+    cfg = Config()
+    assert (cfg.data.crop_size, cfg.train.fraction, cfg.train.video_gap, cfg.loss.flow_weight,
+            cfg.train.refine_steps) == (64, 0.05, 3, 0.3, 600)
+    assert shipped_base_model(cfg).name == "small_cnn64_f05.pt"
 
 
 def test_every_field_has_help_text():
@@ -191,7 +200,7 @@ def test_direct_construction_validates_types():
 
 
 def test_gender_without_smpl_warns():
-    with pytest.warns(UserWarning, match=r"body.gender='male' is ignored because body.model='anny'"):
+    with pytest.warns(UserWarning, match=r"body.gender='male' is ignored because body.model='anny_lowres'"):
         apply_overrides(Config(), {"body.gender": "male"})
 
 

@@ -95,7 +95,7 @@ def test_a_second_call_and_a_run_with_the_same_config_reuse_the_store(root, stor
     # window and actors change how it is computed, not what: the same store
     again = precompute_pairs(PairSpec(data_root=str(root), **STORE_ARGS), window=64, flow_concurrency=2)
     assert again.reused and again.folder == store.folder and again.rows == store.rows
-    cfg = load_config(overrides={"data.root": str(root), "data.crop_size": 32,
+    cfg = load_config(overrides={"data.root": str(root), "data.crop_size": 32, "train.video_gap": 1,
                                  "data.video_source": "precomputed"})
     assert precompute_for_config(cfg).folder == store.folder
     assert video_datasets(cfg)["video"].count() == ALL_PAIRS
@@ -265,7 +265,7 @@ def bench_data():
 def test_precompute_flow_command_and_the_data_benchmark(root, store, capsys):
     from raymotion.cli import main
 
-    data = ["--set", f"data.root={root}"]
+    data = ["--set", f"data.root={root}", "--set", "train.video_gap=1"]  # STORE_ARGS' gap
     assert main(["precompute-flow", "--set", "data.crop_size=32", *data]) == 0
     out = capsys.readouterr().out
     assert str(store.folder) in out and f"{ALL_PAIRS} pairs" in out and "reused" in out

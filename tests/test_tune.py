@@ -136,7 +136,6 @@ def test_an_interrupted_sweep_is_restored_and_its_trial_resumes(tiny_benchmark, 
     smoke = load_sweep(REPO / "tune_configs" / "smoke.yaml")
     path = tmp_path / "restore.yaml"
     path.write_text(yaml.safe_dump({
-        "recipe": str(REPO / "jobs" / "embedded_default.yaml"),
         "base": {**smoke.base, "data.root": str(tiny_benchmark), "run.output_dir": str(tmp_path / "runs"),
                  "body.model": "anny_lowres", "train.max_eval_clips": 1, "scaling.fail_at_step": 3,
                  "scaling.max_failures": 0},

@@ -1,7 +1,7 @@
 """Is the flow's gain real? A refinement recipe against its anchors-only control, seed by seed, paired by frame.
 
     # run the recipe and its control for 3 seeds (2 runs at a time, each in its own process), then summarise
-    python tools/effect_study.py run --name r600 --seeds 0 1 2 --config jobs/embedded_default.yaml \
+    python tools/effect_study.py run --name r600 --seeds 0 1 2 \
         --set train.refine_steps=600 --set train.video_gap=3 --set loss.flow_weight=0.3 \
         --full-base runs/base-f1/checkpoint.pt --out docs/results/effect/r600
     # summarise runs made otherwise ({seed} is replaced by each seed)
@@ -318,7 +318,7 @@ def main() -> None:
     grid.add_argument("--keep", type=Path, default=None, metavar="TABLE_JSON",
                       help="a table.json whose rows this run does not remake are kept in the output (same seeds)")
     for p in (run, grid):
-        p.add_argument("--config", default="jobs/embedded_default.yaml")
+        p.add_argument("--config", default=None, help="YAML overrides of the defaults (the embedded recipe)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
     merge = sub.add_parser("merge", help="join table.json files (later files win) into one table, its markdown and plot")

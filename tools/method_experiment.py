@@ -4,7 +4,8 @@
         --seeds 0 1 2 --steps 200 --out docs/results/method
 
 Single-process refinement runs (the Ray Train loop in local mode, ``launch.run_training(local=True)``, with
-the video pairs read in-process: ``data.video_source=local``) of one base model on the default benchmark, with the main job's recipe (jobs/embedded_default.yaml)
+the video pairs read in-process: ``data.video_source=local``) of one base model on the default benchmark, with the main
+job's recipe (the defaults of raymotion/config.py)
 and these variants, each with every seed (``run.seed``: batch order and augmentation; the annotated
 fraction stays the base model's, ``train.fraction_seed``):
 
@@ -36,7 +37,6 @@ from raymotion.eval.evaluate import METRIC_KEYS
 from raymotion.train.launch import run_training
 from raymotion.train.checkpoint import load_checkpoint
 
-RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
 METRICS = (*METRIC_KEYS, "pred_motion_mm")
 
 
@@ -71,7 +71,7 @@ def main() -> None:
     try:
         for name, extra in chosen.items():
             for seed in args.seeds:
-                cfg = load_config(RECIPE, [*args.overrides, *(f"{k}={v}" for k, v in {
+                cfg = load_config(overrides=[*args.overrides, *(f"{k}={v}" for k, v in {
                     "run.output_dir": str(runs), "run.name": f"{name}_s{seed}", "run.seed": seed,
                     "train.pretrained": args.pretrained, "train.refine_steps": args.steps,
                     "data.video_source": "local", **extra}.items())])

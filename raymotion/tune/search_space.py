@@ -2,7 +2,8 @@
 
 A sweep file has five parts, all optional but ``tune``:
 
-    recipe: jobs/embedded_default.yaml      # config file the sweep starts from (relative to the repo root)
+    recipe: my_base.yaml                    # config file the sweep starts from (relative to the repo root;
+                                            # default: none, the defaults of raymotion/config.py)
     base: {train.refine_steps: 200}         # dotted overrides for every trial
     grid:                                   # dimensions crossed exhaustively (e.g. the annotation fraction)
       train.fraction: [0.05, 0.1, 0.25]

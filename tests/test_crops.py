@@ -14,14 +14,10 @@ from raymotion.data.crops import (
     crop_box,
     crop_flow,
     crop_image,
-    crop_matrix,
     empty_boxes,
-    from_normalised,
-    invert_affine,
     sample_augmentation,
-    to_normalised,
-    transform_points,
 )
+from raymotion.geometry.crop_maps import crop_matrix, from_normalised, invert_affine, to_normalised, transform_points
 from raymotion.geometry import image_to_crop
 from raymotion.data.manifest import read_manifest
 

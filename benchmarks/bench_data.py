@@ -2,12 +2,12 @@
 
     python benchmarks/bench_data.py [--max-clips 0] [--decoder auto] [--source streamed|precomputed]
         [--plain-threads 0] [--config X.yaml] [--set data.root=data/synth/default --set data.decode_window=32
-        --set scaling.flow_actors=2 --set data.crop_size=128 ...]
+        --set data.flow_actors=2 --set data.crop_size=128 ...]
 
 Prints pairs/s of the plain loop and of the pipeline end to end, the pipeline's start-up (time to the first
 batch) and steady-state rate apart, their ratios, decoded frames per used frame, and seconds per stage.
 The settings the library has come from the config (data.root, data.crop_size, data.bbox_scale,
-data.decode_window, train.video_gap, flow.*, scaling.flow_actors, scaling.pair_store, scaling.decode_gpus,
+data.decode_window, train.video_gap, flow.*, data.flow_actors, data.pair_store, scaling.decode_gpus,
 scaling.flow_gpus); the flags are what only a benchmark chooses.
 
 Both sides do the same work on the first ``max_clips`` clips of the video split: decode every frame, crop
@@ -65,7 +65,7 @@ class BenchSettings:
 
     cfg: Config
     """data.root, data.crop_size, data.bbox_scale, data.decode_window, train.video_gap, flow.*,
-    scaling.flow_actors, scaling.pair_store ('precomputed': '' = <data.root>/pairs), scaling.decode_gpus,
+    data.flow_actors, data.pair_store ('precomputed': '' = <data.root>/pairs), scaling.decode_gpus,
     scaling.flow_gpus."""
     max_clips: int | None
     """First clips of the video split (None: all)."""
@@ -198,7 +198,7 @@ def run_bench(settings: BenchSettings, *, start_ray: Callable[[], None]) -> Benc
         dataset = build_pair_dataset(
             cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
             gap=cfg.train.video_gap, window=cfg.data.decode_window, flow=cfg.flow.estimator, flow_config=cfg.flow,
-            decoder=settings.decoder, flow_concurrency=cfg.scaling.flow_actors, max_clips=settings.max_clips,
+            decoder=settings.decoder, flow_concurrency=cfg.data.flow_actors, max_clips=settings.max_clips,
             report=report, decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus)
         pairs, pipeline_s, first_s, first_pairs = _consume(dataset, settings.batch_size, start=start)
         summary = report.summary()
@@ -209,8 +209,8 @@ def run_bench(settings: BenchSettings, *, start_ray: Callable[[], None]) -> Benc
         spec = PairSpec(data_root=cfg.data.root, split="video", crop_size=cfg.data.crop_size,
                         bbox_scale=cfg.data.bbox_scale, gap=cfg.train.video_gap, flow=cfg.flow.estimator,
                         flow_config=cfg.flow, max_clips=settings.max_clips, decoder=settings.decoder)
-        store = precompute_pairs(spec, out_dir=cfg.scaling.pair_store or None, window=cfg.data.decode_window,
-                                 flow_concurrency=cfg.scaling.flow_actors)
+        store = precompute_pairs(spec, out_dir=cfg.data.pair_store or None, window=cfg.data.decode_window,
+                                 flow_concurrency=cfg.data.flow_actors)
         record = check_store(store.folder)
         made = record["pipeline"]
         start = time.perf_counter()
@@ -236,7 +236,7 @@ def format_bench(result: BenchResult) -> str:
     """The result as the table and lines ``main`` prints."""
     s, cfg = result.settings, result.settings.cfg
     if s.source == "streamed":
-        side, actors = "Ray Data pipeline", (f"{cfg.scaling.flow_actors} decode+flow actors (fused on CPU; cv2 "
+        side, actors = "Ray Data pipeline", (f"{cfg.data.flow_actors} decode+flow actors (fused on CPU; cv2 "
                                              "threads 1 each)")
     else:
         side, actors = "Ray Data read of the pair store", "read tasks"

@@ -1,6 +1,6 @@
 """Labelled-frame memory per Ray Train worker at 1 and 2 workers, side by side in one run.
 
-    python benchmarks/bench_labelled_memory.py [--config jobs/embedded_default.yaml] [--set KEY=VALUE ...]
+    python benchmarks/bench_labelled_memory.py [--config my_run.yaml] [--set KEY=VALUE ...]
         [--worlds 1 2 4]
 
 Each worker of a run holds only its shard of the labelled fraction (``LabelledFrames(shard=(rank, world))``,
@@ -19,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
 
 CHILD = r"""
 import json, resource, sys
@@ -38,7 +37,7 @@ print(json.dumps({"frames": len(frames), "held_mib": frames.nbytes / 2**20, "pea
 """
 
 
-def measure(config: str, overrides: list[str], world: int) -> dict:
+def measure(config: str | None, overrides: list[str], world: int) -> dict:
     run = subprocess.run([sys.executable, "-c", CHILD, json.dumps({"config": config, "overrides": overrides,
                                                                    "world": world})],
                          capture_output=True, text=True, check=True)
@@ -47,13 +46,13 @@ def measure(config: str, overrides: list[str], world: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(RECIPE))
+    parser.add_argument("--config", default=None, help="YAML overrides of the defaults (the embedded recipe)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--worlds", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     results = {world: measure(args.config, args.overrides, world) for world in args.worlds}
     one = results[args.worlds[0]]
-    print(f"labelled frames of rank 0 ({Path(args.config).name} {' '.join(args.overrides)})")
+    print(f"labelled frames of rank 0 ({Path(args.config).name if args.config else 'the defaults'} {' '.join(args.overrides)})")
     print(f"{'workers':>7s} {'frames':>7s} {'held MiB':>9s} {'ratio':>6s} {'peak above import MiB':>22s} {'ratio':>6s}")
     for world, r in results.items():
         print(f"{world:7d} {r['frames']:7d} {r['held_mib']:9.1f} {r['held_mib'] / one['held_mib']:6.2f} "

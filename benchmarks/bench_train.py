@@ -31,7 +31,6 @@ import torch
 from raymotion.config import load_config
 from raymotion.train.launch import run_training
 
-RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
 
 
 def steady_rate(directory: Path, *, skip: int) -> tuple[float, float]:
@@ -57,17 +56,17 @@ def main() -> None:
     base = {"data.root": str(Path(args.data).resolve()), "data.crop_size": args.crop_size,
             "run.output_dir": str(runs), "train.pretrained": str(Path(args.pretrained).resolve()),
             "train.refine_steps": args.steps, "train.log_every": 1, "train.checkpoint_every": args.steps,
-            "train.eval_every": args.steps, "train.max_eval_clips": 2, "scaling.video_source": "local",
+            "train.eval_every": args.steps, "train.max_eval_clips": 2, "data.video_source": "local",
             "scaling.threads_per_worker": 1}
     results = {}
     try:
-        cfg = load_config(RECIPE, {**base, "run.name": "local"})
+        cfg = load_config(overrides={**base, "run.name": "local"})
         tic = time.perf_counter()
         run_training(cfg, "refine", local=True)
         results["local"] = (*steady_rate(runs / "local", skip=skip), time.perf_counter() - tic, 1)
         for workers in (1, 2):
             name = f"ray{workers}"
-            cfg = load_config(RECIPE, {**base, "run.name": name, "scaling.num_workers": workers})
+            cfg = load_config(overrides={**base, "run.name": name, "scaling.num_workers": workers})
             tic = time.perf_counter()
             run_training(cfg, "refine")
             results[name] = (*steady_rate(runs / name, skip=skip), time.perf_counter() - tic, workers)

@@ -12,11 +12,9 @@ from typing import Any
 from raymotion.config import Config, load_config
 from raymotion.errors import report_user_error
 
-EMBEDDED_DEFAULT = Path(__file__).resolve().parent / "embedded_default.yaml"
-
 
 def parser(description: str, *, config_args: bool = True) -> argparse.ArgumentParser:
-    """-v always; --config (a run config, default the embedded recipe), --set and --resume unless
+    """-v always; --config (a run config over the defaults), --set and --resume unless
     ``config_args=False`` (jobs/sweep.py takes a sweep file instead)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("-v", "--verbose", action="store_true",
@@ -24,8 +22,8 @@ def parser(description: str, *, config_args: bool = True) -> argparse.ArgumentPa
                    "one message and exit code 2)")
     if not config_args:
         return p
-    p.add_argument("--config", help=f"YAML config (nested or dotted keys); default: {EMBEDDED_DEFAULT.name}, "
-                                    "the embedded default's CPU recipe")
+    p.add_argument("--config", help="YAML config of overrides (nested or dotted keys) of the defaults, which are "
+                                    "the embedded default's CPU recipe (raymotion/config.py)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set scaling.num_workers=2 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in <run.output_dir>/<run.name>")
@@ -34,7 +32,7 @@ def parser(description: str, *, config_args: bool = True) -> argparse.ArgumentPa
 
 def config(args: argparse.Namespace) -> Config:
     """The config of ``--config`` and ``--set`` (call it inside ``run``: a bad one exits 2 naming the key)."""
-    return load_config(args.config or EMBEDDED_DEFAULT, args.overrides)
+    return load_config(args.config, args.overrides)
 
 
 def run(args: argparse.Namespace, call: Callable[[], Any]) -> Any:

@@ -11,12 +11,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _args  # noqa: E402
 
-from raymotion.train.components import evaluate_checkpoint  # noqa: E402
+from raymotion.train.components import evaluate_checkpoint, evaluation_config  # noqa: E402
 
 if __name__ == "__main__":
     parser = _args.parser(__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="a run's checkpoint.pt, or 'mean'")
     parser.add_argument("--split", choices=("val", "test"), default="test")
     args = parser.parse_args()
-    metrics = _args.run(args, lambda: evaluate_checkpoint(_args.config(args), args.checkpoint, split=args.split))
+
+    def score() -> dict[str, float]:
+        cfg = evaluation_config(args.checkpoint, config_path=args.config, overrides=args.overrides)
+        return evaluate_checkpoint(cfg, args.checkpoint, split=args.split)
+
+    metrics = _args.run(args, score)
     print(json.dumps(metrics, indent=2))

@@ -12,7 +12,7 @@
     raymotion mean-params --out mean_params.npz                            # regressor start point
     raymotion smpl-to-npz body_models/smpl/SMPL_NEUTRAL.pkl --out body_models/smpl/SMPL_NEUTRAL.npz
     raymotion diagnose-flow [--max-clips 8]      # the flow loss at the true meshes vs static/jitter
-    raymotion precompute-flow [--set train.video_clips=24]  # the pair store of scaling.video_source=precomputed
+    raymotion precompute-flow [--set train.video_clips=24]  # the pair store of data.video_source=precomputed
 
 The data pipeline's benchmark (Ray Data against a plain loop) is not a command of the library:
 ``python benchmarks/bench_data.py`` (same config flags).
@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=text + " (the Ray Train loop in local mode: this process)")
         stage.add_argument("--resume", action="store_true", help="continue the run folder's checkpoint")
         _add_config_args(stage)
-    evaluate = sub.add_parser("evaluate", help="score a checkpoint on the val or test split")
+    evaluate = sub.add_parser("evaluate", help="score a checkpoint on the val or test split (the model and data.* "
+                              "come from the checkpoint's own config; --set may change what does not define the model)")
     evaluate.add_argument("--checkpoint", required=True,
                           help="a run's checkpoint.pt, or 'mean' for the constant mean-pose baseline")
     evaluate.add_argument("--split", choices=("val", "test"), default="test")
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--max-clips", type=int, default=8, help="video clips to use (their labels are read)")
     _add_config_args(gate)
     store = sub.add_parser("precompute-flow", help="write the refinement's frame pairs with flow once, as the "
-                           "Parquet pair store that scaling.video_source=precomputed reads (skips a finished one)")
+                           "Parquet pair store that data.video_source=precomputed reads (skips a finished one)")
     _add_config_args(store)
     for command in sub.choices.values():
         command.add_argument("-v", "--verbose", action="store_true",
@@ -171,6 +172,12 @@ def _run(args: argparse.Namespace) -> int:
                                     progress=not args.no_progress)
         print(summary.format())
         return 0
+    if args.command == "evaluate":  # the model and its data come from the checkpoint's own config
+        from raymotion.train.components import evaluate_checkpoint, evaluation_config
+
+        cfg = evaluation_config(args.checkpoint, config_path=args.config, overrides=args.overrides)
+        print(json.dumps(evaluate_checkpoint(cfg, args.checkpoint, split=args.split), indent=2))
+        return 0
     preset = SYNTH_PRESETS[args.preset] if args.command == "synth" else None
     cfg = load_config(args.config, args.overrides, preset=preset)
     if args.command == "doctor":
@@ -199,11 +206,6 @@ def _run(args: argparse.Namespace) -> int:
 
         metrics = run_training(cfg, args.command, resume=args.resume, local=True)
         print(json.dumps({k: metrics[k] for k in METRIC_KEYS}, indent=2))
-        return 0
-    if args.command == "evaluate":
-        from raymotion.train.components import evaluate_checkpoint
-
-        print(json.dumps(evaluate_checkpoint(cfg, args.checkpoint, split=args.split), indent=2))
         return 0
     if args.command == "import":
         from raymotion.importers import run_import

@@ -11,6 +11,11 @@ read them back; choices are ``Literal`` types; validation runs in every ``__post
 section raises ``ConfigError`` with its leaf key, which ``from_dict`` prefixes). Import everything config
 from here.
 
+The defaults are one recipe, the embedded default's on a CPU (the synthetic benchmark, the low-resolution body,
+64 px crops, a small CNN, 5 % of the labels, 600 refinement steps on pairs 3 frames apart with W_flow 0.3:
+docs/results/effect/): what `raymotion pretrain|refine` and jobs/*.py run when no --config is given, and what the
+shipped base model small_cnn64_f05 was pretrained with. A GPU or paper-size run overrides what it changes.
+
 Adding a section: write its ``@dataclass(kw_only=True, slots=True)`` class (docstring, fields made with
 ``leaf``, ``__post_init__`` calling ``validate_fields``), then add one ``name: XConfig = section(XConfig)``
 line to ``Config``.
@@ -30,6 +35,7 @@ import yaml
 from raymotion import typed_config
 from raymotion.typed_config import (
     ConfigError,
+    MovedKeyError,
     UnknownKeyError,
     apply_overrides,
     flatten,
@@ -43,10 +49,19 @@ from raymotion.typed_config import (
 
 __all__ = [
     "SYNTH_PRESETS", "BadInput", "BodyConfig", "Config", "ConfigError", "DataConfig", "Decoder", "FlowConfig",
-    "LossConfig", "ModelConfig", "PredictConfig", "RenderConfig", "RunConfig", "ScalingConfig", "SynthConfig", "TrainConfig",
+    "LossConfig", "MOVED_KEYS", "ModelConfig", "MovedKeyError", "PredictConfig", "RenderConfig", "RunConfig",
+    "ScalingConfig", "SynthConfig", "TrainConfig",
     "UnknownKeyError", "apply_overrides", "check_refinement", "check_values", "config_keys", "config_yaml",
     "describe", "flatten", "from_dict", "load_config", "parse_set_args", "save_config", "to_dict",
 ]
+
+MOVED_KEYS: dict[str, str] = {
+    "scaling.video_source": "data.video_source", "scaling.pair_store": "data.pair_store",
+    "scaling.flow_actors": "data.flow_actors",
+}
+"""Keys that moved to another section, old -> new (where refinement's pairs come from is a data setting, not
+scaling). A stored config (a checkpoint's, a shipped base model's) is read with them moved (``Config.from_dict``);
+a config file or --set that names an old key is refused naming the new one (``load_config``)."""
 
 BadInput = Literal["fail", "skip"]
 """``data.bad_input``'s choices (raymotion.data.manifest.BAD_INPUT_POLICIES)."""
@@ -61,8 +76,9 @@ class BodyConfig:
     """Which parametric body model produces the mesh, and where its files are."""
 
     model: Literal["anny", "anny_lowres", "smpl"] = leaf(
-        "anny", "Body model: 'anny' = embedded full-resolution default body (no download); "
-        "'anny_lowres' = embedded 1.2k-vertex body for tests; 'smpl' = your own SMPL files in body.smpl_dir.")
+        "anny_lowres", "Body model: 'anny' = embedded full-resolution body (no download); 'anny_lowres' = embedded "
+        "1,229-vertex body (the CPU default: the flow loss's visibility and sampling stay cheap); 'smpl' = your own "
+        "SMPL files in body.smpl_dir.")
     smpl_dir: str = leaf(
         "body_models/smpl", "Folder holding SMPL_NEUTRAL/MALE/FEMALE .pkl or .npz "
         "(the SPIN/MMHuman3D layout). Only used with body.model=smpl.")
@@ -84,7 +100,7 @@ class RunConfig:
     """Where a run writes its outputs, and how it is seeded and placed."""
 
     output_dir: str = leaf("runs", "Parent folder of run directories.")
-    name: str = leaf("default", "Run name, used as a folder name: letters, digits, '-', '_', '.'.")
+    name: str = leaf("embedded-default", "Run name, used as a folder name: letters, digits, '-', '_', '.'.")
     seed: int = leaf(0, "Random seed for torch, numpy and Python.", range=(0, None))
     device: Literal["auto", "cpu", "cuda"] = leaf(
         "auto", "Device: 'auto' = cuda when available, else cpu.")
@@ -185,8 +201,8 @@ class DataConfig:
 
     root: str = leaf("data/synth/default", "Dataset folder in raymotion's format (docs/data_format.md): "
                        "manifest.parquet and clips; `raymotion synth` writes one.")
-    crop_size: int = leaf(128, "Side of the square crop fed to the model, pixels (the paper: 224 with "
-                            "ResNet-50 on GPUs; 128 keeps CPU runs short).",
+    crop_size: int = leaf(64, "Side of the square crop fed to the model, pixels (the paper: 224 with "
+                            "ResNet-50 on GPUs; 64 keeps CPU runs short).",
                             range=(32, 1024))
     bbox_scale: float = leaf(1.3, "Crop side = bbox_scale x the longer side of the person box (1.3 in "
                                "SPIN and the paper).", range=(1.0, 3.0))
@@ -208,6 +224,19 @@ class DataConfig:
         "benchmarks/bench_data.py too). A window covering the whole clip decodes each frame exactly once (clips "
         "with one keyframe, as the synthetic benchmark's: 32 frames); shorter windows each restart at the "
         "keyframe before them. Does not change the pairs.", range=(2, None))
+    video_source: Literal["ray_data", "precomputed", "local"] = leaf(
+        "ray_data", "Video pairs for refinement: 'ray_data' streams them through the Ray Data pipeline "
+        "(decode, crop, flow) split across workers; 'precomputed' reads the same rows from a Parquet pair store "
+        "written once by that pipeline (`raymotion precompute-flow`; computed first when missing) and shared "
+        "by runs and sweep trials; 'local' reads them in each worker with the flow cache (deterministic "
+        "batches, bit-exact resume).")
+    pair_store: str = leaf(
+        "", "Folder holding the pair stores of data.video_source=precomputed: '' = <data.root>/pairs. A local "
+        "or NFS path, or s3://bucket/prefix; on a multi-node cluster it must be on storage every node reads.")
+    flow_actors: int = leaf(
+        1, "Optical-flow actors of the Ray Data pair pipeline (1 CPU and scaling.flow_gpus each). On a CPU-only "
+        "pipeline (scaling.decode_gpus=0 and scaling.flow_gpus=0) each of them also decodes and crops.",
+        range=(1, None))
 
     def __post_init__(self) -> None:
         validate_fields(self)
@@ -276,10 +305,11 @@ class LossConfig:
     supervised_weight: float = leaf(1.0, "W_sup: weight of the labelled batch during refinement.",
                                       range=(0.0, None))
     flow_weight: float = leaf(
-        0.1, "W_flow, set against the supervised loss: W_flow * L_flow ~ rho * L_sup. At the embedded default's "
-        "base model L_sup ~ 3 and the normalised L_flow ~ 13 per pair, so 0.1 is rho ~ 40 %; the paper's 0.01 "
-        "is ~4 % and 3e-4 (a CPU prototype's choice, FACTS.md) ~0.1 %, i.e. no flow "
-        "(docs/results/method/README.md).", range=(0.0, None))
+        0.3, "W_flow, set against the supervised loss: W_flow * L_flow ~ rho * L_sup. At the embedded default's "
+        "base model L_sup ~ 3 and the normalised L_flow ~ 13 per pair at gap 1, so 0.1 is rho ~ 40 %; the paper's "
+        "0.01 is ~4 % and 3e-4 (a CPU prototype's choice, FACTS.md) ~0.1 %, i.e. no flow "
+        "(docs/results/method/README.md). 0.3 with train.video_gap=3 is the recipe that shows the flow's gain "
+        "(docs/results/effect/).", range=(0.0, None))
     flow_visibility: Literal["zbuffer", "eroded"] = leaf(
         "eroded", "Visible vertices: 'zbuffer' (the paper: a face holding the vertex wins a pixel) or 'eroded' "
         "(also drop vertices at silhouette edges and depth jumps; measured better).")
@@ -315,7 +345,8 @@ class LossConfig:
 class TrainConfig:
     """Pretraining (supervised, on an annotation fraction) and refinement (unannotated video pairs)."""
 
-    fraction: float = leaf(0.1, "Annotation fraction: share of the labelled pool's clips used.",
+    fraction: float = leaf(0.05, "Annotation fraction: share of the labelled pool's clips used (5 %: the regime "
+                             "where motion cues pay).",
                              range=(0.0001, 1.0))
     fraction_seed: int = leaf(
         0, "Seed that picks which clips form the annotated fraction. Apart from run.seed, so that runs with "
@@ -326,18 +357,19 @@ class TrainConfig:
     weight_decay: float = leaf(0.0, "Adam weight decay.", range=(0.0, 1.0))
     batch_size: int = leaf(32, "Labelled frames per step.", range=(1, None))
     pair_batch_size: int = leaf(16, "Video frame pairs per refinement step.", range=(1, None))
-    pretrain_steps: int = leaf(2000, "Pretraining steps.", range=(1, None))
-    refine_steps: int = leaf(400, "Refinement steps.", range=(1, None))
+    pretrain_steps: int = leaf(3000, "Pretraining steps.", range=(1, None))
+    refine_steps: int = leaf(600, "Refinement steps.", range=(1, None))
     eval_every: int = leaf(200, "Evaluate on the val split every this many steps (and at the end).",
                              range=(1, None))
-    checkpoint_every: int = leaf(200, "Write a checkpoint every this many steps.", range=(1, None))
+    checkpoint_every: int = leaf(100, "Write a checkpoint every this many steps.", range=(1, None))
     log_every: int = leaf(20, "Log losses (log.jsonl and the console) every this many steps.", range=(1, None))
     augment: bool = leaf(True, "Scale/rotation/flip/colour augmentation of labelled frames.")
     pretrained: str = leaf("", "Checkpoint to refine from (a pretraining run's checkpoint.pt).")
     flow_source: Literal["estimator", "ground_truth"] = leaf(
         "estimator", "Optical flow for refinement: flow.estimator on the crops, or the renderer's exact flow "
         "(an oracle upper bound; synthetic data only).")
-    video_gap: int = leaf(1, "Frame gap of video pairs.", range=(1, None))
+    video_gap: int = leaf(3, "Frame gap of video pairs: 3 = 100 ms at 30 fps, ~3x the body motion of consecutive "
+                            "frames (docs/results/effect/).", range=(1, None))
     video_clips: int = leaf(0, "Refine on the first this many clips of the video split (0 = all): the amount "
                               "of unannotated video, for gain-against-video curves.", range=(0, None))
     freeze_batchnorm: bool = leaf(True, "Freeze BatchNorm statistics during refinement (METHOD.md 4).")
@@ -379,19 +411,6 @@ class ScalingConfig:
     ray_num_cpus: int = leaf(
         0, "Logical CPUs of a new local Ray instance: 0 = physical cores + 4, so Ray Data's tasks find CPUs "
         "beside the workers (FACTS.md: a pipeline hangs when actors take every CPU).", range=(0, None))
-    video_source: Literal["ray_data", "precomputed", "local"] = leaf(
-        "ray_data", "Video pairs for refinement: 'ray_data' streams them through the Ray Data pipeline "
-        "(decode, crop, flow) split across workers; 'precomputed' reads the same rows from a Parquet pair store "
-        "written once by that pipeline (`raymotion precompute-flow`; computed first when missing) and shared "
-        "by runs and sweep trials; 'local' reads them in each worker with the flow cache (deterministic "
-        "batches, bit-exact resume).")
-    pair_store: str = leaf(
-        "", "Folder holding the pair stores of scaling.video_source=precomputed: '' = <data.root>/pairs. A local "
-        "or NFS path, or s3://bucket/prefix; on a multi-node cluster it must be on storage every node reads.")
-    flow_actors: int = leaf(
-        1, "Optical-flow actors of the Ray Data pipeline (1 CPU and scaling.flow_gpus each). On a CPU-only "
-        "pipeline (scaling.decode_gpus=0 and scaling.flow_gpus=0) each of them also decodes and crops.",
-        range=(1, None))
     decode_actors: int = leaf(
         1, "Decode+crop actors of the Ray Data pipeline (1 CPU and scaling.decode_gpus each) when decoding and "
         "flow are separate stages, i.e. when either reserves a GPU share; unused on a CPU-only pipeline.",
@@ -542,22 +561,37 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Config":
-        """Inverse of ``to_dict``: strict (unknown keys raise), missing keys keep their defaults."""
-        return from_dict(cls, d)
+        """Inverse of ``to_dict``: strict (unknown keys raise), missing keys keep their defaults. A stored
+        config of an older raymotion is read with its ``MOVED_KEYS`` at their new place."""
+        return from_dict(cls, _with_moved_keys(d))
+
+
+def _with_moved_keys(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A nested config dict with each ``MOVED_KEYS`` old key moved to its new key (where that is not set)."""
+    moved = {k: dict(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_leaf), (new_section, new_leaf) = old.split("."), new.split(".")
+        source = moved.get(old_section)
+        if isinstance(source, dict) and old_leaf in source:
+            value = source.pop(old_leaf)
+            target = moved.setdefault(new_section, {})
+            if isinstance(target, dict):
+                target.setdefault(new_leaf, value)
+    return moved
 
 
 def check_refinement(cfg: Config) -> None:
     """The cross-key checks that hold for refinement only (``launch.check_config_only`` applies them to a run,
     ``tune.search_space.load_sweep`` to every corner of a sweep): raise a ConfigError naming the key."""
-    source = cfg.scaling.video_source
+    source = cfg.data.video_source
     if source in ("ray_data", "precomputed"):  # both carry the Ray Data pipeline's rows
         if cfg.train.flow_source != "estimator":
-            raise ConfigError("scaling.video_source", source, "the Ray Data pipeline estimates flow; with "
-                              "train.flow_source=ground_truth use scaling.video_source=local")
+            raise ConfigError("data.video_source", source, "the Ray Data pipeline estimates flow; with "
+                              "train.flow_source=ground_truth use data.video_source=local")
         if cfg.loss.video_kp2d_weight > 0:
-            raise ConfigError("scaling.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
+            raise ConfigError("data.video_source", source, "loss.video_kp2d_weight > 0 needs the stand-in "
                               "detector's keypoints, which the Ray Data pipeline does not carry; use "
-                              "scaling.video_source=local")
+                              "data.video_source=local")
 
 
 def check_values(values: Mapping[str, Any]) -> None:
@@ -612,6 +646,9 @@ def load_config(path: str | Path | None = None,
     set_items = flatten(overrides)
     merged.update(set_items)
     try:
+        moved = [key for key in merged if key in MOVED_KEYS]
+        if moved:  # an older raymotion's key in a file or --set: say where it is now
+            raise MovedKeyError(moved[0], merged[moved[0]], MOVED_KEYS[moved[0]])
         return apply_overrides(base or Config(), merged)  # one pass: cross-field checks see the final values
     except ValueError as e:
         # Blame the source of the bad key: a --set item wins over the file (it is applied last).

@@ -36,6 +36,19 @@ class ConfigError(ValueError):
         return ConfigError(_join(prefix, self.key), self.value, self.expected)
 
 
+class MovedKeyError(ConfigError):
+    """A key that moved to another section (``key`` the old dotted path, ``new_key`` the new one)."""
+
+    def __init__(self, key: str, value: Any, new_key: str) -> None:
+        ValueError.__init__(self, key, value, new_key)  # picklable: the args rebuild it
+        self.key, self.value, self.new_key = key, value, new_key
+        self.expected = f"the key is now {new_key}"
+
+    def __str__(self) -> str:
+        return (f"{self.key} is now {self.new_key}: write {self.new_key}: {self.value} in the config file, or "
+                f"--set {self.new_key}={self.value}, instead of {self.key}.")
+
+
 class UnknownKeyError(ValueError):
     """A key that is not in the config tree; ``key`` is its dotted path, the message lists the valid keys."""
 

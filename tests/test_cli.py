@@ -107,3 +107,23 @@ def test_job_scripts_report_bad_input_as_one_message_and_exit_2(capsys, monkeypa
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("pretrain.py: train.video_gap=9 is invalid")
     with pytest.raises(KeyError):  # a bug keeps its traceback
         _args.run(args, lambda: {}["x"])
+
+
+@pytest.mark.render
+def test_evaluate_builds_the_model_from_the_checkpoints_own_config(tiny_benchmark, tmp_path, capsys):
+    import json
+
+    from raymotion.train.checkpoint import load_checkpoint, save_checkpoint
+    from raymotion.train.launch import BASE_MODELS_DIR
+
+    # A checkpoint whose model keys are not the defaults (the small CNN pools globally: any crop size runs).
+    state = load_checkpoint(BASE_MODELS_DIR / "small_cnn64_f05.pt")
+    state["config"]["data"]["crop_size"] = 96
+    save_checkpoint(tmp_path / "c96.pt", state)
+    data = ["--set", f"data.root={tiny_benchmark}", "--set", "train.max_eval_clips=1"]
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "c96.pt"), *data]) == 0
+    assert json.loads(capsys.readouterr().out)["num_frames"] > 0
+    # An override of what defines the model is refused by name, not scored or left to fail at load time.
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "c96.pt"), *data, "--set", "data.crop_size=64"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "data.crop_size=64 is invalid" in err and "was trained with data.crop_size=96" in err

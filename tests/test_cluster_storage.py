@@ -43,7 +43,7 @@ def test_a_run_and_its_resume_after_a_killed_worker_live_on_s3(ray_on_s3, tiny_b
     storage = f"{ray_on_s3.bucket_uri}/{uuid.uuid4().hex}"
     common = {"body.model": "anny_lowres", "data.root": str(tiny_benchmark), "data.crop_size": 64,
               "train.fraction": 1.0, "train.batch_size": 4, "train.pair_batch_size": 2, "train.log_every": 1,
-              "train.max_eval_clips": 1, "scaling.storage_path": storage, "scaling.video_source": "local"}
+              "train.max_eval_clips": 1, "scaling.storage_path": storage, "data.video_source": "local"}
     # A base model pretrained into the bucket (local mode), then refined from there by a Ray Train worker
     # that is killed at step 3 and restarted from the checkpoint Ray Train keeps in the bucket.
     launch.run_training(load_config(overrides={**common, "run.name": "pre", "train.pretrain_steps": 2}),

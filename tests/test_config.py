@@ -34,10 +34,19 @@ class Toy:
 
 def test_defaults():
     cfg = Config()
-    assert cfg.body == BodyConfig(model="anny", smpl_dir="body_models/smpl", gender="neutral",
+    assert cfg.body == BodyConfig(model="anny_lowres", smpl_dir="body_models/smpl", gender="neutral",
                                   h36m_regressor="../J_regressor_h36m.npy", num_betas=10)
-    assert cfg.run == RunConfig(output_dir="runs", name="default", seed=0, device="auto")
+    assert cfg.run == RunConfig(output_dir="runs", name="embedded-default", seed=0, device="auto")
     assert cfg.render == RenderConfig(image_size=512, motion="walk", phase=0.25, output="raymotion_body.png")
+
+
+def test_the_defaults_are_the_main_jobs_recipe_the_shipped_base_model_was_pretrained_with():
+    from raymotion.train.launch import shipped_base_model
+
+    cfg = Config()
+    assert (cfg.data.crop_size, cfg.train.fraction, cfg.train.video_gap, cfg.loss.flow_weight,
+            cfg.train.refine_steps) == (64, 0.05, 3, 0.3, 600)
+    assert shipped_base_model(cfg).name == "small_cnn64_f05.pt"
 
 
 def test_every_field_has_help_text():
@@ -191,7 +200,7 @@ def test_direct_construction_validates_types():
 
 
 def test_gender_without_smpl_warns():
-    with pytest.warns(UserWarning, match=r"body.gender='male' is ignored because body.model='anny'"):
+    with pytest.warns(UserWarning, match=r"body.gender='male' is ignored because body.model='anny_lowres'"):
         apply_overrides(Config(), {"body.gender": "male"})
 
 
@@ -276,3 +285,28 @@ def test_check_values_applies_the_config_rules_to_plain_arguments():
         check_values({"flow.estimator": "pwc"})
     with pytest.raises(UnknownKeyError, match="unknown key 'data.crop'.*Did you mean 'data.crop_size'"):
         check_values({"data.crop": 64})
+
+
+def test_a_moved_key_in_a_file_or_set_is_refused_naming_its_new_key(tmp_path):
+    from raymotion.config import MovedKeyError
+
+    with pytest.raises(MovedKeyError, match=r"^scaling\.video_source is now data\.video_source: write "
+                                            r"data\.video_source: local in the config file, or --set "
+                                            r"data\.video_source=local") as info:
+        load_config(overrides=["scaling.video_source=local"])
+    assert info.value.__notes__ == ["from --set scaling.video_source=local"]
+    path = tmp_path / "old.yaml"
+    path.write_text("scaling:\n  pair_store: /nfs/pairs\n")
+    with pytest.raises(ConfigError, match=r"scaling\.pair_store is now data\.pair_store") as info:
+        load_config(path)
+    assert info.value.__notes__ == [f"while loading config file {path}"]
+    assert pickle.loads(pickle.dumps(info.value)).new_key == "data.pair_store"  # Ray moves exceptions
+
+
+def test_a_stored_config_of_an_older_raymotion_loads_with_its_moved_keys_in_place():
+    old = to_dict(Config())
+    old["scaling"].update({"video_source": "local", "pair_store": "/nfs/pairs", "flow_actors": 3})
+    for key in ("video_source", "pair_store", "flow_actors"):
+        del old["data"][key]
+    cfg = Config.from_dict(old)
+    assert (cfg.data.video_source, cfg.data.pair_store, cfg.data.flow_actors) == ("local", "/nfs/pairs", 3)

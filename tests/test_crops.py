@@ -10,16 +10,14 @@ from raymotion.data.crops import (
     COLOUR_GAIN_RANGE,
     ROTATION_MAX_DEG,
     SCALE_JITTER,
+    box_problems,
     crop_box,
     crop_flow,
     crop_image,
-    crop_matrix,
-    from_normalised,
-    invert_affine,
+    empty_boxes,
     sample_augmentation,
-    to_normalised,
-    transform_points,
 )
+from raymotion.geometry.crop_maps import crop_matrix, from_normalised, invert_affine, to_normalised, transform_points
 from raymotion.geometry import image_to_crop
 from raymotion.data.manifest import read_manifest
 
@@ -30,6 +28,13 @@ def test_crop_box_centres_the_box_and_scales_its_long_side():
     center_N2, side_N = crop_box(np.array([[10.0, 20.0, 30.0, 60.0], [0.0, 0.0, 50.0, 10.0]]), scale=1.5)
     np.testing.assert_allclose(center_N2, [[20.0, 40.0], [25.0, 5.0]])
     np.testing.assert_allclose(side_N, [60.0, 75.0])
+
+
+def test_empty_boxes_and_box_problems_by_hand():
+    box_N4 = np.array([[0.0, 0.0, 10.0, 10.0], [5.0, 0.0, 5.0, 10.0], [0.0, np.nan, 1.0, 1.0], [200.0, 0.0, 210.0, 5.0]])
+    np.testing.assert_array_equal(empty_boxes(box_N4), [False, True, True, False])
+    # The frame size adds the box wholly outside it (x0 >= width 100).
+    assert sorted(box_problems(box_N4, width=100, height=100)) == [1, 2, 3]
 
 
 def test_crop_matrix_without_rotation_or_flip_is_geometry_image_to_crop():

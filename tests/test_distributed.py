@@ -55,7 +55,7 @@ def losses_by_step(directory):
 
 def refine_config(root, runs, name, pretrained, **overrides):
     return train_config(root, runs, name, **{"train.refine_steps": 6, "train.pretrained": str(pretrained),
-                                             "scaling.video_source": "local", **overrides})
+                                             "data.video_source": "local", **overrides})
 
 
 def test_ray_train_reproduces_the_plain_loop_through_a_killed_worker_and_a_stopped_run(
@@ -108,7 +108,7 @@ def test_bad_config_fails_before_any_worker_starts(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="train.pretrained"):
         launch.refine_job(cfg)
     cfg = train_config(tmp_path, tmp_path, "y", **{"loss.video_kp2d_weight": 0.1})
-    with pytest.raises(ConfigError, match="scaling.video_source='ray_data'.*scaling.video_source=local"):
+    with pytest.raises(ConfigError, match="data.video_source='ray_data'.*data.video_source=local"):
         launch.refine_job(cfg)
 
 
@@ -119,7 +119,7 @@ def test_two_workers_with_eval_and_checkpoint_intervals_that_do_not_align_finish
     sets = {"body.model": "anny_lowres", "data.root": str(tiny_benchmark), "data.crop_size": 64,
             "run.output_dir": str(tmp_path), "run.name": "two", "train.fraction": 1.0, "train.batch_size": 4,
             "train.pair_batch_size": 2, "train.log_every": 1, "train.max_eval_clips": 1,
-            "train.pretrained": str(pretrained), "scaling.video_source": "local", "scaling.num_workers": 2,
+            "train.pretrained": str(pretrained), "data.video_source": "local", "scaling.num_workers": 2,
             "train.refine_steps": 5, "train.eval_every": 3, "train.checkpoint_every": 2, "scaling.max_failures": 0,
             "train.control_run": False}
     # The job in its own process with a timeout: a regression fails here instead of hanging CI.

@@ -292,7 +292,7 @@ def test_film_pretraining_is_refused_by_name(tmp_path):
 
     cfg = load_config(overrides={"model.film": True, "run.output_dir": str(tmp_path)})
     for source in ("ray_data", "precomputed", "local"):  # every video source yields windows for refinement
-        check_config_only(dataclasses.replace(cfg, scaling=dataclasses.replace(cfg.scaling, video_source=source)),
+        check_config_only(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, video_source=source)),
                           "refine", resume=False)
     with pytest.raises(ConfigError, match=r"model.film=True.*pretrain with model.film=false"):
         check_config_only(cfg, "pretrain", resume=False)
@@ -317,9 +317,8 @@ def test_a_film_run_refines_the_same_base_model_as_its_plain_twin():
     from raymotion.train.launch import defines_base_model, shipped_base_model
 
     assert not defines_base_model("model.film")  # sweeps over it share one base model
-    recipe = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
-    plain = load_config(recipe)
-    film = load_config(recipe, overrides={"model.film": True})
+    plain = load_config()  # the defaults: the recipe the shipped small_cnn64_f05 was pretrained with
+    film = load_config(overrides={"model.film": True})
     assert shipped_base_model(plain) is not None and shipped_base_model(film) == shipped_base_model(plain)
 
 

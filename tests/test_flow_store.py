@@ -95,8 +95,8 @@ def test_a_second_call_and_a_run_with_the_same_config_reuse_the_store(root, stor
     # window and actors change how it is computed, not what: the same store
     again = precompute_pairs(PairSpec(data_root=str(root), **STORE_ARGS), window=64, flow_concurrency=2)
     assert again.reused and again.folder == store.folder and again.rows == store.rows
-    cfg = load_config(overrides={"data.root": str(root), "data.crop_size": 32,
-                                 "scaling.video_source": "precomputed"})
+    cfg = load_config(overrides={"data.root": str(root), "data.crop_size": 32, "train.video_gap": 1,
+                                 "data.video_source": "precomputed"})
     assert precompute_for_config(cfg).folder == store.folder
     assert video_datasets(cfg)["video"].count() == ALL_PAIRS
     assert files_under(store.folder.uri) == files
@@ -239,12 +239,12 @@ def test_a_store_of_3_frame_windows_holds_the_streamed_windows_and_pair_stores_k
 def test_precomputed_source_has_the_ray_data_sources_limits(tmp_path):
     from raymotion.train.launch import check_config_only
 
-    cfg = load_config(overrides={"scaling.video_source": "precomputed", "train.flow_source": "ground_truth",
+    cfg = load_config(overrides={"data.video_source": "precomputed", "train.flow_source": "ground_truth",
                                  "run.output_dir": str(tmp_path)})
-    with pytest.raises(ConfigError, match="scaling.video_source='precomputed'.*scaling.video_source=local"):
+    with pytest.raises(ConfigError, match="data.video_source='precomputed'.*data.video_source=local"):
         check_config_only(cfg, "refine", resume=False)
     with pytest.raises(ConfigError, match="expected one of: ray_data, precomputed, local"):
-        load_config(overrides={"scaling.video_source": "parquet"})
+        load_config(overrides={"data.video_source": "parquet"})
 
 
 def bench_data():
@@ -265,12 +265,12 @@ def bench_data():
 def test_precompute_flow_command_and_the_data_benchmark(root, store, capsys):
     from raymotion.cli import main
 
-    data = ["--set", f"data.root={root}"]
+    data = ["--set", f"data.root={root}", "--set", "train.video_gap=1"]  # STORE_ARGS' gap
     assert main(["precompute-flow", "--set", "data.crop_size=32", *data]) == 0
     out = capsys.readouterr().out
     assert str(store.folder) in out and f"{ALL_PAIRS} pairs" in out and "reused" in out
     bench = ["--max-clips", "2", "--set", "data.crop_size=32", "--set", "data.decode_window=16",
-             "--set", "scaling.flow_actors=1", *data]
+             "--set", "data.flow_actors=1", *data]
     pairs = CLIP_FRAMES[0] - 1 + CLIP_FRAMES[1] - 1
     main = bench_data().main
     assert main(bench) == 0

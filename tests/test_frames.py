@@ -16,8 +16,8 @@ from raymotion.data.crops import (
     IMAGENET_STD,
     Augmentation,
     crop_box,
-    from_normalised,
 )
+from raymotion.geometry.crop_maps import from_normalised
 from raymotion.data.decode import read_video_pyav
 from raymotion.data.frames import LabelledFrames, select_clips
 from raymotion.data.video_pairs import VideoPairs

@@ -51,7 +51,7 @@ def test_imported_data_pretrains_refines_and_evaluates_under_both_protocols(fiel
             "body.model": "anny_lowres", "data.root": str(field_data), "data.crop_size": 64,
             "run.output_dir": str(tmp_path), "run.name": name, "train.fraction": 1.0, "train.batch_size": 4,
             "train.pair_batch_size": 2, "train.log_every": 1, "train.checkpoint_every": 2,
-            "scaling.video_source": "local", **overrides})
+            "data.video_source": "local", **overrides})
 
     run_training(config("pre", **{"train.pretrain_steps": 2}), "pretrain", local=True)
     checkpoint = str(tmp_path / "pre" / "checkpoint.pt")

@@ -37,7 +37,9 @@ def curve_config(root, runs, name, **overrides):
     return load_config(overrides={
         "body.model": "anny_lowres", "data.root": str(root), "data.crop_size": 64, "run.output_dir": str(runs),
         "run.name": name, "run.seed": 0, "train.fraction": 1.0, "train.batch_size": 4, "train.pair_batch_size": 2,
-        "train.log_every": 1, "train.max_eval_clips": 1, "scaling.video_source": "local", **overrides})
+        "train.log_every": 1, "train.max_eval_clips": 1, "data.video_source": "local",
+        # The values the curves were recorded with (defaults until the defaults became the main job's recipe).
+        "train.video_gap": 1, "loss.flow_weight": 0.1, **overrides})
 
 
 def logged(folder, keys):

@@ -42,13 +42,13 @@ def test_gpu_plan_counts_and_totals_are_the_sum_of_its_groups():
     assert (plan.phases[0].cpus, plan.phases[0].gpus) == (6.0, 3.25)
     text = plan.describe()
     for name in ("training workers", "decode actors (NVDEC)", "flow actors (raft_small, GPU)", "Ray Data tasks",
-                 "scaling.{decode_actors, decode_gpus}", "scaling.{flow_actors, flow_gpus}", "3.25"):
+                 "scaling.{decode_actors, decode_gpus}", "data.flow_actors, scaling.flow_gpus", "3.25"):
         assert name in text, name
 
 
 def test_precomputed_source_plans_the_store_before_training_only_when_it_is_missing():
-    cfg = load_config(overrides={**GPU_RUN, "scaling.video_source": "precomputed", "scaling.num_workers": 4,
-                                 "scaling.flow_actors": 4, "scaling.flow_gpus": 1, "scaling.decode_gpus": 0})
+    cfg = load_config(overrides={**GPU_RUN, "data.video_source": "precomputed", "scaling.num_workers": 4,
+                                 "data.flow_actors": 4, "scaling.flow_gpus": 1, "scaling.decode_gpus": 0})
     plan = resource_plan(cfg, "refine", compute_store=True)
     assert [p.name for p in plan.phases] == ["pair store", "training"]
     assert groups(plan, 0) == {"decode actors (CPU)": (2, 1.0, 0.0), "flow actors (raft_small, GPU)": (4, 1.0, 1.0),
@@ -60,7 +60,7 @@ def test_precomputed_source_plans_the_store_before_training_only_when_it_is_miss
 
 
 def test_local_source_pretraining_and_local_mode_place_workers_only_or_nothing():
-    for cfg, stage in ((load_config(overrides={"scaling.video_source": "local", "scaling.num_workers": 2}), "refine"),
+    for cfg, stage in ((load_config(overrides={"data.video_source": "local", "scaling.num_workers": 2}), "refine"),
                        (load_config(overrides={"scaling.num_workers": 2}), "pretrain")):
         assert groups(resource_plan(cfg, stage)) == {"training workers": (2, 1.0, 0.0)}
     plan = resource_plan(load_config(), "pretrain", local=True)
@@ -74,7 +74,7 @@ def test_gpu_only_flow_without_a_gpu_share_is_refused_by_key():
     with pytest.raises(ConfigError, match="dali_of") as err:
         resource_plan(cfg, "refine")
     assert err.value.key == "scaling.flow_gpus"
-    resource_plan(load_config(overrides={"flow.estimator": "dali_of", "scaling.video_source": "local"}), "refine")
+    resource_plan(load_config(overrides={"flow.estimator": "dali_of", "data.video_source": "local"}), "refine")
     with pytest.raises(ConfigError, match="unused") as err:  # a GPU share a CPU estimator never uses
         resource_plan(load_config(overrides={"scaling.flow_gpus": 1}), "refine")
     assert err.value.key == "scaling.flow_gpus"

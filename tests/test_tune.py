@@ -65,12 +65,15 @@ def test_every_shipped_sweep_file_loads_and_every_key_is_a_config_key(path):
      r"report: val/mpjpe_mm, val/mpjpe_mm_se, val/pa_mpjpe_mm, .*Did you mean 'val/pa_mpjpe_mm'\?"),
     ("grid: {loss.flow_weight: [0.1]}\nsearch: {loss.flow_weight: {uniform: [0, 1]}}\ntune: {}",
      r"bad\.yaml: grid and search: loss\.flow_weight in both"),
-    ("base: {scaling.video_source: ray_data}\ngrid: {train.flow_source: [estimator, ground_truth]}\ntune: {}",
+    ("base: {data.video_source: ray_data}\ngrid: {train.flow_source: [estimator, ground_truth]}\ntune: {}",
      r"bad\.yaml: grid point \{'train\.flow_source': 'ground_truth'\} with search values \(none\): "
-     r"scaling\.video_source='ray_data' is invalid: the Ray Data pipeline estimates flow"),
+     r"data\.video_source='ray_data' is invalid: the Ray Data pipeline estimates flow"),
     ("search: {loss.video_kp2d_weight: {choice: [0.0, 1.0]}}\ntune: {}",
-     r"grid point \(none\) with search values \{'loss\.video_kp2d_weight': 1\.0\}: scaling\.video_source="),
+     r"grid point \(none\) with search values \{'loss\.video_kp2d_weight': 1\.0\}: data\.video_source="),
     ("tune: {metrik: x}", r"tune: unknown key\(s\) \['metrik'\]"),
+    ("base: {scaling.video_source: local}\ntune: {}",
+     r"bad\.yaml: base\.scaling\.video_source: the key is now data\.video_source; write that instead"),
+    ("tune: {mode: lowest}", r"bad\.yaml: tune\.mode: expected 'min' or 'max', got 'lowest'"),
     ("sweep: {}", r"unknown section\(s\) \['sweep'\]"),
 ])
 def test_bad_sweep_files_name_the_file_and_the_key(tmp_path, text, match):
@@ -133,7 +136,6 @@ def test_an_interrupted_sweep_is_restored_and_its_trial_resumes(tiny_benchmark, 
     smoke = load_sweep(REPO / "tune_configs" / "smoke.yaml")
     path = tmp_path / "restore.yaml"
     path.write_text(yaml.safe_dump({
-        "recipe": str(REPO / "jobs" / "embedded_default.yaml"),
         "base": {**smoke.base, "data.root": str(tiny_benchmark), "run.output_dir": str(tmp_path / "runs"),
                  "body.model": "anny_lowres", "train.max_eval_clips": 1, "scaling.fail_at_step": 3,
                  "scaling.max_failures": 0},

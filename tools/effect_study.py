@@ -1,7 +1,7 @@
 """Is the flow's gain real? A refinement recipe against its anchors-only control, seed by seed, paired by frame.
 
     # run the recipe and its control for 3 seeds (2 runs at a time, each in its own process), then summarise
-    python tools/effect_study.py run --name r600 --seeds 0 1 2 --config jobs/embedded_default.yaml \
+    python tools/effect_study.py run --name r600 --seeds 0 1 2 \
         --set train.refine_steps=600 --set train.video_gap=3 --set loss.flow_weight=0.3 \
         --full-base runs/base-f1/checkpoint.pt --out docs/results/effect/r600
     # summarise runs made otherwise ({seed} is replaced by each seed)
@@ -20,6 +20,10 @@ the paired change and its standard error over clips); over seeds the table gives
 the labels with the same recipe) it also gives G, the share of the gap to full supervision that refinement
 closes: G = (PA_base - PA_refined) / (PA_base - PA_full), for the recipe and for the control.
 Writes ``summary.json`` and ``summary.md`` to ``--out``. Runs that finished (metrics.json) are not rerun.
+
+Division with ``tools/paper_table.py``: that one only tabulates a finished Tune sweep's results.csv (variants
+paired by seed, and the gain-against-video curve); this one runs each recipe beside its own control and pairs
+them by frame.
 """
 
 from __future__ import annotations
@@ -314,7 +318,7 @@ def main() -> None:
     grid.add_argument("--keep", type=Path, default=None, metavar="TABLE_JSON",
                       help="a table.json whose rows this run does not remake are kept in the output (same seeds)")
     for p in (run, grid):
-        p.add_argument("--config", default="jobs/embedded_default.yaml")
+        p.add_argument("--config", default=None, help="YAML overrides of the defaults (the embedded recipe)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
     merge = sub.add_parser("merge", help="join table.json files (later files win) into one table, its markdown and plot")

@@ -4,7 +4,8 @@
         --seeds 0 1 2 --steps 200 --out docs/results/method
 
 Single-process refinement runs (the Ray Train loop in local mode, ``launch.run_training(local=True)``, with
-the video pairs read in-process: ``scaling.video_source=local``) of one base model on the default benchmark, with the main job's recipe (jobs/embedded_default.yaml)
+the video pairs read in-process: ``data.video_source=local``) of one base model on the default benchmark, with the main
+job's recipe (the defaults of raymotion/config.py)
 and these variants, each with every seed (``run.seed``: batch order and augmentation; the annotated
 fraction stays the base model's, ``train.fraction_seed``):
 
@@ -32,11 +33,11 @@ import time
 from pathlib import Path
 
 from raymotion.config import load_config
+from raymotion.eval.evaluate import METRIC_KEYS
 from raymotion.train.launch import run_training
 from raymotion.train.checkpoint import load_checkpoint
 
-RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
-METRICS = ("pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "accel_error_mm", "pred_motion_mm")
+METRICS = (*METRIC_KEYS, "pred_motion_mm")
 
 
 def variants(flow_weight: float, texture_weight: float) -> dict[str, dict[str, object]]:
@@ -70,10 +71,10 @@ def main() -> None:
     try:
         for name, extra in chosen.items():
             for seed in args.seeds:
-                cfg = load_config(RECIPE, [*args.overrides, *(f"{k}={v}" for k, v in {
+                cfg = load_config(overrides=[*args.overrides, *(f"{k}={v}" for k, v in {
                     "run.output_dir": str(runs), "run.name": f"{name}_s{seed}", "run.seed": seed,
                     "train.pretrained": args.pretrained, "train.refine_steps": args.steps,
-                    "scaling.video_source": "local", **extra}.items())])
+                    "data.video_source": "local", **extra}.items())])
                 start = time.perf_counter()
                 metrics = run_training(cfg, "refine", local=True)
                 metrics["wall_s"] = time.perf_counter() - start

@@ -11,6 +11,11 @@ sweep's rows), ``pa_mpjpe_vs_fraction.png`` and, with the video sweep, ``gain_vs
 
 Variants: baseline = anchors only (loss.flow_weight 0, loss.texture_weight 0), +TexturePose, +flow, +both.
 The video curve's 0-clip point is the baseline (no video term) and its all-clips point is the table's +flow.
+
+Division with ``tools/effect_study.py``: this tool only reads what a Tune sweep (jobs/sweep.py) already ran and
+pairs variants by seed, from each trial's reported metrics; ``effect_study.py`` runs its own recipe/control pairs
+and pairs them by frame (``components.compare_checkpoints``: a standard error over clips, and G). Both take the
+metrics and their names from ``raymotion.eval.evaluate`` (``METRIC_KEYS``, ``METRIC_LABELS``).
 """
 
 from __future__ import annotations
@@ -22,8 +27,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-METRICS = ("pa_mpjpe_mm", "mpjpe_mm", "pve_mm", "accel_error_mm")
-LABELS = {"pa_mpjpe_mm": "PA-MPJPE", "mpjpe_mm": "MPJPE", "pve_mm": "PVE", "accel_error_mm": "accel. error"}
+from raymotion.eval.evaluate import METRIC_KEYS, METRIC_LABELS
 VARIANTS = {(False, False): "baseline (anchors)", (False, True): "+TexturePose", (True, False): "+flow",
             (True, True): "+flow +TexturePose"}
 
@@ -60,12 +64,13 @@ def paper_table(rows: list[dict]) -> tuple[str, dict]:
     groups: dict[tuple[float, str], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(float(row["train.fraction"]), variant(row))].append(row)
-    lines = ["| annotated | model | seeds | " + " | ".join(LABELS[m] for m in METRICS) + " | Δ PA-MPJPE vs baseline |",
-             "|---|---|---|" + "---|" * len(METRICS) + "---|"]
+    lines = ["| annotated | model | seeds | " + " | ".join(METRIC_LABELS[m] for m in METRIC_KEYS)
+             + " | Δ PA-MPJPE vs baseline |",
+             "|---|---|---|" + "---|" * len(METRIC_KEYS) + "---|"]
     series: dict[tuple[float, str], list[float]] = {}
     for fraction in sorted({f for f, _ in groups}):
         members = [r for (f, _), rs in groups.items() if f == fraction for r in rs]
-        before = [float(r[f"before/test/{m}"]) for r in members[:1] for m in METRICS]
+        before = [float(r[f"before/test/{m}"]) for r in members[:1] for m in METRIC_KEYS]
         lines.append(f"| {100 * fraction:g} % | before refinement (base) | – | " + " | ".join(f"{x:.1f}" for x in before)
                      + " | |")
         base = groups.get((fraction, VARIANTS[(False, False)]), [])
@@ -73,7 +78,7 @@ def paper_table(rows: list[dict]) -> tuple[str, dict]:
             rs = groups.get((fraction, name))
             if not rs:
                 continue
-            cells = [mean_std([float(r[f"test/{m}"]) for r in rs]) for m in METRICS]
+            cells = [mean_std([float(r[f"test/{m}"]) for r in rs]) for m in METRIC_KEYS]
             change = paired_change(rs, base, "pa_mpjpe_mm") if name != VARIANTS[(False, False)] else []
             lines.append(f"| {100 * fraction:g} % | {name} | {len(rs)} | " + " | ".join(cells) + " | "
                          + (mean_std(change) if change else "") + " |")

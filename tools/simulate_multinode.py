@@ -27,7 +27,6 @@ from raymotion.config import load_config
 from raymotion.train.launch import run_training
 from raymotion.train.worker import worker_starts
 
-RECIPE = Path(__file__).resolve().parent.parent / "jobs" / "embedded_default.yaml"
 
 
 def main() -> int:
@@ -45,10 +44,10 @@ def main() -> int:
     ray.init(address=cluster.address)
     print(f"cluster: {len(ray.nodes())} nodes, {ray.cluster_resources().get('CPU')} CPUs; storage {storage}")
 
-    cfg = load_config(RECIPE, {
+    cfg = load_config(overrides={
         "data.root": str(Path(args.data).resolve()), "train.pretrained": str(Path(args.pretrained).resolve()),
         "run.name": "multinode", "scaling.storage_path": str(storage), "scaling.num_workers": 2,
-        "scaling.placement_strategy": "SPREAD", "scaling.max_failures": 2, "scaling.video_source": "local",
+        "scaling.placement_strategy": "SPREAD", "scaling.max_failures": 2, "data.video_source": "local",
         "train.refine_steps": args.steps, "train.checkpoint_every": 10, "train.eval_every": args.steps,
         "train.log_every": 5, "train.max_eval_clips": 4,
     })

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from raymotion.body.body_model import NUMPY_PICKLE_GLOBALS
+from raymotion.data.crops import empty_boxes
 
 CSV_COLUMNS = ("frame", "track", "x0", "y0", "x1", "y1")
 """Required CSV columns, in any order; ``score`` may follow."""
@@ -72,8 +73,7 @@ class TrackBoxes:
                 n = int(np.flatnonzero(same_N)[0])
                 raise ValueError(f"{self.source}: frame {int(self.frame_N[n])} has track {int(self.track_N[n])} "
                                  "twice; each (frame, track) may have one box")
-        bad_N = ~np.isfinite(self.box_xyxy_N4).all(axis=1) | (self.box_xyxy_N4[:, 2] <= self.box_xyxy_N4[:, 0]) \
-            | (self.box_xyxy_N4[:, 3] <= self.box_xyxy_N4[:, 1])
+        bad_N = empty_boxes(self.box_xyxy_N4)  # the frame size is not known here: box_problems checks it later
         if bad_N.any():
             n = int(np.flatnonzero(bad_N)[0])
             raise ValueError(f"{self.source}: the box of frame {int(self.frame_N[n])}, track {int(self.track_N[n])} "

@@ -8,7 +8,7 @@ every sweep trial; flow dominates that work. A *pair store* keeps the pipeline's
     read_pairs(folder) -> ray.data.Dataset                                # the rows build_pair_dataset gives
 
 A store is a folder ``<out_dir>/<flow>_<S>px_gap<g>_<clips>_<hash>/`` (``out_dir`` defaults to
-``<data_root>/pairs``; ``scaling.pair_store`` may be a local or NFS folder or an object store such as
+``<data_root>/pairs``; ``data.pair_store`` may be a local or NFS folder or an object store such as
 ``s3://bucket/prefix``, through ``raymotion.storage``) named by everything that defines its rows (``PairSpec``:
 the benchmark's clips, split, crop side, box scale, gap, estimator name, decoder, clip count, frames per
 item; a store of 3-frame windows is named ``..._gap<g>_3frames_...``). Only estimators
@@ -79,7 +79,7 @@ DONE_FILE = "_DONE.json"
 ATTEMPT_PREFIX = "attempt-"
 """Each write's Parquet files go to ``<store>/attempt-<host>-<pid>-<uuid8>/``."""
 DEFAULT_STORE_DIR = "pairs"
-"""Stores go to <data_root>/pairs unless ``out_dir`` (``scaling.pair_store``) says otherwise."""
+"""Stores go to <data_root>/pairs unless ``out_dir`` (``data.pair_store``) says otherwise."""
 TARGET_FILE_BYTES = 64 << 20
 """About this many bytes of rows per Parquet file: a few files per store, enough for parallel reads."""
 STORED_COLUMNS = ("image1", "image2", "crop1", "crop2", "clip_index", "t", "flow_fwd", "flow_bwd")
@@ -241,13 +241,13 @@ def precompute_pairs(spec: PairSpec, *, out_dir: str | os.PathLike[str] | Storag
 
 
 def precompute_for_config(cfg: Config) -> PairStore:
-    """The store of a config's refinement pairs (``scaling.video_source=precomputed``), computed when
-    missing: ``PairSpec.from_config`` in ``scaling.pair_store`` with the pipeline's actors and GPU shares
-    from ``scaling.flow_actors``, ``scaling.decode_actors``, ``scaling.flow_gpus``, ``scaling.decode_gpus``, windows
+    """The store of a config's refinement pairs (``data.video_source=precomputed``), computed when
+    missing: ``PairSpec.from_config`` in ``data.pair_store`` with the pipeline's actors and GPU shares
+    from ``data.flow_actors``, ``scaling.decode_actors``, ``scaling.flow_gpus``, ``scaling.decode_gpus``, windows
     of ``data.decode_window`` frames."""
     s = cfg.scaling
-    return precompute_pairs(PairSpec.from_config(cfg), out_dir=s.pair_store or None, window=cfg.data.decode_window,
-                            flow_concurrency=s.flow_actors,
+    return precompute_pairs(PairSpec.from_config(cfg), out_dir=cfg.data.pair_store or None,
+                            window=cfg.data.decode_window, flow_concurrency=cfg.data.flow_actors,
                             decode_concurrency=s.decode_actors, decode_gpus=s.decode_gpus, flow_gpus=s.flow_gpus)
 
 
@@ -312,7 +312,7 @@ def check_store(folder: str | os.PathLike[str] | StoragePath) -> dict[str, Any]:
     if not marker.is_file():
         if not folder.is_dir():
             raise FileNotFoundError(f"pair store {folder} does not exist; write it with `raymotion precompute-flow` "
-                                    "(or scaling.video_source=precomputed, which computes it when missing)")
+                                    "(or data.video_source=precomputed, which computes it when missing)")
         raise ValueError(f"{folder} is not a finished pair store: it has no {DONE_FILE} (a write that was "
                          "interrupted or is still running, or not a pair store); `raymotion precompute-flow` "
                          "computes the store of a config again")

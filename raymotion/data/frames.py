@@ -27,15 +27,13 @@ from raymotion.data.crops import (
     Augmentation,
     crop_box,
     crop_image,
-    crop_matrix,
     normalise_image,
     sample_augmentation,
-    to_normalised,
-    transform_points,
 )
 from raymotion.data.decode import AUTO_DECODER
 from raymotion.data.labels import LABEL_SHAPES, frame_sizes, read_decoded, read_labels, split_rows
 from raymotion.data.manifest import UNRENDERED, check_bad_input, clip_exists, warn_skipped
+from raymotion.geometry.crop_maps import crop_matrix, to_normalised, transform_points
 from raymotion.geometry.pose3d import flip_points3d, flip_pose, rotate_points3d, rotate_pose
 
 LABELLED_SPLITS = ("labelled", "val", "test")

@@ -21,13 +21,13 @@ import torch
 from torch.utils.data import Dataset
 
 from raymotion.config import FlowConfig, check_values
-from raymotion.data.crops import (crop_box, crop_flow, crop_image, crop_matrix, normalise_image, to_normalised,
-                                  transform_points)
+from raymotion.data.crops import crop_box, crop_flow, crop_image, normalise_image
 from raymotion.data.decode import AUTO_DECODER
 from raymotion.data.labels import LABEL_SHAPES, frame_sizes, read_decoded, read_labels, split_rows
 from raymotion.data.manifest import (check_bad_input, check_clip_lengths, check_frames_per_item, clip_frame_paths,
                                      warn_skipped)
 from raymotion.flow.estimator import make_flow_estimator
+from raymotion.geometry.crop_maps import crop_matrix, to_normalised, transform_points
 
 GROUND_TRUTH_FLOW = "ground_truth"
 """``VideoPairs(flow=...)`` value for the renderer's exact flow (flow.npz)."""

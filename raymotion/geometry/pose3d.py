@@ -1,7 +1,7 @@
 """3D pose geometry of a crop augmentation: mirror or rotate camera-frame poses and joints about the camera.
 
 Pure numpy (the root rotation through ``raymotion.geometry.rotations``). The 2D side (the crop's affine map)
-is ``raymotion.data.crops``; its module docstring states the shared conventions: +theta turns the x axis
+is ``raymotion.geometry.crop_maps``; its module docstring states the shared conventions: +theta turns the x axis
 towards the y axis (clockwise as displayed, y pointing down), and a flip mirrors x after the rotation.
 
 Legend: J = joints (24 SMPL joints for poses); trailing digits are literal sizes (``pose_J3`` is (J, 3)).

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from raymotion.body.body_model import BodyModel, load_body_model
-from raymotion.config import Config, ConfigError, flatten, load_config, to_dict
+from raymotion.config import Config, ConfigError, flatten, to_dict
 from raymotion.data.boxes import TrackBoxes, read_boxes
 from raymotion.data.crops import box_problems, crop_box, crop_image, normalise_image
 from raymotion.data.manifest import warn_skipped
@@ -33,8 +33,7 @@ from raymotion.geometry import rotmat_to_axis_angle
 from raymotion.models.regressor import MeanParams, build_regressor
 from raymotion.predict import outputs
 from raymotion.predict.sources import InputSource, open_input
-from raymotion.train.checkpoint import load_checkpoint
-from raymotion.train.components import MODEL_KEYS
+from raymotion.train.checkpoint import MODEL_KEYS, checkpoint_config
 
 CHECKPOINT_KEYS = (*MODEL_KEYS, "data.bbox_scale")
 """Keys predict takes from the checkpoint: the network, its input (crop size and box margin) and its body model."""
@@ -46,21 +45,14 @@ WHOLE_FRAME_TRACK = 0
 
 def predict_config(checkpoint: str, *, config_path: str | None = None,
                    overrides: Sequence[str] | dict[str, Any] = ()) -> tuple[Config, dict[str, Any]]:
-    """The config predict runs with: the checkpoint's own, then ``config_path`` and ``overrides`` (--set items).
+    """The config predict runs with: the checkpoint's own, then ``config_path`` and ``overrides`` (--set items)
+    (``train.checkpoint.checkpoint_config``).
 
     Raises:
-        ConfigError: an override changes one of ``CHECKPOINT_KEYS`` (the model would not be the checkpoint's);
-            the message names the key, both values and the fix.
+        ConfigError: an override changes one of ``CHECKPOINT_KEYS`` (the model would not be the checkpoint's),
+            or the checkpoint is a FiLM model; the message names the key, both values and the fix.
     """
-    state = load_checkpoint(checkpoint)
-    stored = Config.from_dict(state["config"])
-    cfg = load_config(config_path, overrides, base=stored)
-    ours, theirs = flatten(to_dict(cfg)), flatten(to_dict(stored))
-    for key in CHECKPOINT_KEYS:
-        if ours[key] != theirs[key]:
-            raise ConfigError(key, ours[key], f"the checkpoint {checkpoint} was trained with {key}={theirs[key]!r} and "
-                              "predict builds its model from the checkpoint's own config; drop this override (or "
-                              "choose a checkpoint trained with it)")
+    cfg, state = checkpoint_config(checkpoint, config_path=config_path, overrides=overrides, keys=CHECKPOINT_KEYS)
     if cfg.model.film:
         raise ConfigError("model.film", True, f"the checkpoint {checkpoint} is a FiLM model, which needs each "
                           "track's previous predictions as context; predict runs single-frame models only "

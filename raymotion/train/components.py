@@ -15,6 +15,7 @@ import json
 import random
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,13 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from raymotion.body.body_model import BodyModel, load_body_model
-from raymotion.config import Config, ConfigError, flatten, to_dict
+from raymotion.config import Config, ConfigError, flatten, load_config, to_dict
 from raymotion.data.frames import LabelledFrames
 from raymotion.eval.evaluate import MeanPoseBaseline, evaluate, paired_change
 from raymotion.eval.protocols import PROTOCOLS
 from raymotion.models.regressor import MeanParams, build_regressor
 from raymotion.storage import StoragePath
-from raymotion.train.checkpoint import load_checkpoint
+from raymotion.train.checkpoint import MODEL_KEYS, checkpoint_config, load_checkpoint
 
 MEAN_PARAMS_ANNY = Path(__file__).resolve().parent.parent / "assets" / "mean_params_anny.npz"
 
@@ -192,10 +193,6 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return frozen
 
 
-MODEL_KEYS = ("model.backbone", "model.iterations", "model.film", "body.model", "body.num_betas", "data.crop_size")
-"""Config keys that define what a checkpoint's weights are (the network, its input and its body model)."""
-
-
 def check_checkpoint_matches(cfg: Config, state: dict[str, Any], *, path: str, base: bool = False) -> None:
     """Raise a ConfigError naming the first key of ``MODEL_KEYS`` on which a checkpoint's stored config and
     ``cfg`` disagree: such a checkpoint would not load, or would load into another model silently (e.g.
@@ -224,6 +221,16 @@ def load_model_for_eval(cfg: Config, checkpoint: str) -> nn.Module:
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     return model
+
+
+def evaluation_config(checkpoint: str, *, config_path: str | None = None,
+                      overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
+    """The config ``raymotion evaluate`` and jobs/evaluate.py score ``checkpoint`` with: the checkpoint's own
+    stored config under ``config_path`` and ``overrides`` (``checkpoint.checkpoint_config``: an override of
+    one of ``MODEL_KEYS`` is refused by name); for 'mean' (no checkpoint) the defaults under them."""
+    if checkpoint == "mean":
+        return load_config(config_path, overrides)
+    return checkpoint_config(checkpoint, config_path=config_path, overrides=overrides)[0]
 
 
 def evaluate_checkpoint(cfg: Config, checkpoint: str, *, split: str) -> dict[str, Any]:

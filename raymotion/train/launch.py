@@ -132,18 +132,18 @@ def video_datasets(cfg: Config) -> dict[str, ray.data.Dataset]:
     """The refinement's Ray Data inputs: {'video': frame pairs with flow (3-frame windows with model.film)},
     streamed ('ray_data') or read from the pair store ('precomputed', computed here first when missing), or {}
     for the local source."""
-    if cfg.scaling.video_source == "precomputed":
+    if cfg.data.video_source == "precomputed":
         store = precompute_for_config(cfg)
         print(f"video pairs: {store.rows} from the pair store {store.folder}"
               + ("" if store.reused else f" (computed now in {store.seconds:.1f} s)"), flush=True)
         return {"video": read_pairs(store.folder)}
-    if cfg.scaling.video_source != "ray_data":
+    if cfg.data.video_source != "ray_data":
         return {}
     return {"video": build_pair_dataset(
         cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
         gap=cfg.train.video_gap, window=cfg.data.decode_window, frames_per_item=frames_per_item_for(cfg.model.film),
         flow=cfg.flow.estimator, flow_config=cfg.flow, decoder=cfg.data.decoder, bad_input=cfg.data.bad_input,
-        decode_concurrency=cfg.scaling.decode_actors, flow_concurrency=cfg.scaling.flow_actors,
+        decode_concurrency=cfg.scaling.decode_actors, flow_concurrency=cfg.data.flow_actors,
         decode_gpus=cfg.scaling.decode_gpus, flow_gpus=cfg.scaling.flow_gpus, max_clips=cfg.train.video_clips or None,
     )}
 
@@ -159,7 +159,7 @@ def run_training(cfg: Config, stage: str, *, resume: bool = False, local: bool =
     check_inputs(cfg, stage, resume=resume)
     plan = run_plan(cfg, stage, local=local)  # a bad GPU share fails here, before Ray starts
     print(plan.describe(), flush=True)
-    if not local or (stage == "refine" and cfg.scaling.video_source != "local"):
+    if not local or (stage == "refine" and cfg.data.video_source != "local"):
         init_ray(cfg)
     check_schedulable(plan, timeout_s=cfg.scaling.schedule_timeout_s)
     datasets = video_datasets(cfg) if stage == "refine" else {}

@@ -15,12 +15,12 @@ actors, and ``check_schedulable`` asks Ray whether the whole plan can be placed 
 
 A plan has one or two phases, run one after the other:
 - 'training': the Ray Train workers (``scaling.num_workers`` x {CPU: scaling.cpus_per_worker, GPU: 1 if
-  scaling.use_gpu}), and with ``scaling.video_source=ray_data`` the pipeline's actors beside them:
-  decode+flow actors (``scaling.flow_actors``, 1 CPU each) when neither stage reserves a GPU, else
-  ``scaling.decode_actors`` decode actors and ``scaling.flow_actors`` flow actors with their GPU shares;
+  scaling.use_gpu}), and with ``data.video_source=ray_data`` the pipeline's actors beside them:
+  decode+flow actors (``data.flow_actors``, 1 CPU each) when neither stage reserves a GPU, else
+  ``scaling.decode_actors`` decode actors and ``data.flow_actors`` flow actors with their GPU shares;
   plus one CPU for Ray Data's own tasks (reads, splits; FACTS.md: a pipeline whose actors take every CPU
   hangs).
-- 'pair store' (``scaling.video_source=precomputed`` when the store is missing): the same pipeline actors
+- 'pair store' (``data.video_source=precomputed`` when the store is missing): the same pipeline actors
   write the store first, with no training worker alive; then 'training' holds the workers and a read
   task.
 The local source and pretraining read their frames in the workers: workers only.
@@ -40,15 +40,15 @@ Planning one node with 8 GPUs (text for the README):
 
     - Stream with 7 workers and give the 8th GPU to the pipeline, in shares:
       --set scaling.num_workers=7 --set scaling.use_gpu=true --set scaling.decode_actors=4
-      --set scaling.decode_gpus=0.125 --set scaling.flow_actors=2 --set scaling.flow_gpus=0.25
+      --set scaling.decode_gpus=0.125 --set data.flow_actors=2 --set scaling.flow_gpus=0.25
       --set flow.estimator=raft_small --set flow.raft_weights=/shared/raft_small_C_T_V2-01064c6d.pth
       = 7 GPUs for training + 4 x 0.125 (NVDEC decoding) + 2 x 0.25 (RAFT) = 8 GPUs. With a CPU flow
       estimator (flow.estimator=dis, scaling.flow_gpus=0) the flow actors hold CPUs instead: 7 workers,
       --set scaling.decode_actors=4 --set scaling.decode_gpus=0.25 (= the 8th GPU, for NVDEC)
-      --set scaling.flow_actors=32.
+      --set data.flow_actors=32.
     - Compute the pair store first on all 8 GPUs, then train on all 8:
-      raymotion precompute-flow --set scaling.flow_actors=8 --set scaling.flow_gpus=1 --set flow.estimator=...
-      python jobs/refine.py --set scaling.video_source=precomputed --set scaling.num_workers=8
+      raymotion precompute-flow --set data.flow_actors=8 --set scaling.flow_gpus=1 --set flow.estimator=...
+      python jobs/refine.py --set data.video_source=precomputed --set scaling.num_workers=8
       --set scaling.use_gpu=true
       (decoding stays on the CPU with scaling.decode_gpus=0, in scaling.decode_actors actors). The store is
       reused by every later run and sweep trial with the same data and flow settings. Run precompute-flow
@@ -205,21 +205,22 @@ def pipeline_groups(cfg: Config) -> tuple[ActorGroup, ...]:
         name, value, why = problems[0]
         raise ConfigError(f"scaling.{name}", value, why)
     if s.decode_gpus == 0 and s.flow_gpus == 0:  # fused, as build_pair_dataset(fuse=None) does
-        return (ActorGroup(name=f"decode+flow actors ({estimator}, CPU)", count=s.flow_actors, cpus=ACTOR_CPUS,
-                           gpus=0.0, keys=("scaling.flow_actors", "scaling.decode_gpus", "scaling.flow_gpus")),)
+        return (ActorGroup(name=f"decode+flow actors ({estimator}, CPU)", count=cfg.data.flow_actors,
+                           cpus=ACTOR_CPUS, gpus=0.0,
+                           keys=("data.flow_actors", "scaling.decode_gpus", "scaling.flow_gpus")),)
     decode = "NVDEC" if s.decode_gpus > 0 else "CPU"
     flow = "GPU" if s.flow_gpus > 0 else "CPU"
     return (ActorGroup(name=f"decode actors ({decode})", count=s.decode_actors, cpus=ACTOR_CPUS, gpus=s.decode_gpus,
                        keys=("scaling.decode_actors", "scaling.decode_gpus")),
-            ActorGroup(name=f"flow actors ({estimator}, {flow})", count=s.flow_actors, cpus=ACTOR_CPUS,
-                       gpus=s.flow_gpus, keys=("scaling.flow_actors", "scaling.flow_gpus")))
+            ActorGroup(name=f"flow actors ({estimator}, {flow})", count=cfg.data.flow_actors, cpus=ACTOR_CPUS,
+                       gpus=s.flow_gpus, keys=("data.flow_actors", "scaling.flow_gpus")))
 
 
 def resource_plan(cfg: Config, stage: str, *, compute_store: bool = True, local: bool = False) -> ResourcePlan:
     """The plan of running ``stage`` ('pretrain' or 'refine') with ``cfg`` (module doc). Pure: no Ray, no I/O.
 
     Args:
-        compute_store: with scaling.video_source=precomputed, whether the pair store must be computed
+        compute_store: with data.video_source=precomputed, whether the pair store must be computed
             first (``run_plan`` looks); adds the 'pair store' phase.
         local: training runs in the driver process (Ray Train's local mode, ``run_training(local=True)``):
             no worker is placed on Ray.
@@ -234,9 +235,9 @@ def resource_plan(cfg: Config, stage: str, *, compute_store: bool = True, local:
                                            gpus=1.0 if s.use_gpu else 0.0, keys=_WORKER_KEYS,
                                            strategy=s.placement_strategy),)
     data_tasks = ActorGroup(name="Ray Data tasks (a free CPU)", count=1, cpus=DATA_TASK_CPUS, gpus=0.0, keys=())
-    source = s.video_source if stage == "refine" else "local"
+    source = cfg.data.video_source if stage == "refine" else "local"
     where = " in this process (Ray Train local mode)" if local else ""
-    title = f"{stage}{where}, scaling.video_source={source}" if stage == "refine" else f"{stage}{where}"
+    title = f"{stage}{where}, data.video_source={source}" if stage == "refine" else f"{stage}{where}"
     if source == "local":
         return ResourcePlan(title=title, phases=(Phase(name="training", groups=workers),))
     if source == "ray_data":
@@ -256,8 +257,8 @@ def run_plan(cfg: Config, stage: str, *, local: bool = False) -> ResourcePlan:
     refinement is finished yet (its ``_DONE.json``, ``flow_store.store_folder``; reads the manifest and stats
     the clips)."""
     compute_store = False
-    if stage == "refine" and cfg.scaling.video_source == "precomputed":
-        folder = store_folder(PairSpec.from_config(cfg), cfg.scaling.pair_store or None)
+    if stage == "refine" and cfg.data.video_source == "precomputed":
+        folder = store_folder(PairSpec.from_config(cfg), cfg.data.pair_store or None)
         compute_store = not (folder / DONE_FILE).is_file()
     return resource_plan(cfg, stage, compute_store=compute_store, local=local)
 

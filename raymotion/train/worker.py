@@ -13,7 +13,7 @@ Data per worker (rank r of R):
   shard, the frames n = r (mod R) of the labelled fraction (``LabelledFrames(shard=(r, R))``: memory per
   worker falls with R), and draws its step's batch from it as a pure function of (seed, step), so a
   resumed run repeats the uninterrupted one's batches;
-- video pairs (refinement): ``scaling.video_source='ray_data'`` reads the worker's split of the Ray Data
+- video pairs (refinement): ``data.video_source='ray_data'`` reads the worker's split of the Ray Data
   pipeline (``ray.train.get_dataset_shard('video')``, decode + crop + flow, shuffled with a seeded local
   buffer); ``'precomputed'`` reads the same rows from the pair store (``data.flow_store``) the same way;
   ``'local'`` reads the pairs from disk with the flow cache and samples like the labelled frames. With
@@ -251,7 +251,7 @@ def _train(cfg: Config, stage: str) -> None:
                                shard=(rank, world))
     pairs: VideoPairs | _StreamedPairs | None = None
     if stage == "refine":
-        if cfg.scaling.video_source in ("ray_data", "precomputed"):
+        if cfg.data.video_source in ("ray_data", "precomputed"):
             pairs = _StreamedPairs(cfg, epoch=epoch, skip=position)
         else:
             pairs = VideoPairs(cfg.data.root, split="video", crop_size=cfg.data.crop_size, bbox_scale=cfg.data.bbox_scale,
@@ -270,7 +270,7 @@ def _train(cfg: Config, stage: str) -> None:
             before = {f"val/{k}": v
                       for k, v in evaluate(frozen, body, val, context_gap=gap, protocol=cfg.eval.protocol).items()}
         what = (f"{len(labelled)} labelled frames on rank 0" +
-                (f" and video pairs ({cfg.scaling.video_source})" if pairs else ""))
+                (f" and video pairs ({cfg.data.video_source})" if pairs else ""))
         print(f"[{stage} {cfg.run.name}] {world} worker(s) on {device}, {what}, steps {start}->{total}", flush=True)
 
     log = RunLog(directory, total_steps=total, label=f"{stage} {cfg.run.name}", start_step=start)

@@ -2,7 +2,8 @@
 
 A sweep file has five parts, all optional but ``tune``:
 
-    recipe: jobs/embedded_default.yaml      # config file the sweep starts from (relative to the repo root)
+    recipe: my_base.yaml                    # config file the sweep starts from (relative to the repo root;
+                                            # default: none, the defaults of raymotion/config.py)
     base: {train.refine_steps: 200}         # dotted overrides for every trial
     grid:                                   # dimensions crossed exhaustively (e.g. the annotation fraction)
       train.fraction: [0.05, 0.1, 0.25]
@@ -30,7 +31,8 @@ from typing import Any
 
 import yaml
 
-from raymotion.config import Config, ConfigError, apply_overrides, check_refinement, config_keys, load_config
+from raymotion.config import (MOVED_KEYS, Config, ConfigError, apply_overrides, check_refinement, config_keys,
+                              load_config)
 from raymotion.eval.evaluate import SCORE_KEYS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -97,6 +99,8 @@ def _fail(path: Path, where: str, problem: str) -> ValueError:
 
 
 def _check_key(path: Path, section: str, key: str) -> None:
+    if key in MOVED_KEYS:
+        raise _fail(path, f"{section}.{key}", f"the key is now {MOVED_KEYS[key]}; write that instead")
     valid = config_keys(Config)
     if key not in valid:
         close = difflib.get_close_matches(key, valid, n=1)
@@ -159,10 +163,10 @@ def load_sweep(path: str | Path) -> SweepSpec:
     asha = tune.get("asha")
     if asha is not None and (not isinstance(asha, dict) or set(asha) - ASHA_KEYS):
         raise _fail(path, "tune.asha", f"expected a mapping with keys from {sorted(ASHA_KEYS)}, got {asha!r}")
-    if tune.get("mode", "min") not in ("min", "max"):
-        raise _fail(path, "tune.mode", f"expected 'min' or 'max', got {tune['mode']!r}")
     settings = TuneSettings(name=str(tune.get("name", path.stem)),
                             **{k: v for k, v in tune.items() if k != "name"})
+    if settings.mode not in ("min", "max"):  # TuneSettings holds the default: checked after it is applied
+        raise _fail(path, "tune.mode", f"expected 'min' or 'max', got {settings.mode!r}")
     both = sorted(set(grid) & set(search))
     if both:
         raise _fail(path, "grid and search", f"{', '.join(both)} in both: a key is either walked (grid) or "

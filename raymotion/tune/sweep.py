@@ -150,7 +150,7 @@ def run_sweep(spec: SweepSpec) -> StoragePath:
         cfg = absolute_paths(spec.base_config(point))
         ensure_benchmark(cfg)
         cfg = ensure_pretrained(cfg, resume=True)
-        if cfg.scaling.video_source == "precomputed":  # once here, not in every concurrent trial
+        if cfg.data.video_source == "precomputed":  # once here, not in every concurrent trial
             precompute_for_config(cfg)
         name = point_name(point)
         before = set(live_placement_groups())

@@ -410,8 +410,12 @@ def test_an_image_sequence_clip_of_a_manifest_predicts_what_its_video_does(tiny_
     assert source.kind == "clip_images" and source.image_paths[0].suffix == ".png"
     assert source.label_boxes is not None and source.label_boxes.source.endswith("labels.parquet")
     cfg, _ = predict_config(BASE_MODEL, overrides=["run.device=cpu", "predict.overlay=false"])
-    stage = PredictStage(checkpoint=BASE_MODEL, config=to_dict(cfg), out_dir=str(tmp_path / "out"))  # jobs/predict.py's
-    row = stage({key: np.asarray([value]) for key, value in items[0].items()})
+    threads = torch.get_num_threads()  # the stage sets its actor's thread count: keep this process's
+    try:
+        stage = PredictStage(checkpoint=BASE_MODEL, config=to_dict(cfg), out_dir=str(tmp_path / "out"))  # jobs/predict.py's
+        row = stage({key: np.asarray([value]) for key, value in items[0].items()})
+    finally:
+        torch.set_num_threads(threads)
     assert row["error"].tolist() == [""] and row["frames"].tolist() == [len(source.image_paths)]
     got, want = load(tmp_path / "out" / "test_00000"), load(clip_predictions["test_00000"])
     for key in ("frame", "track", "pose", "betas", "box_xyxy", "joints2d"):

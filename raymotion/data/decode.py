@@ -236,11 +236,10 @@ def read_video_window(path: str | Path, *, first_frame: int, num_frames: int, ba
     return _read_window_dali(path, first_frame, num_frames, "cpu" if backend == "dali_cpu" else "mixed")
 
 
-
-
 # ---- image sequences (a folder or list of JPEG/PNG frames, manifest.clip_frame_paths) --------------
 
-def _read_opencv(path: Path) -> np.ndarray | str:
+
+def read_image_opencv(path: Path) -> np.ndarray | str:
     """(H, W, 3) uint8 RGB (EXIF orientation applied), or why OpenCV cannot decode the file."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -279,7 +278,7 @@ def read_image_window(paths: Sequence[Path], *, first_frame: int, num_frames: in
     present = [i for i, path in enumerate(window) if path.is_file()]
     if backend == "opencv":
         for i in present:
-            results[i] = _read_opencv(window[i])
+            results[i] = read_image_opencv(window[i])
     else:
         device = "cpu" if backend == "dali_cpu_images" else "mixed"
         decoded_files = decode_image_files([np.fromfile(window[i], dtype=np.uint8) for i in present], device=device)

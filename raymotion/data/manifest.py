@@ -29,9 +29,13 @@ from raymotion.data.boxes import natural_key
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.parquet"
-MANIFEST_COLUMNS = ("clip_id", "path", "labels_path", "flow_path", "frames", "fps", "width", "height", "subject",
-                    "motion", "split")
-"""The columns of manifest.parquet (docs/data_format.md)."""
+MANIFEST_SCHEMA = pa.schema([("clip_id", pa.string()), ("path", pa.string()), ("labels_path", pa.string()),
+                             ("flow_path", pa.string()), ("frames", pa.int64()), ("fps", pa.float64()),
+                             ("width", pa.int64()), ("height", pa.int64()), ("subject", pa.int64()),
+                             ("motion", pa.string()), ("split", pa.string())])
+"""The columns of manifest.parquet and their types (docs/data_format.md)."""
+MANIFEST_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
+"""The columns of manifest.parquet, in order."""
 UNRENDERED = "unrendered.txt"
 """In a synthetic benchmark rendered only for the clips one run reads (``synth.generate``'s ``only``): the ids of
 the planned clips not rendered yet, one per line; absent when every clip is there. The manifest lists them all."""

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from tqdm import tqdm
 
 from raymotion.body.joints import NUM_EVAL_JOINTS, NUM_SMPL_JOINTS
-from raymotion.data.manifest import MANIFEST, read_manifest
+from raymotion.data.manifest import MANIFEST, MANIFEST_SCHEMA, read_manifest
 from raymotion.importers.common import box_outside, clip_size, image_size
 from raymotion.synth.writer import ClipDir, atomic_write_table, write_table
 
@@ -172,13 +172,9 @@ class ContractWriter:
         if not self.rows:
             raise ValueError(f"nothing was imported into {self.out_dir}: every clip was dropped (see the summary)")
         path = self.out_dir / MANIFEST
-        schema = pa.schema([("clip_id", pa.string()), ("path", pa.string()), ("labels_path", pa.string()),
-                            ("flow_path", pa.string()), ("frames", pa.int64()), ("fps", pa.float64()),
-                            ("width", pa.int64()), ("height", pa.int64()), ("subject", pa.int64()),
-                            ("motion", pa.string()), ("split", pa.string())])
         added = {row["clip_id"] for row in self.rows}
         rows = [row for row in self.previous if row["clip_id"] not in added] + self.rows
-        atomic_write_table(path, pa.Table.from_pylist(rows, schema=schema))
+        atomic_write_table(path, pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA))
         return path
 
 

@@ -82,15 +82,20 @@ def list_videos(source: str | Path, *, split: str = "") -> list[dict[str, str]]:
     return items
 
 
-def open_manifest_clip(manifest: str | Path, clip_id: str) -> InputSource:
-    """The clip ``clip_id`` of a ``manifest.parquet`` (``sources.open_clip``)."""
+def manifest_clips(manifest: str | Path) -> dict[str, dict]:
+    """A ``manifest.parquet``'s rows by clip id."""
     from raymotion.data.manifest import read_manifest
 
-    manifest = Path(manifest)
-    rows = [row for row in read_manifest(manifest.parent).to_pylist() if row["clip_id"] == clip_id]
-    if not rows:
+    return {row["clip_id"]: row for row in read_manifest(Path(manifest).parent).to_pylist()}
+
+
+def open_manifest_clip(manifest: str | Path, clip_id: str, *, clips: dict[str, dict] | None = None) -> InputSource:
+    """The clip ``clip_id`` of a ``manifest.parquet`` (``sources.open_clip``); ``clips``: its rows
+    (``manifest_clips``), where the caller holds them already."""
+    clips = manifest_clips(manifest) if clips is None else clips
+    if clip_id not in clips:
         raise ValueError(f"{manifest} lists no clip {clip_id!r}")
-    return open_clip(manifest.parent, rows[0])
+    return open_clip(Path(manifest).parent, clips[clip_id])
 
 
 def todo(items: list[dict[str, str]], out_dir: str | Path) -> tuple[list[dict[str, str]], list[str]]:
@@ -117,6 +122,8 @@ class PredictStage:
         _, state = predict_config(checkpoint)  # the model's weights; its config came resolved from the driver
         self.predictor = Predictor(cfg, state, checkpoint=checkpoint)
         self.out_dir = Path(out_dir)
+        self.manifests: dict[str, dict[str, dict]] = {}
+        """Each manifest's rows by clip id, read once per actor (not once per clip)."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows: dict[str, list] = {"name": [], "frames": [], "people": [], "seconds": [], "error": []}
@@ -128,7 +135,9 @@ class PredictStage:
             try:
                 source = str(batch["input"][i])
                 if batch["clip"][i]:  # a manifest's clip: its video or frame files, its labels' boxes
-                    source = open_manifest_clip(source, str(batch["clip"][i]))
+                    if source not in self.manifests:
+                        self.manifests[source] = manifest_clips(source)
+                    source = open_manifest_clip(source, str(batch["clip"][i]), clips=self.manifests[source])
                 summary = predict_to_folder(self.predictor, source, self.out_dir / name,
                                             boxes_path=str(batch["boxes"][i]) or None, progress=False)
                 frames, people = summary.frames, summary.people

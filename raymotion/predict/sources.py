@@ -16,10 +16,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from raymotion.data.boxes import TrackBoxes, natural_key
+from raymotion.data.decode import read_image_opencv
 from raymotion.data.manifest import clip_frame_paths
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -73,14 +73,14 @@ class InputSource:
 
 def read_image(path: Path, *, bad_input: str, skipped: list[str]) -> np.ndarray | None:
     """(H, W, 3) uint8 RGB, or None (counted in ``skipped``) for an unreadable file under bad_input='skip'."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        message = f"{path} is not a readable image (corrupt, truncated or not an image)"
+    image = read_image_opencv(path)
+    if isinstance(image, str):
+        message = f"{path} is not a readable image ({image})"
         if bad_input == "fail":
             raise ValueError(f"{message}; remove or replace it, or set data.bad_input=skip to leave it out (counted)")
         skipped.append(f"skipped {message}")
         return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def _video_frames(path: Path, *, bad_input: str, skipped: list[str], expected: int | None) -> Iterator[Frame]:
